@@ -1,0 +1,75 @@
+"""The pure domain: normalise, hash, analyse, compare, find near duplicates.
+
+No I/O and no Celery, Redis or Kafka imports here (a unit test enforces it), so the same
+code runs in a worker, in the embedded default and in a notebook.
+"""
+
+from __future__ import annotations
+
+from redundancy.core.analysis import ANALYSIS_VERSION, DEFAULT_THRESHOLD, analyze
+from redundancy.core.clusters import connected_components
+from redundancy.core.models import (
+    AnalysisResult,
+    BatchItemResult,
+    BatchResult,
+    DocumentPair,
+    ItemError,
+    NearDuplicateResult,
+    RedundancyLevel,
+    RepeatedPhrase,
+    SentencePair,
+    SimilarityResult,
+    redundancy_level,
+)
+from redundancy.core.neardup import Document, assemble, near_duplicates, pairs_between
+from redundancy.core.scorers import (
+    DEFAULT_ALGORITHM,
+    SCORERS,
+    get_scorer,
+    is_similar,
+    validate_threshold,
+)
+from redundancy.core.similarity import SIMILARITY_VERSION, similarity
+from redundancy.core.text import (
+    DEFAULT_MAX_CHARS,
+    content_hash,
+    normalise,
+    split_sentences,
+    validate_text,
+    words,
+)
+
+__all__ = [
+    "ANALYSIS_VERSION",
+    "DEFAULT_ALGORITHM",
+    "DEFAULT_MAX_CHARS",
+    "DEFAULT_THRESHOLD",
+    "SCORERS",
+    "SIMILARITY_VERSION",
+    "AnalysisResult",
+    "BatchItemResult",
+    "BatchResult",
+    "Document",
+    "DocumentPair",
+    "ItemError",
+    "NearDuplicateResult",
+    "RedundancyLevel",
+    "RepeatedPhrase",
+    "SentencePair",
+    "SimilarityResult",
+    "analyze",
+    "assemble",
+    "connected_components",
+    "content_hash",
+    "get_scorer",
+    "is_similar",
+    "near_duplicates",
+    "normalise",
+    "pairs_between",
+    "redundancy_level",
+    "similarity",
+    "split_sentences",
+    "validate_text",
+    "validate_threshold",
+    "words",
+]

@@ -1,0 +1,142 @@
+"""Redundancy analysis of one text.
+
+``redundancy_score`` answers "what share of this text's words sit in sentences that repeat
+an earlier sentence?". A sentence repeats an earlier one when their normalised forms score
+``>= threshold`` under rapidfuzz ``ratio`` (or the chosen scorer). Worked examples (ratio,
+threshold 0.8), also checked by the unit tests:
+
+* ``"The cat sat. The cat sat."``: sentence 2 repeats sentence 1; 3 of 6 words -> 0.5.
+* ``"Buy cheap shoes. Buy cheap shoes. Buy cheap shoes now. Shipping is free."``:
+  sentences 2 and 3 repeat sentence 1 (3 + 4 words) out of 13 words -> 7/13 = 0.538
+  (``medium``); "buy cheap shoes." vs "buy cheap shoes now." scores 0.889.
+* ``"Every sentence here is different. Nothing repeats at all."``: -> 0.0.
+
+A text of ``n`` identical sentences scores ``(n - 1) / n``; one sentence always scores 0.
+``lexical_redundancy`` keeps the original service's word-level measure,
+``1 - unique_words / word_count``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Final
+
+import numpy as np
+
+from redundancy.core.models import (
+    AnalysisResult,
+    RepeatedPhrase,
+    SentencePair,
+    redundancy_level,
+)
+from redundancy.core.pairs import find_pairs
+from redundancy.core.scorers import DEFAULT_ALGORITHM, get_scorer, validate_threshold
+from redundancy.core.text import (
+    DEFAULT_MAX_CHARS,
+    hash_normalised,
+    normalise,
+    split_sentences,
+    validate_text,
+    words,
+)
+
+ANALYSIS_VERSION: Final = 1
+"""Bump when results change for the same input, so cached results are not reused."""
+DEFAULT_THRESHOLD: Final = 0.8
+PHRASE_LENGTH: Final = 3
+"""Words per n-gram reported in ``repeated_phrases``."""
+MAX_REPORTED: Final = 20
+"""How many sentence pairs / phrases a result lists (counts always cover all of them)."""
+MAX_SNIPPET: Final = 200
+"""Characters of a sentence quoted in a result."""
+
+
+def analyze(
+    text: str,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    algorithm: str = DEFAULT_ALGORITHM,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    workers: int = 1,
+) -> AnalysisResult:
+    """Measure how much ``text`` repeats itself (see the module docstring)."""
+    validate_text(text, max_chars=max_chars)
+    threshold = validate_threshold(threshold)
+    scorer = get_scorer(algorithm)
+    normalised = normalise(text)
+    all_words = words(normalised)
+
+    sentences = split_sentences(text)
+    norm_sentences = [normalise(s) for s in sentences]
+    sentence_words = np.fromiter((len(words(s)) for s in norm_sentences), np.int64)
+
+    # Exact repeats first: every later copy of a sentence is redundant without scoring.
+    first_index: dict[str, int] = {}
+    rep_of = np.fromiter(
+        (first_index.setdefault(s, i) for i, s in enumerate(norm_sentences)), np.int64
+    )
+    redundant = rep_of != np.arange(len(norm_sentences))
+    reps = np.flatnonzero(~redundant)  # first occurrences, in text order
+
+    found = find_pairs(
+        [norm_sentences[i] for i in reps], scorer=scorer, threshold=threshold, workers=workers
+    )
+    # reps are in text order, so in each pair (left < right) the right one is the later.
+    redundant[reps[found.right]] = True
+
+    copies = np.flatnonzero(rep_of != np.arange(rep_of.size))
+    exact_pairs = [(int(rep_of[i]), int(i), 1.0) for i in copies[:MAX_REPORTED]]
+    near_pairs = _top_pairs(reps[found.left], reps[found.right], found.scores / 100.0)
+    listed = sorted(exact_pairs + near_pairs, key=lambda p: (-p[2], p[0], p[1]))[:MAX_REPORTED]
+
+    word_count = len(all_words)
+    unique = len(set(all_words))
+    redundant_words = int(sentence_words[redundant].sum())
+    score = redundant_words / word_count if word_count else 0.0
+    return AnalysisResult(
+        content_hash=hash_normalised(normalised),
+        character_count=len(text),
+        word_count=word_count,
+        unique_words=unique,
+        sentence_count=len(sentences),
+        lexical_redundancy=1.0 - unique / word_count if word_count else 0.0,
+        redundant_sentence_count=int(redundant.sum()),
+        redundant_word_count=redundant_words,
+        redundancy_score=score,
+        redundancy_level=redundancy_level(score),
+        near_duplicate_pair_count=copies.size + len(found),
+        near_duplicate_sentences=[
+            SentencePair(a=a, b=b, score=s, text_a=_snip(sentences[a]), text_b=_snip(sentences[b]))
+            for a, b, s in listed
+        ],
+        repeated_phrases=repeated_phrases(all_words),
+        threshold=threshold,
+        algorithm=algorithm,
+        version=ANALYSIS_VERSION,
+    )
+
+
+def repeated_phrases(
+    tokens: list[str], n: int = PHRASE_LENGTH, top: int = MAX_REPORTED
+) -> list[RepeatedPhrase]:
+    """The ``top`` most frequent word n-grams that occur at least twice."""
+    grams = Counter(zip(*(tokens[i:] for i in range(n)), strict=False))
+    return [
+        RepeatedPhrase(phrase=" ".join(gram), count=count)
+        for gram, count in grams.most_common(top)
+        if count >= 2
+    ]
+
+
+def _top_pairs(
+    left: np.ndarray, right: np.ndarray, scores: np.ndarray
+) -> list[tuple[int, int, float]]:
+    """The MAX_REPORTED best-scoring pairs, without sorting all of them."""
+    if scores.size > MAX_REPORTED:
+        best = np.argpartition(-scores, MAX_REPORTED - 1)[:MAX_REPORTED]
+        left, right, scores = left[best], right[best], scores[best]
+    return [(int(a), int(b), float(s)) for a, b, s in zip(left, right, scores, strict=True)]
+
+
+def _snip(sentence: str) -> str:
+    return sentence if len(sentence) <= MAX_SNIPPET else sentence[: MAX_SNIPPET - 1] + "\u2026"

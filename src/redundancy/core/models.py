@@ -1,0 +1,142 @@
+"""Result models of the pure core. Tasks return ``model_dump(mode="json")`` of these."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RedundancyLevel = Literal["very_low", "low", "medium", "high", "very_high"]
+
+LEVEL_BOUNDS: tuple[tuple[float, RedundancyLevel], ...] = (
+    (0.9, "very_high"),
+    (0.7, "high"),
+    (0.5, "medium"),
+    (0.3, "low"),
+)
+"""Lower bounds of each level; below 0.3 is ``very_low``."""
+
+
+def redundancy_level(score: float) -> RedundancyLevel:
+    """very_low < 0.3 <= low < 0.5 <= medium < 0.7 <= high < 0.9 <= very_high."""
+    for bound, level in LEVEL_BOUNDS:
+        if score >= bound:
+            return level
+    return "very_low"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SentencePair(_Model):
+    """Two sentences of one text that are near duplicates (``b`` repeats earlier ``a``)."""
+
+    a: int = Field(description="index of the earlier sentence")
+    b: int = Field(description="index of the later sentence")
+    score: float = Field(ge=0.0, le=1.0)
+    text_a: str
+    text_b: str
+
+
+class RepeatedPhrase(_Model):
+    phrase: str
+    count: int = Field(ge=2)
+
+
+class AnalysisResult(_Model):
+    """How much one text repeats itself.
+
+    ``redundancy_score`` = words in redundant sentences / all words, where a sentence is
+    redundant when it scores >= ``threshold`` against any *earlier* sentence.
+    """
+
+    content_hash: str
+    character_count: int
+    word_count: int
+    unique_words: int
+    sentence_count: int
+    lexical_redundancy: float = Field(ge=0.0, le=1.0)
+    redundant_sentence_count: int
+    redundant_word_count: int
+    redundancy_score: float = Field(ge=0.0, le=1.0)
+    redundancy_level: RedundancyLevel
+    near_duplicate_pair_count: int = Field(
+        description="exact copies (each with its first occurrence) plus near-duplicate "
+        "pairs among distinct sentences"
+    )
+    near_duplicate_sentences: list[SentencePair]
+    repeated_phrases: list[RepeatedPhrase]
+    threshold: float
+    algorithm: str
+    version: int
+
+
+class SimilarityResult(_Model):
+    """Similarity of two texts under one rapidfuzz scorer (after normalisation)."""
+
+    similarity_score: float = Field(ge=0.0, le=1.0)
+    is_similar: bool
+    threshold: float
+    algorithm: str
+    common_words: int = Field(description="distinct words the two texts share")
+    text1_hash: str
+    text2_hash: str
+    version: int
+
+
+class DocumentPair(_Model):
+    """Two documents of a corpus with similarity >= threshold (``a`` < ``b`` by position)."""
+
+    a: int
+    b: int
+    id_a: str
+    id_b: str
+    score: float = Field(ge=0.0, le=1.0)
+    exact: bool = Field(description="same content hash (identical after normalisation)")
+
+
+class NearDuplicateResult(_Model):
+    """Every near-duplicate pair of a corpus and the clusters they form."""
+
+    document_count: int
+    unique_count: int = Field(description="distinct content hashes")
+    threshold: float
+    algorithm: str
+    pairs: list[DocumentPair]
+    clusters: list[list[str]] = Field(description="connected components, ids, size >= 2")
+
+
+class ItemError(_Model):
+    """Why one item of a batch has no analysis: the error's class name and message."""
+
+    type: str
+    message: str
+
+
+class BatchItemResult(_Model):
+    """One batch item: its analysis, or the error that prevented it."""
+
+    position: int
+    id: str
+    analysis: AnalysisResult | None = None
+    error: ItemError | None = None
+
+
+class BatchResult(_Model):
+    """A whole batch: per-item analyses, failed items, near-duplicate pairs and clusters."""
+
+    batch_id: str
+    document_count: int
+    succeeded: int
+    failed: int
+    unique_count: int
+    threshold: float
+    algorithm: str
+    items: list[BatchItemResult] = Field(description="every item in input order")
+    pairs: list[DocumentPair]
+    clusters: list[list[str]]
+
+    @property
+    def failed_items(self) -> list[BatchItemResult]:
+        return [item for item in self.items if item.error is not None]

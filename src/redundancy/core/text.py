@@ -1,0 +1,69 @@
+"""Text normalisation, hashing, tokenising and input limits.
+
+Normalisation (used for hashing and for every comparison) is, in this order:
+1. Unicode NFKC, so compatibility forms compare equal (``ﬁ`` -> ``fi``, full-width digits);
+2. ``str.casefold()``, so case never matters (``Straße`` == ``STRASSE``);
+3. every run of whitespace becomes one space, and the ends are stripped.
+Punctuation is kept: it carries meaning for sentence similarity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+from redundancy.errors import EmptyTextError, NotTextError, TextTooLargeError
+
+DEFAULT_MAX_CHARS = 1_000_000
+"""Longest text accepted, in characters (configurable with ``MAX_TEXT_CHARS``)."""
+
+_WHITESPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
+# A sentence ends at . ! ? (optionally followed by closing quotes/brackets) and whitespace,
+# or at a blank line; single newlines are soft wraps inside a paragraph.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]\u201d\u2019])\s+|\n\s*\n")
+
+
+def normalise(text: str) -> str:
+    """The canonical form used for hashes and comparisons (see the module docstring)."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def content_hash(text: str) -> str:
+    """sha256 hex digest of the normalised text: equal for texts that differ only in
+    case, whitespace or Unicode compatibility forms."""
+    return hash_normalised(normalise(text))
+
+
+def hash_normalised(normalised: str) -> str:
+    """sha256 of text that is already normalised (skips normalising twice)."""
+    return hashlib.sha256(normalised.encode("utf-8")).hexdigest()
+
+
+def words(normalised: str) -> list[str]:
+    """Unicode words (letters, digits, underscores; inner apostrophes kept)."""
+    return _WORD.findall(normalised)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of the *original* text, stripped, empty pieces dropped."""
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+
+
+def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_CHARS, name: str = "text") -> str:
+    """Return ``text`` if it is usable, else raise the documented error.
+
+    Raises NotTextError (not a ``str``), EmptyTextError (empty or whitespace only) or
+    TextTooLargeError (more than ``max_chars`` characters).
+    """
+    if not isinstance(text, str):
+        raise NotTextError(f"{name} must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise EmptyTextError(f"{name} is empty or whitespace only")
+    if len(text) > max_chars:
+        raise TextTooLargeError(
+            f"{name} has {len(text):,} characters, over the limit of {max_chars:,} "
+            "(MAX_TEXT_CHARS)"
+        )
+    return text

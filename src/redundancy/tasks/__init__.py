@@ -1,0 +1,28 @@
+"""Celery tasks (thin: validate -> core -> JSON dict) and batch submission helpers.
+
+    from redundancy.tasks import analyze_content, compare_texts, process_batch
+    analyze_content.delay("Some text. Some text.").get()
+"""
+
+from __future__ import annotations
+
+from redundancy.tasks.analysis import analyze_content, compare_texts
+from redundancy.tasks.batch import (
+    StagedBatch,
+    analyze_chunk,
+    merge_batch,
+    pair_shard,
+    process_batch,
+    stage_batch,
+)
+
+__all__ = [
+    "StagedBatch",
+    "analyze_chunk",
+    "analyze_content",
+    "compare_texts",
+    "merge_batch",
+    "pair_shard",
+    "process_batch",
+    "stage_batch",
+]

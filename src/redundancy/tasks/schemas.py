@@ -1,0 +1,80 @@
+"""Validation at the task boundary: pydantic models of what callers send.
+
+A ``ValidationError`` becomes ``InvalidInputError`` with a readable message, so a bad
+request fails at once (no retry) and the caller reads why from ``AsyncResult``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from redundancy.core.scorers import DEFAULT_ALGORITHM, MIN_THRESHOLD
+from redundancy.errors import InvalidInputError
+
+Algorithm = Literal["ratio", "partial_ratio", "token_sort_ratio", "token_set_ratio", "WRatio"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(default=0.8, ge=MIN_THRESHOLD, le=1.0)
+    algorithm: Algorithm = DEFAULT_ALGORITHM
+
+
+class AnalyzeRequest(_Request):
+    text: StrictStr
+
+
+class CompareRequest(_Request):
+    text_a: StrictStr
+    text_b: StrictStr
+
+
+class BatchRequest(_Request):
+    items: list[Any] = Field(min_length=1)
+    webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return v
+
+
+def validate(model: type[M], **fields: Any) -> M:
+    """Build ``model`` or raise InvalidInputError listing every problem."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInputError(f"invalid {model.__name__}: {problems}") from None
+
+
+def coerce_items(items: list[Any]) -> list[tuple[str, Any]]:
+    """Turn batch items (texts or ``{"id", "text"}``) into ``(id, text)`` pairs.
+
+    Bad *items* are kept and fail individually later (the batch reports them); only a
+    duplicate id fails the whole batch, because results could not be told apart.
+    """
+    out: list[tuple[str, Any]] = []
+    seen: dict[str, int] = {}
+    for position, item in enumerate(items):
+        if isinstance(item, dict):
+            doc_id = str(item.get("id", position))
+            text = item.get("text")
+        else:
+            doc_id, text = str(position), item
+        if doc_id in seen:
+            raise InvalidInputError(
+                f"duplicate item id {doc_id!r} at positions {seen[doc_id]} and {position}"
+            )
+        seen[doc_id] = position
+        out.append((doc_id, text))
+    return out

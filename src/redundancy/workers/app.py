@@ -1,0 +1,53 @@
+"""The Celery application.
+
+Settings come from ``redundancy.workers.celeryconfig``; then, as documented for ops, a
+``celeryconfig`` module named by ``CELERY_CONFIG_MODULE`` -- or a ``celeryconfig.py`` in
+the working directory -- may override any of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from celery import Celery
+
+from redundancy.workers.celeryconfig import celery_settings
+
+OVERRIDE_ENV = "CELERY_CONFIG_MODULE"
+
+
+def _override_module() -> ModuleType | None:
+    name = os.environ.get(OVERRIDE_ENV)
+    if name:
+        return importlib.import_module(name)
+    local = Path.cwd() / "celeryconfig.py"
+    if local.is_file():
+        spec = importlib.util.spec_from_file_location("celeryconfig", local)
+        if spec and spec.loader:
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    return None
+
+
+def _overrides(module: ModuleType | None) -> dict[str, Any]:
+    if module is None:
+        return {}
+    return {k: v for k, v in vars(module).items() if k.islower() and not k.startswith("_")}
+
+
+def create_app() -> Celery:
+    """Build the app from settings plus the ops override module, if any."""
+    app = Celery("redundancy", task_cls="redundancy.workers.base:RedundancyTask")
+    conf = celery_settings()
+    conf.update(_overrides(_override_module()))
+    app.config_from_object(conf)
+    return app
+
+
+app = create_app()

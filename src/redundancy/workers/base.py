@@ -1,0 +1,69 @@
+"""The base class of every task: retry policy and the poison-message guard."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from kombu.exceptions import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from redundancy.config import RETRY_BACKOFF_MAX, get_settings
+from redundancy.errors import InfrastructureError, InvalidInputError, PoisonMessageError
+from redundancy.workers.jobstore import get_job_store
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    InfrastructureError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    OperationalError,
+    ConnectionError,
+    TimeoutError,
+)
+"""Only infrastructure errors are retried; invalid input fails at once."""
+
+DELIVERY_COUNTER_TTL = 86_400
+
+
+class RedundancyTask(Task):  # type: ignore[misc]
+    """Retries infrastructure errors with exponential back-off and jitter.
+
+    ``throws`` marks invalid input as an expected failure (logged without a traceback).
+    """
+
+    autoretry_for = RETRYABLE_ERRORS
+    retry_backoff = True
+    retry_backoff_max = RETRY_BACKOFF_MAX
+    retry_jitter = True
+    throws = (InvalidInputError,)
+    typing = True
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return get_settings().task_max_retries
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        """Refuse a message that keeps coming back (it killed workers MAX_DELIVERIES times).
+
+        With late acknowledgement a task that crashes its worker is redelivered forever;
+        counting deliveries per attempt stops it. A broken counter never blocks the task.
+        """
+        if self.request.is_eager:
+            return
+        limit = get_settings().max_deliveries
+        try:
+            count = get_job_store().count_delivery(
+                task_id, self.request.retries or 0, DELIVERY_COUNTER_TTL
+            )
+        except Exception:  # a hook never fails the job
+            log.warning("delivery counter unavailable for %s", task_id, exc_info=True)
+            return
+        if count > limit:
+            raise PoisonMessageError(
+                f"task {self.name}[{task_id}] was delivered {count} times (MAX_DELIVERIES="
+                f"{limit}); it probably crashes its worker, so it is failed instead of retried"
+            )

@@ -1,0 +1,71 @@
+"""Celery's lowercase settings, built from ``redundancy.config``.
+
+This is where every Celery setting the project relies on lives. The repository's root
+``celeryconfig.py`` re-exports these for ops to override (see ``app.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from redundancy.config import REDIS_SCHEMES, Settings, get_settings
+from redundancy.workers.routing import DEFAULT_QUEUE, TASK_ROUTES, task_queues
+
+EMBEDDED_BROKER = "memory://"
+EMBEDDED_BACKEND = "cache+memory://"
+
+
+def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
+    """The settings dict for ``Celery.config_from_object``."""
+    s = settings or get_settings()
+    broker = s.broker_url if not s.embedded else EMBEDDED_BROKER
+    conf: dict[str, Any] = {
+        "broker_url": broker,
+        "result_backend": s.result_backend_url if not s.embedded else EMBEDDED_BACKEND,
+        # JSON only: never pickle (DESIGN §7).
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # A message is acknowledged only after its task finished; a worker lost mid-task
+        # puts it back on the queue; one message in flight per process.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 5,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 3.0,
+        },
+        "broker_connection_retry_on_startup": True,
+        "task_time_limit": s.task_time_limit,
+        "task_soft_time_limit": s.task_soft_time_limit,
+        "task_queues": task_queues(),
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": TASK_ROUTES,
+        "task_track_started": True,
+        "result_extended": True,
+        "result_expires": 86_400,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "enable_utc": True,
+        "timezone": "UTC",
+        "imports": ("redundancy.tasks",),
+        # Embedded default: the same task code runs in-process, synchronously.
+        "task_always_eager": s.embedded,
+    }
+    if s.worker_concurrency:
+        conf["worker_concurrency"] = s.worker_concurrency
+    scheme = urlsplit(broker).scheme
+    if scheme in REDIS_SCHEMES:
+        # An unacknowledged message comes back after this long: it must exceed the
+        # longest task plus retry back-off, or a slow task runs twice.
+        conf["broker_transport_options"] = {"visibility_timeout": s.visibility_timeout}
+    elif scheme.startswith(("amqp", "pyamqp")):
+        conf["broker_transport_options"] = {"confirm_publish": True}
+    return conf

@@ -1,0 +1,124 @@
+"""Job data that is not a result: staged batch documents and delivery counters.
+
+It lives in the result backend's Redis (``Settings.job_store_url``), which production
+runs without eviction; the embedded default uses the in-memory twin. Clients are made
+lazily per process, so a prefork child never inherits its parent's sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from redundancy import keys
+from redundancy.config import get_settings
+
+STAGE_PIPELINE = 500
+"""Documents written per Redis round trip when staging a batch."""
+
+
+class JobStore(Protocol):
+    def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int: ...
+    def load(self, batch_id: str, positions: Sequence[int]) -> list[tuple[str, Any] | None]: ...
+    def delete(self, batch_id: str) -> None: ...
+    def count_delivery(self, task_id: str, retries: int, ttl: int) -> int: ...
+
+
+class MemoryJobStore:
+    """In-process twin for the embedded default and unit tests."""
+
+    def __init__(self) -> None:
+        self._docs: dict[str, dict[int, tuple[str, Any]]] = {}
+        self._deliveries: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int:
+        staged = dict(enumerate(docs))
+        with self._lock:
+            self._docs.setdefault(batch_id, {}).update(staged)
+        return len(staged)
+
+    def load(self, batch_id: str, positions: Sequence[int]) -> list[tuple[str, Any] | None]:
+        stored = self._docs.get(batch_id, {})
+        return [stored.get(p) for p in positions]
+
+    def delete(self, batch_id: str) -> None:
+        with self._lock:
+            self._docs.pop(batch_id, None)
+
+    def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
+        key = keys.delivery_counter(task_id, retries)
+        with self._lock:
+            self._deliveries[key] = self._deliveries.get(key, 0) + 1
+            return self._deliveries[key]
+
+
+class RedisJobStore:
+    """Documents as one Redis hash per batch (position -> JSON), with a TTL."""
+
+    def __init__(self, url: str) -> None:
+        import redis  # imported here so the embedded default never needs a server
+
+        self._redis = redis.Redis.from_url(url, health_check_interval=30)
+
+    def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int:
+        key = keys.batch_docs(batch_id)
+        count = 0
+        chunk: dict[str, str] = {}
+        for position, (doc_id, text) in enumerate(docs):
+            chunk[str(position)] = json.dumps({"id": doc_id, "text": text})
+            count += 1
+            if len(chunk) >= STAGE_PIPELINE:
+                self._write(key, chunk, ttl)
+                chunk = {}
+        if chunk:
+            self._write(key, chunk, ttl)
+        return count
+
+    def _write(self, key: str, chunk: dict[str, str], ttl: int) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=chunk)
+        pipe.expire(key, ttl)
+        pipe.execute()
+
+    def load(self, batch_id: str, positions: Sequence[int]) -> list[tuple[str, Any] | None]:
+        if not positions:
+            return []
+        raw = self._redis.hmget(keys.batch_docs(batch_id), [str(p) for p in positions])
+        out: list[tuple[str, Any] | None] = []
+        for value in raw:
+            if value is None:
+                out.append(None)
+            else:
+                doc = json.loads(value)
+                out.append((doc["id"], doc["text"]))
+        return out
+
+    def delete(self, batch_id: str) -> None:
+        self._redis.unlink(keys.batch_docs(batch_id))
+
+    def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
+        key = keys.delivery_counter(task_id, retries)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, ttl)
+        count, _ = pipe.execute()
+        return int(count)
+
+
+_store: JobStore | None = None
+_store_pid: int | None = None
+_memory_store = MemoryJobStore()
+
+
+def get_job_store() -> JobStore:
+    """This process's job store (a new Redis client after every fork)."""
+    global _store, _store_pid
+    if _store is None or _store_pid != os.getpid():
+        url = get_settings().job_store_url
+        _store = RedisJobStore(url) if url and not get_settings().embedded else _memory_store
+        _store_pid = os.getpid()
+    return _store
