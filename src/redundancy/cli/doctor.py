@@ -1,0 +1,109 @@
+"""``crd doctor``: one line per configured service saying what is wrong, if anything.
+
+Checks are plain functions in ``CHECKS``; each returns ``(ok, detail)`` or ``None`` when
+the service is not configured. Other parts of the project append their own checks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+
+from redundancy.config import Settings, get_settings
+
+CheckResult = tuple[bool, str] | None
+Check = Callable[[Settings], CheckResult]
+TIMEOUT = 3.0
+
+
+def _sanitize(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))
+
+
+def _redis_ping(url: str, variable: str) -> tuple[bool, str]:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT)
+        started = time.perf_counter()
+        client.ping()
+        return True, f"{_sanitize(url)} answers ({(time.perf_counter() - started) * 1000:.1f} ms)"
+    except Exception as exc:
+        return False, f"{_sanitize(url)} unreachable ({type(exc).__name__}: {exc}); check {variable}"
+
+
+def check_mode(s: Settings) -> CheckResult:
+    if s.embedded:
+        return True, "CELERY_BROKER_URL unset: embedded default, jobs run in-process"
+    return True, f"cluster mode, broker {_sanitize(s.broker_url or '')}"
+
+
+def check_broker(s: Settings) -> CheckResult:
+    if s.embedded:
+        return None
+    from redundancy.workers import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
+        return True, f"{_sanitize(s.broker_url or '')} accepts connections"
+    except Exception as exc:
+        return False, (f"{_sanitize(s.broker_url or '')} unreachable ({type(exc).__name__}: {exc}); "
+                       "check CELERY_BROKER_URL and that the server runs")
+
+
+def check_backend(s: Settings) -> CheckResult:
+    if s.embedded or not s.result_backend_url:
+        return None
+    return _redis_ping(s.result_backend_url, "CELERY_RESULT_BACKEND")
+
+
+def check_workers(s: Settings) -> CheckResult:
+    if s.embedded:
+        return None
+    from redundancy.workers import app
+
+    try:
+        replies = app.control.ping(timeout=1.0)
+    except Exception as exc:
+        return False, f"cannot ask workers ({type(exc).__name__}: {exc})"
+    if not replies:
+        return False, "no worker answered: start one with `crd worker`"
+    names = sorted(name for reply in replies for name in reply)
+    return True, f"{len(names)} answered: {', '.join(names)}"
+
+
+CHECKS: list[tuple[str, Check]] = [
+    ("mode", check_mode),
+    ("broker", check_broker),
+    ("result backend", check_backend),
+    ("workers", check_workers),
+]
+
+
+def run_checks(console: Console, checks: list[tuple[str, Check]] | None = None) -> bool:
+    """Print one line per check; True when nothing failed."""
+    try:
+        settings = get_settings()
+    except Exception as exc:
+        console.print(f"[red]✗ settings[/]  {exc}")
+        return False
+    console.print("[green]✓ settings[/]  environment parsed")
+    healthy = True
+    for name, check in checks or CHECKS:
+        try:
+            outcome: Any = check(settings)
+        except Exception as exc:
+            outcome = (False, f"{type(exc).__name__}: {exc}")
+        if outcome is None:
+            continue
+        ok, detail = outcome
+        healthy &= ok
+        mark = "[green]✓" if ok else "[red]✗"
+        console.print(f"{mark} {name}[/]  {detail}")
+    return healthy

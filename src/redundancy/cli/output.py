@@ -1,0 +1,105 @@
+"""Writing a batch result: JSONL records or a CSV of pairs, and the terminal summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from redundancy.core import BatchResult
+
+FORMATS = ("jsonl", "csv")
+
+
+def output_format(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    return "csv" if path.suffix.lower() == ".csv" else "jsonl"
+
+
+def write_result(result: BatchResult, path: Path, fmt: str) -> None:
+    """``jsonl``: one record per item, pair and cluster (``record`` tells which).
+    ``csv``: one row per near-duplicate pair with its cluster number."""
+    cluster_of = {doc: n for n, ids in enumerate(result.clusters) for doc in ids}
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        if fmt == "csv":
+            writer = csv.writer(fh)
+            writer.writerow(["id_a", "id_b", "score", "exact", "cluster"])
+            for p in result.pairs:
+                writer.writerow([p.id_a, p.id_b, f"{p.score:.4f}", p.exact, cluster_of[p.id_a]])
+            return
+        for item in result.items:
+            _line(fh, {"record": "item", "cluster": cluster_of.get(item.id), **item.model_dump(mode="json")})
+        for p in result.pairs:
+            _line(fh, {"record": "pair", **p.model_dump(mode="json")})
+        for n, ids in enumerate(result.clusters):
+            _line(fh, {"record": "cluster", "cluster": n, "size": len(ids), "ids": ids})
+
+
+def _line(fh: Any, record: dict[str, Any]) -> None:
+    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: float) -> None:
+    """A readable report: totals, the largest clusters, the most redundant items, failures."""
+    scores = [i.analysis.redundancy_score for i in result.items if i.analysis]
+    exact = sum(1 for p in result.pairs if p.exact)
+    totals = Table.grid(padding=(0, 2))
+    totals.add_row("documents", f"{result.document_count:,}")
+    totals.add_row("analysed", f"{result.succeeded:,}")
+    totals.add_row("failed", f"[red]{result.failed:,}[/]" if result.failed else "0")
+    totals.add_row("distinct texts", f"{result.unique_count:,}")
+    totals.add_row(
+        f"near-duplicate pairs (>= {result.threshold:g}, {result.algorithm})",
+        f"{len(result.pairs):,} ({exact:,} exact)",
+    )
+    totals.add_row("clusters", f"{len(result.clusters):,}")
+    if scores:
+        totals.add_row("mean redundancy score", f"{sum(scores) / len(scores):.3f}")
+    totals.add_row("ran on", mode)
+    totals.add_row("time", f"{seconds:.2f} s")
+    console.print(totals)
+
+    if result.clusters:
+        table = Table(title="Largest near-duplicate clusters", title_justify="left")
+        table.add_column("#", justify="right")
+        table.add_column("size", justify="right")
+        table.add_column("members")
+        ranked = sorted(enumerate(result.clusters), key=lambda c: (-len(c[1]), c[0]))
+        for n, ids in ranked[:10]:
+            shown = ", ".join(ids[:4]) + (f", ... (+{len(ids) - 4})" if len(ids) > 4 else "")
+            table.add_row(str(n), str(len(ids)), shown)
+        console.print(table)
+
+    redundant = sorted(
+        (i for i in result.items if i.analysis and i.analysis.redundancy_score > 0),
+        key=lambda i: -i.analysis.redundancy_score,  # type: ignore[union-attr]
+    )
+    if redundant:
+        table = Table(title="Most self-redundant documents", title_justify="left")
+        table.add_column("id")
+        table.add_column("redundancy", justify="right")
+        table.add_column("level")
+        table.add_column("repeated sentences", justify="right")
+        for item in redundant[:10]:
+            a = item.analysis
+            assert a is not None
+            table.add_row(item.id, f"{a.redundancy_score:.3f}", a.redundancy_level,
+                          f"{a.redundant_sentence_count}/{a.sentence_count}")
+        console.print(table)
+
+    failed = result.failed_items
+    if failed:
+        table = Table(title="Failed items", title_justify="left", style="red")
+        table.add_column("id")
+        table.add_column("error")
+        for item in failed[:50]:
+            assert item.error is not None
+            table.add_row(item.id, f"{item.error.type}: {item.error.message}")
+        if len(failed) > 50:
+            table.add_row("...", f"{len(failed) - 50} more in --out")
+        console.print(table)

@@ -1,0 +1,213 @@
+"""Real services for integration tests, and real worker processes.
+
+``require(...)`` skips when a service is missing on a laptop and fails under ``CI=true``,
+where a missing service means a broken set-up, never a green run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+ROOT = Path(__file__).resolve().parents[1]
+REDIS_HOST = os.environ.get("CRD_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("CRD_TEST_REDIS_PORT", "6379"))
+RABBITMQ_URL = os.environ.get("CRD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# Databases reserved for the tests on the shared Redis (flushed by the fixtures).
+REDIS_BROKER_DB = 11
+REDIS_BACKEND_DB = 12
+
+
+def require(available: bool, what: str) -> None:
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{what} is not available, and CI=true requires it", pytrace=False)
+    pytest.skip(f"{what} is not available")
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_url(db: int, port: int = REDIS_PORT) -> str:
+    return f"redis://{REDIS_HOST}:{port}/{db}"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The machine's Redis; returns its base URL (no database)."""
+    require(port_open(REDIS_HOST, REDIS_PORT), f"Redis on {REDIS_HOST}:{REDIS_PORT}")
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> str:
+    from kombu import Connection
+
+    ok = True
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception:
+        ok = False
+    require(ok, f"RabbitMQ at {RABBITMQ_URL}")
+    return RABBITMQ_URL
+
+
+def flush_db(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+
+
+def purge_queues(broker_url: str) -> None:
+    """Empty our queues so a previous run's leftovers cannot answer this run's tests."""
+    from kombu import Connection
+
+    from redundancy.workers.routing import QUEUES
+
+    with Connection(broker_url) as conn:
+        channel = conn.channel()
+        for name in QUEUES:
+            try:
+                channel.queue_purge(name)
+            except Exception:
+                channel = conn.channel()  # a missing queue closes the channel on RabbitMQ
+
+
+@dataclass
+class Cluster:
+    """A broker + backend pair with helpers to run producers and workers against it."""
+
+    broker_url: str
+    backend_url: str
+    tmp: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "REDIS_"))}
+        env.update(CELERY_BROKER_URL=self.broker_url, CELERY_RESULT_BACKEND=self.backend_url,
+                   PYTHONPATH=str(ROOT))
+        env.update(self.extra_env)
+        env.update(extra)
+        return {k: v for k, v in env.items() if v != ""}  # "" means: unset it
+
+    def start_worker(self, concurrency: int = 2, **extra_env: str) -> Worker:
+        log = self.tmp / f"worker-{uuid.uuid4().hex[:8]}.log"
+        name = f"test-{uuid.uuid4().hex[:8]}@%h"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "redundancy", "worker", f"--concurrency={concurrency}",
+             f"--hostname={name}", "--without-mingle", "--without-gossip"],
+            env=self.env(**extra_env),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+            start_new_session=True,  # its own process group: killable with its children
+        )
+        worker = Worker(proc, log)
+        self.workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    def producer(self, code: str, timeout: float = 120, **extra_env: str) -> Any:
+        """Run ``code`` in a fresh Python process as a real producer; it must print JSON."""
+        out = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=self.env(**extra_env), capture_output=True, text=True, timeout=timeout,
+            cwd=self.tmp, check=False,
+        )
+        assert out.returncode == 0, f"producer failed:\n{out.stdout}\n{out.stderr}"
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def crd(self, *args: str, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "redundancy", *args], env=self.env(**extra_env),
+            capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
+        )
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}:\n{self.log.read_text()}")
+            if " ready." in self.log.read_text():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"worker not ready after {timeout} s:\n{self.log.read_text()}")
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children): no clean shutdown."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=20)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                self.kill()
+
+
+@pytest.fixture
+def redis_cluster(redis_server: str, tmp_path: Path) -> Iterator[Cluster]:
+    """Redis as broker and result backend (two test databases, flushed)."""
+    broker, backend = redis_url(REDIS_BROKER_DB), redis_url(REDIS_BACKEND_DB)
+    flush_db(broker)
+    flush_db(backend)
+    cluster = Cluster(broker, backend, tmp_path)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def rabbitmq_cluster(rabbitmq_server: str, redis_server: str, tmp_path: Path) -> Iterator[Cluster]:
+    """RabbitMQ as broker, Redis as result backend."""
+    backend = redis_url(REDIS_BACKEND_DB)
+    flush_db(backend)
+    purge_queues(rabbitmq_server)
+    cluster = Cluster(rabbitmq_server, backend, tmp_path)
+    yield cluster
+    cluster.stop()
