@@ -27,9 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 REDIS_HOST = os.environ.get("CRD_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("CRD_TEST_REDIS_PORT", "6379"))
 RABBITMQ_URL = os.environ.get("CRD_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
-# Databases reserved for the tests on the shared Redis (flushed by the fixtures).
-REDIS_BROKER_DB = 11
-REDIS_BACKEND_DB = 12
+# Four databases reserved for the tests on the shared Redis (flushed by the fixtures):
+# base+0 broker, base+1 result backend, base+2 cache/sessions, base+3 event streams.
+# Give concurrent test runs on one machine different bases (0, 4, 8, 12).
+REDIS_DB_BASE = int(os.environ.get("CRD_TEST_REDIS_DB_BASE", "12"))
+REDIS_BROKER_DB = REDIS_DB_BASE
+REDIS_BACKEND_DB = REDIS_DB_BASE + 1
+REDIS_CACHE_DB = REDIS_DB_BASE + 2
+REDIS_EVENTS_DB = REDIS_DB_BASE + 3
 
 
 def require(available: bool, what: str) -> None:
@@ -211,3 +216,143 @@ def rabbitmq_cluster(rabbitmq_server: str, redis_server: str, tmp_path: Path) ->
     cluster = Cluster(rabbitmq_server, backend, tmp_path)
     yield cluster
     cluster.stop()
+
+
+# --- fault injection: private servers and cuttable ports ------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of our own on a free port, stoppable and restartable by PID.
+
+    Fault tests use this, never the machine's shared Redis.
+    """
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import shutil
+
+        binary = shutil.which("redis-server")
+        require(binary is not None, "redis-server binary")
+        self.proc = subprocess.Popen(
+            [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not port_open("127.0.0.1", self.port, 0.2):
+            if time.monotonic() > deadline:
+                raise TimeoutError("private redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+class TcpProxy:
+    """A loopback TCP relay whose port can be cut (connections dropped, new ones refused)
+    and restored: a broker "made unreachable" without touching the shared server."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        import threading
+
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._threading = threading
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        self._threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Drop every open connection and refuse new ones (the port is closed)."""
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def restore(self) -> None:
+        if self._listener is None:
+            self.start()
+
+
+@pytest.fixture
+def tcp_proxy() -> Iterator[Any]:
+    """Factory: ``tcp_proxy(host, port)`` -> a started TcpProxy, cut at teardown."""
+    proxies: list[TcpProxy] = []
+
+    def make(host: str, port: int) -> TcpProxy:
+        proxy = TcpProxy(host, port)
+        proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.cut()

@@ -208,6 +208,9 @@ def doctor() -> None:
     sys.exit(0 if run_checks(Console()) else EXIT_FAILED)
 
 
+# --- command groups of other areas (events, cache, sessions, ops) register here ---
+
+
 def main() -> None:
     cli(prog_name="crd")
 

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     )
     batch_ttl: int = Field(default=86_400, gt=0, description="lifetime of staged batch documents (s)")
 
+    # --- Events, outbox and webhooks (issue 3) ---
+
+    # --- Cache and sessions (issue 4) ---
+
+    # --- Observability: metrics, tracing, logs, Flower (issue 5) ---
+
+    # --- Near-duplicate search modes (issue 6) ---
+
     @field_validator("celery_broker_url")
     @classmethod
     def _broker(cls, v: str | None) -> str | None:

@@ -20,6 +20,11 @@ from redundancy.workers.celeryconfig import celery_settings
 
 OVERRIDE_ENV = "CELERY_CONFIG_MODULE"
 
+HOOK_MODULES: tuple[str, ...] = (
+    # Modules whose import connects Celery signal handlers (events bridge, metrics,
+    # tracing, logging). Imported once when the app is created, in producers and workers.
+)
+
 
 def _override_module() -> ModuleType | None:
     name = os.environ.get(OVERRIDE_ENV)
@@ -47,6 +52,8 @@ def create_app() -> Celery:
     conf = celery_settings()
     conf.update(_overrides(_override_module()))
     app.config_from_object(conf)
+    for module in HOOK_MODULES:
+        importlib.import_module(module)
     return app
 
 
