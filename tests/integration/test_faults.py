@@ -118,3 +118,23 @@ def test_killed_worker_on_redis_task_comes_back_after_visibility_timeout(redis_c
     assert value["sentence_count"] == 3000
     assert task_id in second.text()
     assert deliveries(redis_cluster, task_id) == 2
+
+
+def test_poison_message_is_failed_after_max_deliveries(redis_cluster, tmp_path):
+    # Given MAX_DELIVERIES=1: a message may be delivered once
+    worker = redis_cluster.start_worker(concurrency=1, MAX_DELIVERIES="1")
+    task_id, _ = submit_slow(redis_cluster, tmp_path, 6000)
+    result = AsyncResult(task_id, app=probe(redis_cluster))
+    child_pid = wait_started(result)["pid"]
+    # When its process dies mid-task (as a message that crashes workers would make it)
+    os.kill(child_pid, signal.SIGKILL)
+    # Then the redelivered message is refused as poison instead of running again
+    deadline = time.monotonic() + 120
+    while result.state != "FAILURE" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert result.state == "FAILURE"
+    assert type(result.result).__name__ == "PoisonMessageError"
+    assert "delivered 2 times (MAX_DELIVERIES=1)" in str(result.result)
+    assert deliveries(redis_cluster, task_id) == 2
+    time.sleep(2)
+    assert worker.text().count(f"[{task_id}] received") == 2  # and not a third time

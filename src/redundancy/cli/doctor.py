@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from redundancy.config import Settings, get_settings
 
@@ -91,7 +92,7 @@ def run_checks(console: Console, checks: list[tuple[str, Check]] | None = None) 
     try:
         settings = get_settings()
     except Exception as exc:
-        console.print(f"[red]✗ settings[/]  {exc}")
+        console.print(f"[red]✗ settings[/]  {escape(str(exc))}", soft_wrap=True)
         return False
     console.print("[green]✓ settings[/]  environment parsed")
     healthy = True
@@ -105,5 +106,5 @@ def run_checks(console: Console, checks: list[tuple[str, Check]] | None = None) 
         ok, detail = outcome
         healthy &= ok
         mark = "[green]✓" if ok else "[red]✗"
-        console.print(f"{mark} {name}[/]  {detail}")
+        console.print(f"{mark} {name}[/]  {escape(detail)}", soft_wrap=True)
     return healthy
