@@ -23,7 +23,7 @@ def test_doctor_names_what_is_wrong(redis_cluster):
     out = redis_cluster.crd("doctor", CELERY_BROKER_URL=dead, CELERY_RESULT_BACKEND=dead,
                             timeout=120)
     assert out.returncode == 1
-    broker_line = next(line for line in out.stdout.splitlines() if " broker " in line)
+    broker_line = next(line for line in out.stdout.splitlines() if line.split()[1:2] == ["broker"])
     assert broker_line.startswith("✗") and "CELERY_BROKER_URL" in broker_line
     assert any(line.startswith("✗ result backend") and "CELERY_RESULT_BACKEND" in line
                for line in out.stdout.splitlines())
