@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import secrets
@@ -29,13 +28,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from redundancy import keys
 from redundancy.cache.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 from redundancy.errors import InfrastructureError
-from redundancy.kv.clients import Connector
+from redundancy.kv.clients import Connector, reset_after_fork
 from redundancy.kv.memory import script_twin
 from redundancy.kv.ops import Call, Flow, Pipeline, RunScript, Script, Sleep, as_text, cmd
 
@@ -55,23 +55,48 @@ POLL_FIRST, POLL_MAX = 0.005, 0.1
 CONNECTION_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
-RELEASE_LOCK = Script(
-    "cache_release_lock",
+GET_OR_LOCK = Script(
+    "cache_get_or_lock",
     """
-    if redis.call('get', KEYS[1]) == ARGV[1] then
-        return redis.call('del', KEYS[1])
-    end
-    return 0
+    local value = redis.call('GET', KEYS[1])
+    if value then return {1, value} end
+    if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return {2} end
+    return {0}
     """,
 )
-"""Delete the lock only if it still holds our token (it may have expired and been taken)."""
+"""One round trip: ``[1, value]`` (hit), ``[2]`` (we now hold the lock: compute) or
+``[0]`` (another caller holds it: wait)."""
+
+STORE_AND_UNLOCK = Script(
+    "cache_store_and_unlock",
+    """
+    if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+    if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+    return 1
+    """,
+)
+"""Store the value (unless empty: the factory failed) and release the lock -- only if it
+still holds our token (it may have expired and been taken) -- in one atomic step, so
+the value exists the moment the lock is gone."""
 
 
-@script_twin(RELEASE_LOCK.name)
-def _release_lock_twin(store: Any, keys_: list[bytes], args: list[bytes]) -> int:
-    if store.call("GET", keys_[0]) == args[0]:
-        return int(store.call("DEL", keys_[0]))
-    return 0
+@script_twin(GET_OR_LOCK.name)
+def _get_or_lock_twin(store: Any, k: list[bytes], a: list[bytes]) -> list[Any]:
+    value = store.call("GET", k[0])
+    if value is not None:
+        return [1, value]
+    if store.call("SET", k[1], a[0], "PX", a[1], "NX"):
+        return [2]
+    return [0]
+
+
+@script_twin(STORE_AND_UNLOCK.name)
+def _store_and_unlock_twin(store: Any, k: list[bytes], a: list[bytes]) -> int:
+    if a[0] != b"":
+        store.call("SET", k[0], a[0], "PX", a[1])
+    if store.call("GET", k[1]) == a[2]:
+        store.call("DEL", k[1])
+    return 1
 
 
 class CacheUnavailableError(InfrastructureError):
@@ -95,8 +120,18 @@ def cache_type(key: str, prefix: str) -> str:
 
 
 def encode(value: Any) -> bytes:
-    """JSON, compact; NaN/Infinity refused (they are not JSON)."""
+    """JSON, compact; NaN/Infinity refused (they are not JSON). The stdlib, not orjson,
+    which would store NaN as null: a cached value must equal the computed one."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def decode(raw: bytes | str) -> Any:
+    """orjson (a cache hit's main cost after the round trip), the stdlib for what it
+    refuses but JSON allows (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def ttl_ms(ttl: float) -> int:
@@ -112,36 +147,36 @@ class StatsBook:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._reset()
+        self._after_fork()
+        reset_after_fork(self)
 
-    def _reset(self) -> None:
-        self._pid = os.getpid()
-        self._counts: dict[str, dict[str, int]] = {}
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
         self._pending: dict[tuple[str, str], int] = {}
         self._last_flush = time.monotonic()
 
+    def flush_due(self) -> bool:
+        """Cheap, lock-free: is there something to share and has a second passed?"""
+        return bool(self._pending) and time.monotonic() - self._last_flush >= STATS_FLUSH_INTERVAL
+
     def record(self, ctype: str, field: str, n: int = 1) -> None:
+        key = (ctype, field)
         with self._lock:
-            if self._pid != os.getpid():
-                self._reset()
-            row = self._counts.get(ctype)
-            if row is None:
-                row = self._counts[ctype] = dict.fromkeys(STATS_FIELDS, 0)
-            row[field] += n
-            self._pending[(ctype, field)] = self._pending.get((ctype, field), 0) + n
+            self._counts[key] = self._counts.get(key, 0) + n
+            self._pending[key] = self._pending.get(key, 0) + n
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            if self._pid != os.getpid():
-                self._reset()
-            return summarise({t: dict(row) for t, row in self._counts.items()})
+            counts = dict(self._counts)
+        by_type: dict[str, dict[str, int]] = {}
+        for (ctype, field), n in counts.items():
+            by_type.setdefault(ctype, dict.fromkeys(STATS_FIELDS, 0))[field] = n
+        return summarise(by_type)
 
     def take_pending(self, force: bool = False) -> dict[tuple[str, str], int]:
         """The unshared deltas, if it is time to share them (or ``force``)."""
         with self._lock:
-            if self._pid != os.getpid():
-                self._reset()
             now = time.monotonic()
             if not self._pending or (not force and now - self._last_flush < STATS_FLUSH_INTERVAL):
                 return {}
@@ -191,16 +226,22 @@ class CacheCore:
         self.fail_open = fail_open
         self.book = StatsBook()
         self._down_until = 0.0
-        self._prefixes = {self.namespace}
+        self._areas = {self.namespace: keys.area_prefix(self.namespace)}
+        self._hit_counters: dict[str, Any] = {}
+        self._miss_counters: dict[str, Any] = {}
 
     # --- small helpers ---
 
     def check_prefix(self, prefix: str | None) -> str:
         if prefix is None:
             return self.namespace
-        if prefix not in self._prefixes:
-            self._prefixes.add(valid_prefix(prefix))
+        if prefix not in self._areas:
+            self._areas[valid_prefix(prefix)] = keys.area_prefix(prefix)
         return prefix
+
+    def full_key(self, prefix: str, key: str) -> str:
+        """``keys.cache_key(prefix, key)``, with the prefix's area string made once."""
+        return self._areas[prefix] + key
 
     @staticmethod
     def check_key(key: str) -> str:
@@ -210,11 +251,17 @@ class CacheCore:
 
     def _hit(self, ctype: str) -> None:
         self.book.record(ctype, "hits")
-        CACHE_HITS.labels(ctype).inc()
+        counter = self._hit_counters.get(ctype)
+        if counter is None:
+            counter = self._hit_counters[ctype] = CACHE_HITS.labels(ctype)
+        counter.inc()
 
     def _miss(self, ctype: str) -> None:
         self.book.record(ctype, "misses")
-        CACHE_MISSES.labels(ctype).inc()
+        counter = self._miss_counters.get(ctype)
+        if counter is None:
+            counter = self._miss_counters[ctype] = CACHE_MISSES.labels(ctype)
+        counter.inc()
 
     def _error(self, ctype: str, operation: str, exc: BaseException | None) -> None:
         """Count (and log) a failed operation; raise it unless the cache fails open."""
@@ -252,7 +299,7 @@ class CacheCore:
         if raw is None:
             return MISS
         try:
-            return json.loads(raw)
+            return decode(raw)
         except ValueError as exc:
             self._error(ctype, operation + ":decode", exc)
             return MISS
@@ -280,9 +327,10 @@ class CacheCore:
         ctype = cache_type(self.check_key(key), prefix)
         if self._skipped(ctype, "get"):
             return MISS
-        yield from self._flush()
+        if self.book.flush_due():
+            yield from self._flush()
         try:
-            raw = yield cmd("GET", keys.cache_key(prefix, key))
+            raw = yield cmd("GET", self.full_key(prefix, key))
         except Exception as exc:
             self._error(ctype, "get", exc)
             return MISS
@@ -303,7 +351,7 @@ class CacheCore:
         if self._skipped(ctype, "set"):
             return False
         try:
-            yield cmd("SET", keys.cache_key(prefix, key), data, "PX", ms)
+            yield cmd("SET", self.full_key(prefix, key), data, "PX", ms)
         except Exception as exc:
             self._error(ctype, "set", exc)
             return False
@@ -316,7 +364,7 @@ class CacheCore:
         if self._skipped(ctype, "delete"):
             return False
         try:
-            removed = yield cmd("UNLINK", keys.cache_key(prefix, key))
+            removed = yield cmd("UNLINK", self.full_key(prefix, key))
         except Exception as exc:
             self._error(ctype, "delete", exc)
             return False
@@ -333,20 +381,23 @@ class CacheCore:
         """The stored value, or ``factory()`` computed by exactly one of the callers that
         miss at the same moment (a short lock, ``SET NX PX`` + compare-and-delete).
 
-        The lock holder stores the value before it releases the lock; the others poll for
-        the value and count a hit when it arrives. A holder that dies leaves a lock that
-        expires after ``lock_timeout``; a holder whose factory raised releases it at once
-        and the next caller tries. A waiter that waited ``lock_timeout`` computes itself.
+        One round trip looks up the value or takes the lock; the holder stores the value
+        and releases the lock in another (two per miss, one per hit). The others poll
+        with jittered back-off and count a hit when the value arrives. A holder that dies
+        leaves a lock that expires after ``lock_timeout``; a holder whose factory raised
+        releases it at once and the next caller tries. A waiter that waited
+        ``lock_timeout`` computes itself.
         Each call counts one hit (the value came from the cache) or one miss (this caller
         ran the factory); an unreachable cache counts errors and just runs the factory.
         """
         prefix = self.check_prefix(prefix)
         ctype = cache_type(self.check_key(key), prefix)
-        full = keys.cache_key(prefix, key)
+        full = self.full_key(prefix, key)
         ms = ttl_ms(self.default_ttl if ttl is None else ttl)
         if self._skipped(ctype, "get_or_set"):
             return (yield Call(factory))
-        yield from self._flush()
+        if self.book.flush_due():
+            yield from self._flush()
         lock = keys.cache_lock(prefix, key)
         token = secrets.token_hex(16)
         lock_ms = ttl_ms(self.lock_timeout)
@@ -354,22 +405,21 @@ class CacheCore:
         delay = POLL_FIRST
         while True:
             try:
-                raw = yield cmd("GET", full)
-                value = self._decode(raw, ctype, "get_or_set")
-                if value is not MISS:
-                    self._hit(ctype)
-                    return value
-                if time.monotonic() >= deadline:
-                    log.warning(
-                        "cache get_or_set waited %gs for %s; computing", self.lock_timeout, full
-                    )
-                    break
-                owner = yield cmd("SET", lock, token, "PX", lock_ms, "NX")
+                reply = yield RunScript(GET_OR_LOCK, (full, lock), (token, lock_ms))
             except Exception as exc:
                 self._error(ctype, "get_or_set", exc)
                 return (yield Call(factory))
-            if owner:
+            if int(reply[0]) == 1:
+                value = self._decode(reply[1], ctype, "get_or_set")
+                if value is not MISS:
+                    self._hit(ctype)
+                    return value
+                break  # undecodable (counted): compute below, without the lock
+            if int(reply[0]) == 2:
                 return (yield from self._compute_locked(ctype, full, factory, ms, lock, token))
+            if time.monotonic() >= deadline:
+                log.warning("get_or_set waited %gs for %s; computing", self.lock_timeout, full)
+                break
             yield Sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, POLL_MAX)
         self._miss(ctype)
@@ -385,10 +435,9 @@ class CacheCore:
             value = yield Call(factory)
             data = encode(value)
         except Exception:
-            yield from self._release(ctype, lock, token)
+            yield from self._unlock(ctype, full, b"", ms, lock, token)
             raise
-        yield from self._store(ctype, full, data, ms, encoded=True)
-        yield from self._release(ctype, lock, token)
+        yield from self._unlock(ctype, full, data, ms, lock, token)
         return value
 
     def _store(
@@ -401,11 +450,16 @@ class CacheCore:
         except Exception as exc:
             self._error(ctype, "set", exc)
 
-    def _release(self, ctype: str, lock: str, token: str) -> Flow[None]:
+    def _unlock(
+        self, ctype: str, full: str, data: bytes, ms: int, lock: str, token: str
+    ) -> Flow[None]:
         try:
-            yield RunScript(RELEASE_LOCK, (lock,), (token,))
-        except Exception as exc:  # it expires by itself
-            self._error(ctype, "unlock", exc)
+            yield RunScript(STORE_AND_UNLOCK, (full, lock), (data, ms, token))
+        except Exception as exc:  # the lock expires by itself
+            self._error(ctype, "set" if data else "unlock", exc)
+            return
+        if data:
+            self.book.record(ctype, "sets")
 
     # --- admin flows (they raise CacheUnavailableError) ---
 
