@@ -337,3 +337,25 @@ def test_fail_closed_mode_raises(private_redis):
     with pytest.raises(CacheUnavailableError):
         cache.get("analysis:a")
     assert cache.stats()["errors"] == 1
+
+
+def test_a_forked_child_builds_its_own_clients_and_counts(cache_db):
+    import os
+
+    cache = new_cache(redis_url(REDIS_CACHE_DB))
+    cache.set("analysis:parent", 1)
+    parent_backend = cache.core.connector.sync()
+    pid = os.fork()
+    if pid == 0:  # the child: a prefork pool process, in effect
+        ok = (
+            cache.core.connector._sync is None
+            and cache.stats()["sets"] == 0
+            and cache.set("analysis:child", 2)
+            and cache.core.connector.sync() is not parent_backend
+            and cache.stats()["sets"] == 1
+        )
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.get("analysis:child") == 2  # the parent's connections still work
+    assert cache.stats()["sets"] == 1

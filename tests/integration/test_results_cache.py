@@ -102,3 +102,10 @@ def test_worker_uses_the_cache_and_survives_its_outage(redis_cluster, private_re
     assert after == during
     key_b = "redundancy:cache:v1:" + analysis_key(TEXT_B, 0.8, "ratio")
     assert json.loads(redis.Redis.from_url(private_redis.url).get(key_b)) == during
+    # The worker's counts reach the shared statistics (at the latest when its processes
+    # stop), including the error counted while the server was down
+    worker.stop()
+    proc = redis_cluster.crd("cache", "stats", "--json", REDIS_CACHE_URL=private_redis.url)
+    assert proc.returncode == 0, proc.stderr
+    shared = json.loads(proc.stdout)["namespaces"]["analysis"]
+    assert shared["errors"] >= 1 and shared["misses"] >= 1 and shared["sets"] >= 1

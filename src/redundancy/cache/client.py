@@ -126,7 +126,8 @@ class RedisCache(_Face):
         prefix: str | None = None,
     ) -> Any:
         """The stored value, else ``factory()`` (sync or async), computed once across
-        every process that misses at the same moment, then stored."""
+        every process that misses at the same moment, then stored. A sync factory runs
+        in the event loop's thread: wrap slow CPU work with ``asyncio.to_thread``."""
         flow = self.core.get_or_set(key, factory, ttl, prefix)
         return await run_async(flow, self.core.connector.async_())
 
