@@ -185,3 +185,16 @@ def test_session_limits_must_be_ordered_and_errors_name_the_variable():
         load_settings(redis_url="redis://r/0", redis_cache_url="redis://c/0").cache_url
         == "redis://c/0"
     )
+
+
+def test_embedded_session_manager_is_one_in_memory_store_for_both_faces():
+    import asyncio
+
+    from redundancy.sessions import get_session_manager, reset_session_manager
+
+    reset_session_manager()
+    manager = get_session_manager()
+    assert manager is get_session_manager() and "in-memory" in manager.url
+    sid = asyncio.run(manager.create_session(user_id="u", data={"k": 1}))
+    assert manager.sync.get_session(sid).data == {"k": 1}
+    reset_session_manager()
