@@ -1,27 +1,34 @@
-"""Run every benchmark in turn: ``python -m benchmarks [name ...]``.
+"""``python -m benchmarks [name ...]`` (``make bench``): run benchmarks in turn.
 
-Each one is a module with a ``main()`` that writes ``benchmarks/results/<name>.json``.
+Each benchmark is a module with a ``main()`` (``python -m benchmarks.<name> --help``) that
+measures its contender against a baseline in the same run and writes JSON to
+``benchmarks/results/<name>.json``. Without names, every benchmark module here runs.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-BENCHMARKS = [
-    "core_neardup",   # near-duplicate search vs plain rapidfuzz cdist and vs difflib
-    "e2e_tasks",      # analyze_content tasks/s vs a no-op task on a real Redis broker
-    "batch_memory",   # peak memory of `crd batch` over 10,000 documents, embedded default
-]
+HERE = Path(__file__).resolve().parent
+SUPPORT = {"common", "noop_tasks"}
+"""Modules here that are helpers, not benchmarks."""
 
 
-def main() -> None:
-    chosen = sys.argv[1:] or BENCHMARKS
-    failed = [name for name in chosen
-              if subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=False).returncode]
+def main() -> int:
+    names = sys.argv[1:] or sorted(
+        p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_") and p.stem not in SUPPORT
+    )
+    failed = []
+    for name in names:
+        print(f"== benchmarks.{name}", flush=True)
+        if subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=False).returncode:
+            failed.append(name)
     if failed:
-        sys.exit(f"failed: {', '.join(failed)}")
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

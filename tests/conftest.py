@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 
 for _var in list(os.environ):
-    if _var.startswith(("CELERY_", "REDIS_", "RABBITMQ_", "KAFKA_", "MESSAGE_BROKER_", "CACHE_")):
+    if _var.startswith(
+        ("CELERY_", "REDIS_", "RABBITMQ_", "KAFKA_", "MESSAGE_BROKER_", "CACHE_", "SESSION_")
+    ):
         del os.environ[_var]
 
 pytest_plugins = ["tests.services"]

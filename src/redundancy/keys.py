@@ -31,3 +31,64 @@ def batch_meta(batch_id: str) -> str:
 def delivery_counter(task_id: str, retries: int) -> str:
     """How many times one attempt of a task message has been delivered."""
     return f"{DELIVERIES}{task_id}:{retries}"
+
+
+# --- cache (issue 4) -------------------------------------------------------------------
+# A cache entry lives at ``redundancy:<prefix>:v1:<key>``; ``prefix`` is the cache's
+# namespace ("cache" unless the caller names another). Its locks and shared counters sit
+# in areas of their own, so clearing a namespace by pattern never touches them.
+
+CACHE_PREFIX = "cache"
+CACHE_LOCKS = area_prefix("cache-lock")
+CACHE_STATS = area_prefix("cache-stats") + "counters"
+"""Hash ``<cache_type>:<hits|misses|errors|sets>`` -> count, summed over every process."""
+
+NON_CACHE_AREAS = frozenset({"batch", "deliveries", "sessions", "cache-lock", "cache-stats"})
+"""Areas owned by other parts: never a cache namespace (a pattern clear would wipe them)."""
+
+
+def cache_key(prefix: str, key: str) -> str:
+    return f"{area_prefix(prefix)}{key}"
+
+
+def cache_lock(prefix: str, key: str) -> str:
+    """The short compute-once lock of ``get_or_set`` for one cache entry."""
+    return f"{CACHE_LOCKS}{prefix}:{key}"
+
+
+def analysis_result(text_sha256: str, threshold: float, algorithm: str, version: int) -> str:
+    """Cache key (in the "cache" namespace) of an AnalysisResult.
+
+    The digest is of the *exact* text, not the normalised ``content_hash``: a result
+    quotes sentences and counts characters of the text as sent, so two texts differing
+    only in case or spacing must not share an entry.
+    """
+    return f"analysis:v{version}:{algorithm}:{threshold!r}:{text_sha256}"
+
+
+def similarity_result(
+    hash_a: str, hash_b: str, threshold: float, algorithm: str, version: int
+) -> str:
+    """Cache key of a SimilarityResult: every field of it depends only on the normalised
+    texts, so their content hashes (in order) identify it."""
+    return f"similarity:v{version}:{algorithm}:{threshold!r}:{hash_a}:{hash_b}"
+
+
+# --- sessions (issue 4) ----------------------------------------------------------------
+
+SESSIONS = area_prefix("sessions")
+
+
+def session(session_id: str) -> str:
+    """Hash: ``m:<field>`` session facts, ``d:<key>`` JSON values of the caller's data."""
+    return f"{SESSIONS}id:{session_id}"
+
+
+def session_jobs(session_id: str) -> str:
+    """List of the job ids submitted in one session (oldest first, capped)."""
+    return f"{SESSIONS}jobs:{session_id}"
+
+
+def user_sessions(user_id: str) -> str:
+    """Sorted set: the user's session ids scored by their expiry (ms since the epoch)."""
+    return f"{SESSIONS}user:{user_id}"

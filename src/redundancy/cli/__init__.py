@@ -209,6 +209,10 @@ def doctor() -> None:
 
 
 # --- command groups of other areas (events, cache, sessions, ops) register here ---
+from redundancy.cli.cache import cache_group, sessions_group  # noqa: E402
+
+cli.add_command(cache_group)
+cli.add_command(sessions_group)
 
 
 def main() -> None:

@@ -79,11 +79,30 @@ def check_workers(s: Settings) -> CheckResult:
     return True, f"{len(names)} answered: {', '.join(names)}"
 
 
+def check_cache(s: Settings) -> CheckResult:
+    if not s.cache_url:
+        return True, ("in-memory, per process (set REDIS_CACHE_URL to share results "
+                      "between workers)" if not s.embedded else "in-memory (embedded default)")
+    variable = "REDIS_CACHE_URL" if s.redis_cache_url else "REDIS_URL"
+    ok, detail = _redis_ping(s.cache_url, variable)
+    if ok and not s.cache_results:
+        detail += "; CACHE_RESULTS=false: tasks do not use it"
+    return ok, detail
+
+
+def check_sessions(s: Settings) -> CheckResult:
+    if not s.sessions_url:
+        return None if not s.embedded else (True, "in-memory (embedded default)")
+    return _redis_ping(s.sessions_url, "REDIS_URL")
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("mode", check_mode),
     ("broker", check_broker),
     ("result backend", check_backend),
     ("workers", check_workers),
+    ("cache", check_cache),
+    ("sessions", check_sessions),
 ]
 
 

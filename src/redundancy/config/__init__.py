@@ -78,6 +78,34 @@ class Settings(BaseSettings):
     # --- Events, outbox and webhooks (issue 3) ---
 
     # --- Cache and sessions (issue 4) ---
+    cache_results: bool = Field(
+        default=True, description="analyze_content/compare_texts look up and store results"
+    )
+    cache_socket_timeout: float = Field(
+        default=1.0, gt=0, le=60, description="connect/reply timeout, cache and sessions Redis (s)"
+    )
+    cache_retry_after: float = Field(
+        default=5.0, ge=0, le=3600,
+        description="after a cache connection error, skip the cache this long (s; counted)",
+    )
+    cache_lock_timeout: float = Field(
+        default=60.0, gt=0, le=86_400,
+        description="get_or_set: lifetime of the compute-once lock; waiters give up after it (s)",
+    )
+    cache_memory_max_keys: int = Field(
+        default=1000, gt=0, description="keys the in-memory cache twin keeps (LRU)"
+    )
+    session_default_ttl: int = Field(default=3600, gt=0, description="idle timeout (s)")
+    session_max_ttl: int = Field(
+        default=86_400, gt=0, description="largest idle timeout a caller may ask for (s)"
+    )
+    session_max_lifetime: int = Field(
+        default=7 * 86_400, gt=0, description="absolute lifetime; sliding refresh stops here (s)"
+    )
+    session_bind_ip: bool = Field(
+        default=False, description="sessions refuse lookups from another IP than the creator's"
+    )
+    session_max_jobs: int = Field(default=1000, gt=0, description="job ids kept per session")
 
     # --- Observability: metrics, tracing, logs, Flower (issue 5) ---
 
@@ -112,6 +140,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CELERY_VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT, or a running task is "
                 f"delivered twice ({self.celery_visibility_timeout} <= {self.task_time_limit})"
+            )
+        if not self.session_default_ttl <= self.session_max_ttl <= self.session_max_lifetime:
+            raise ValueError(
+                "expected SESSION_DEFAULT_TTL <= SESSION_MAX_TTL <= SESSION_MAX_LIFETIME, got "
+                f"{self.session_default_ttl}, {self.session_max_ttl}, {self.session_max_lifetime}"
             )
         if not self.embedded and not self.result_backend_url:
             raise ValueError(
@@ -150,6 +183,16 @@ class Settings(BaseSettings):
         if backend and urlsplit(backend).scheme in REDIS_SCHEMES:
             return backend
         return None
+
+    @property
+    def cache_url(self) -> str | None:
+        """REDIS_CACHE_URL, else REDIS_URL; None = the in-memory twin (per process)."""
+        return self.redis_cache_url or self.redis_url
+
+    @property
+    def sessions_url(self) -> str | None:
+        """REDIS_URL; None = the in-memory twin (embedded default, one process)."""
+        return self.redis_url
 
     @property
     def visibility_timeout(self) -> int:

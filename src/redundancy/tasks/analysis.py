@@ -1,11 +1,13 @@
-"""Single-text tasks: thin wrappers -- validate, compute in the core, return JSON."""
+"""Single-text tasks: thin wrappers -- validate, look up the results cache, compute in
+the core, store, return JSON (see ``redundancy.cache.results`` for the keys)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from redundancy.cache.results import analysis_key, cached, similarity_key
 from redundancy.config import get_settings
-from redundancy.core import analyze, similarity
+from redundancy.core import analyze, similarity, validate_text
 from redundancy.tasks.schemas import AnalyzeRequest, CompareRequest, validate
 from redundancy.workers import app
 
@@ -15,14 +17,19 @@ def analyze_content(text: str, threshold: float = 0.8, algorithm: str = "ratio")
     """How much ``text`` repeats itself: an AnalysisResult as a JSON dict."""
     req = validate(AnalyzeRequest, text=text, threshold=threshold, algorithm=algorithm)
     settings = get_settings()
-    result = analyze(
-        req.text,
-        req.threshold,
-        algorithm=req.algorithm,
-        max_chars=settings.max_text_chars,
-        workers=settings.cdist_workers,
-    )
-    return result.model_dump(mode="json")
+    validate_text(req.text, max_chars=settings.max_text_chars)  # bad input never costs I/O
+
+    def compute() -> dict[str, Any]:
+        result = analyze(
+            req.text,
+            req.threshold,
+            algorithm=req.algorithm,
+            max_chars=settings.max_text_chars,
+            workers=settings.cdist_workers,
+        )
+        return result.model_dump(mode="json")
+
+    return cached(analysis_key(req.text, req.threshold, req.algorithm), compute)
 
 
 @app.task(name="redundancy.compare_texts")
@@ -33,11 +40,14 @@ def compare_texts(
     req = validate(
         CompareRequest, text_a=text_a, text_b=text_b, algorithm=algorithm, threshold=threshold
     )
-    result = similarity(
-        req.text_a,
-        req.text_b,
-        req.algorithm,
-        req.threshold,
-        max_chars=get_settings().max_text_chars,
-    )
-    return result.model_dump(mode="json")
+    max_chars = get_settings().max_text_chars
+    validate_text(req.text_a, max_chars=max_chars, name="text_a")
+    validate_text(req.text_b, max_chars=max_chars, name="text_b")
+
+    def compute() -> dict[str, Any]:
+        result = similarity(
+            req.text_a, req.text_b, req.algorithm, req.threshold, max_chars=max_chars
+        )
+        return result.model_dump(mode="json")
+
+    return cached(similarity_key(req.text_a, req.text_b, req.threshold, req.algorithm), compute)

@@ -1,0 +1,232 @@
+"""Per-process Redis clients with a bounded pool, for the sync and the async driver.
+
+A ``Connector`` builds its clients lazily and again after a fork (a prefork child never
+uses its parent's sockets), and one async client per event loop (a redis.asyncio
+connection belongs to the loop that opened it). ``memory://`` (or no URL) selects the
+in-memory twin instead.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import weakref
+from typing import Any
+
+from redundancy.kv.memory import AsyncMemoryBackend, MemoryStore
+from redundancy.kv.ops import AsyncBackend, Command, Script, SyncBackend
+
+MEMORY_URL = "memory://"
+_FORK_AWARE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def reset_after_fork(obj: Any) -> None:
+    """Call ``obj._after_fork()`` in the child of every ``os.fork`` (prefork pools),
+    so per-process state is rebuilt without a ``getpid()`` on every operation."""
+    _FORK_AWARE.add(obj)
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_FORK_AWARE):
+        obj._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+POOL_WAIT_FACTOR = 5
+"""A caller waits up to this many socket timeouts for a free pooled connection."""
+
+
+def sanitize(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))
+
+
+class RedisSyncBackend:
+    """Bounded by ``max_connections`` tokens in a ``queue.SimpleQueue`` (C code, ~0.2 us)
+    over redis-py's plain pool; its BlockingConnectionPool does the same for ~3 us a
+    command, a tenth of a cache hit. A caller waits ``wait`` seconds for a token, then
+    gets a ConnectionError, as from a blocking pool."""
+
+    def __init__(self, client: Any, max_connections: int, wait: float) -> None:
+        self.client = client
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(max_connections):
+            self._tokens.put(None)
+        self._wait = wait
+        self._scripts: dict[str, Any] = {}
+
+    def _acquire(self) -> None:
+        try:
+            self._tokens.get(timeout=self._wait)
+        except queue.Empty:
+            from redis.exceptions import ConnectionError as RedisConnectionError
+
+            raise RedisConnectionError(
+                f"no free connection in the pool after {self._wait:g} s"
+            ) from None
+
+    def execute(self, args: tuple[Any, ...]) -> Any:
+        self._acquire()
+        try:
+            return self.client.execute_command(*args)
+        finally:
+            self._tokens.put(None)
+
+    def pipeline(self, commands: tuple[Command, ...], transaction: bool) -> list[Any]:
+        pipe = self.client.pipeline(transaction=transaction)
+        for command in commands:
+            pipe.execute_command(*command.args)
+        self._acquire()
+        try:
+            return pipe.execute()  # type: ignore[no-any-return]
+        finally:
+            self._tokens.put(None)
+
+    def script(self, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+        registered = self._scripts.get(script.name)
+        if registered is None:  # redis-py's Script: EVALSHA, loading it on NOSCRIPT
+            registered = self._scripts[script.name] = self.client.register_script(script.lua)
+        self._acquire()
+        try:
+            return registered(keys=list(keys), args=list(args))
+        finally:
+            self._tokens.put(None)
+
+
+class RedisAsyncBackend:
+    """Bounded by a semaphore (callers wait for a free connection) over redis.asyncio's
+    plain pool: its blocking pool costs ~15 us per command, the semaphore ~1 us."""
+
+    def __init__(self, client: Any, max_connections: int) -> None:
+        import asyncio
+
+        self.client = client
+        self._limit = asyncio.Semaphore(max_connections)
+        self._scripts: dict[str, Any] = {}
+
+    async def execute(self, args: tuple[Any, ...]) -> Any:
+        async with self._limit:
+            return await self.client.execute_command(*args)
+
+    async def pipeline(self, commands: tuple[Command, ...], transaction: bool) -> list[Any]:
+        async with self._limit, self.client.pipeline(transaction=transaction) as pipe:
+            for command in commands:
+                pipe.execute_command(*command.args)
+            return await pipe.execute()  # type: ignore[no-any-return]
+
+    async def script(self, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+        registered = self._scripts.get(script.name)
+        if registered is None:
+            registered = self._scripts[script.name] = self.client.register_script(script.lua)
+        async with self._limit:
+            return await registered(keys=list(keys), args=list(args))
+
+
+class Connector:
+    """Clients for one Redis URL (see the module docstring).
+
+    ``max_connections`` bounds each process's pool (per event loop for the async
+    client); a caller that finds every connection busy waits (the sync face up to five
+    socket timeouts, then a ``ConnectionError``). ``socket_timeout`` bounds connecting
+    and every reply, and a failed command is retried once, so a dead server costs
+    milliseconds, not minutes.
+    """
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        max_connections: int = 50,
+        socket_timeout: float = 1.0,
+        memory: MemoryStore | None = None,
+    ) -> None:
+        self.url = url or MEMORY_URL
+        self.max_connections = max_connections
+        self.socket_timeout = socket_timeout
+        self.memory = (memory or MemoryStore()) if self.is_memory else None
+        self._after_fork()
+        reset_after_fork(self)
+
+    @property
+    def is_memory(self) -> bool:
+        return self.url.startswith(MEMORY_URL)
+
+    def describe(self) -> str:
+        return "in-memory (this process only)" if self.is_memory else sanitize(self.url)
+
+    def _after_fork(self) -> None:
+        """New process: forget the parent's clients (never close its sockets)."""
+        self._lock = threading.Lock()
+        self._sync: SyncBackend | None = None
+        self._async: weakref.WeakKeyDictionary[Any, AsyncBackend] = weakref.WeakKeyDictionary()
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "max_connections": self.max_connections,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_timeout,
+            "health_check_interval": 30,
+        }
+
+    def sync(self) -> SyncBackend:
+        """This process's blocking backend."""
+        backend = self._sync
+        if backend is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = self._make_sync()
+                backend = self._sync
+        return backend
+
+    def _make_sync(self) -> SyncBackend:
+        if self.memory is not None:
+            return self.memory
+        import redis
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
+
+        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1)
+        pool = redis.ConnectionPool.from_url(self.url, retry=retry, **self._options())
+        client = redis.Redis(connection_pool=pool)
+        wait = self.socket_timeout * POOL_WAIT_FACTOR
+        return RedisSyncBackend(client, self.max_connections, wait)
+
+    def async_(self) -> AsyncBackend:
+        """The backend for the running event loop."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        backend = self._async.get(loop)
+        if backend is None:
+            backend = self._async[loop] = self._make_async()
+        return backend
+
+    def _make_async(self) -> AsyncBackend:
+        if self.memory is not None:
+            return AsyncMemoryBackend(self.memory)
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialWithJitterBackoff
+
+        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1)
+        pool = aioredis.ConnectionPool.from_url(self.url, retry=retry, **self._options())
+        return RedisAsyncBackend(aioredis.Redis(connection_pool=pool), self.max_connections)
+
+    def close(self) -> None:
+        """Close this process's blocking client (the async ones: ``aclose``)."""
+        backend, self._sync = self._sync, None
+        if isinstance(backend, RedisSyncBackend):
+            backend.client.close()
+            backend.client.connection_pool.disconnect()
+
+    async def aclose(self) -> None:
+        """Close the running loop's async client."""
+        import asyncio
+
+        backend = self._async.pop(asyncio.get_running_loop(), None)
+        if isinstance(backend, RedisAsyncBackend):
+            await backend.client.aclose()
+            await backend.client.connection_pool.disconnect()
