@@ -31,3 +31,31 @@ def batch_meta(batch_id: str) -> str:
 def delivery_counter(task_id: str, retries: int) -> str:
     """How many times one attempt of a task message has been delivered."""
     return f"{DELIVERIES}{task_id}:{retries}"
+
+
+EVENTS = area_prefix("events")
+
+
+def event_stream(topic: str) -> str:
+    """The Redis Streams event broker's stream (``EVENTS_TOPIC``)."""
+    return f"{EVENTS}stream:{topic}"
+
+
+def outbox() -> str:
+    """Stream of events written by finished tasks and not yet relayed to the event broker."""
+    return f"{EVENTS}outbox"
+
+
+def outbox_dead_letters() -> str:
+    """Outbox entries the relay could never publish (unreadable, or refused by the broker)."""
+    return f"{EVENTS}outbox:dead"
+
+
+def relay_lease() -> str:
+    """Lock held by the one relay that drains the outbox (order per aggregate needs one)."""
+    return f"{EVENTS}outbox:lease"
+
+
+def seen_event(group: str, event_id: str) -> str:
+    """Marks an event a consumer group has handled (cross-process dedupe)."""
+    return f"{EVENTS}seen:{group}:{event_id}"

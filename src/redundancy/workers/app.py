@@ -23,6 +23,7 @@ OVERRIDE_ENV = "CELERY_CONFIG_MODULE"
 HOOK_MODULES: tuple[str, ...] = (
     # Modules whose import connects Celery signal handlers (events bridge, metrics,
     # tracing, logging). Imported once when the app is created, in producers and workers.
+    "redundancy.events.bridge",
 )
 
 
