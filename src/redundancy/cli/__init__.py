@@ -209,6 +209,9 @@ def doctor() -> None:
 
 
 # --- command groups of other areas (events, cache, sessions, ops) register here ---
+from redundancy.cli.events import events as _events  # noqa: E402
+
+cli.add_command(_events)
 
 
 def main() -> None:

@@ -36,14 +36,14 @@ def _kafka() -> Any:
 class KafkaBroker(EventBroker):
     """``kafka://host:port[,host:port]`` or bare ``host:port`` lists (KAFKA_BOOTSTRAP_SERVERS).
 
-    ``config`` adds librdkafka settings to producer and consumers (e.g. security, or
-    ``session.timeout.ms``).
+    ``config`` adds librdkafka settings to every client (e.g. security), ``consumer_config``
+    to consumers only (e.g. ``session.timeout.ms``).
     """
 
     kind = "kafka"
 
     def __init__(self, url: str, *, config: dict[str, Any] | None = None,
-                 **options: Any) -> None:
+                 consumer_config: dict[str, Any] | None = None, **options: Any) -> None:
         from redundancy.config import get_settings
 
         _kafka()  # fail early with the install hint
@@ -53,6 +53,7 @@ class KafkaBroker(EventBroker):
         self.partitions = settings.events_kafka_partitions
         self.replication = settings.events_kafka_replication
         self.config = dict(config or {})
+        self.consumer_config = dict(consumer_config or {})
         self._producer: Any = None
 
     def _base(self) -> dict[str, Any]:
@@ -138,6 +139,7 @@ class KafkaBroker(EventBroker):
             "enable.auto.commit": True,
             "enable.auto.offset.store": False,  # only offsets we stored after the handler
             "auto.offset.reset": "earliest",
+            **self.consumer_config,
             **extra,
         })
 
