@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -74,12 +75,8 @@ def drop_rabbitmq_topic(url: str, topic: str, groups: list[str]) -> None:
 
     with Connection(url) as conn:
         for queue in [f"{topic}.unrouted", *(f"{topic}.{g}" for g in groups)]:
-            try:
+            with contextlib.suppress(Exception):
                 conn.channel().queue_delete(queue)
-            except Exception:
-                pass
         for exchange in (topic, f"{topic}.unrouted"):
-            try:
+            with contextlib.suppress(Exception):
                 conn.channel().exchange_delete(exchange)
-            except Exception:
-                pass

@@ -29,7 +29,7 @@ class WebhookServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 ok = signature_valid(server.secret, body, self.headers.get("X-Webhook-Signature"))
                 server.received.append(Received(dict(self.headers), body, ok))

@@ -138,8 +138,22 @@ class Relay:
     # --- loops -------------------------------------------------------------------------
 
     def drain(self, timeout: float) -> int:
-        """Relay until the outbox is empty or ``timeout`` passed; returns the backlog left."""
+        """Relay until the outbox is empty or ``timeout`` passed; returns the backlog left.
+
+        Takes the lease first (waiting while another relay holds it), so a drain never
+        interleaves with a running relay.
+        """
         deadline = time.monotonic() + timeout
+        while not self.lease.acquire():
+            if time.monotonic() > deadline:
+                return self._backlog()
+            time.sleep(min(0.5, self.lease_ttl / 6))
+        try:
+            return self._drain_until(deadline)
+        finally:
+            self.lease.release()
+
+    def _drain_until(self, deadline: float) -> int:
         while time.monotonic() < deadline:
             try:
                 if self.step() == 0 and self.outbox.backlog() == 0:
