@@ -126,8 +126,8 @@ def test_every_job_event_arrives_once_and_survives_a_broker_outage(kind, request
         assert len(by_id) == 11, sorted(e.event_type for e in by_id.values())
         per_job = defaultdict(set)
         for e in by_id.values():
-            job = e.aggregate_id if e.event_type in ("batch.completed", "webhook.delivered") else e.task_id
-            per_job[(e.event_type, job)].add(e.event_id)
+            by_batch = e.event_type in ("batch.completed", "webhook.delivered")
+            per_job[(e.event_type, e.aggregate_id if by_batch else e.task_id)].add(e.event_id)
         expected = {("analysis.completed", t) for t in jobs["analysis"]}
         expected |= {("similarity.completed", t) for t in jobs["similarity"]}
         expected |= {("job.failed", jobs["failed"]), ("batch.completed", jobs["batch"]),

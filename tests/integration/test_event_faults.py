@@ -16,7 +16,7 @@ from redundancy import keys
 from redundancy.events import AnalysisCompletedEvent, EventPublisher, WireMessage
 from redundancy.events.outbox import RedisOutbox
 from tests.events_support import broker_env, make_broker, unique_topic, wait_until
-from tests.services import ROOT, REDIS_EVENTS_DB, flush_db, redis_url
+from tests.services import REDIS_EVENTS_DB, ROOT, flush_db, redis_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
