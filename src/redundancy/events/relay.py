@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 RETRY_START = 0.5
 GAUGE_EVERY = 1.0
+IDLE_WAIT = 0.5
+"""Longest wait for new outbox entries (also how long a stopping relay may take)."""
 
 
 def backoff(failures: int, cap: float, start: float = RETRY_START) -> float:
@@ -199,7 +201,7 @@ class Relay:
         self.failures = 0
         if moved == 0:
             self.update_gauges(force=True)
-            self.outbox.wait(self._last_id, min(1.0, self.lease_ttl / 3))
+            self.outbox.wait(self._last_id, IDLE_WAIT)
 
 
 def run_relay_thread(relay: Relay, name: str = "crd-events-relay") -> tuple[threading.Thread,
