@@ -347,6 +347,8 @@ def main() -> None:
     parser.add_argument("--redis-db-base", type=int,
                         default=int(os.environ.get("CRD_TEST_REDIS_DB_BASE", "12")))
     parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--parts", default="throughput,hook,worker",
+                        help="comma-separated subset of throughput,hook,worker")
     args = parser.parse_args()
 
     base = f"redis://127.0.0.1:6379/{args.redis_db_base}"
@@ -362,14 +364,17 @@ def main() -> None:
                     PYTHONPATH=str(ROOT), EVENTS_SIGNING_KEY="bench-key")
     tansu = None
     kafka = args.kafka
-    if not kafka:
+    if not kafka and "throughput" in args.parts:
         tansu, kafka = start_tansu()
     try:
-        result = {
-            "throughput": throughput(args, base_env, backend, events_url, kafka),
-            "hook_cost": hook_cost(backend, 300),
-            "worker": worker_rates(args, base_env, broker, events_url),
-        }
+        parts = args.parts.split(",")
+        result: dict[str, Any] = {}
+        if "throughput" in parts:
+            result["throughput"] = throughput(args, base_env, backend, events_url, kafka)
+        if "hook" in parts:
+            result["hook_cost"] = hook_cost(backend, 300)
+        if "worker" in parts:
+            result["worker"] = worker_rates(args, base_env, broker, events_url)
     finally:
         if tansu is not None:
             tansu.kill()

@@ -29,6 +29,8 @@ RETRY_START = 0.5
 GAUGE_EVERY = 1.0
 IDLE_WAIT = 0.5
 """Longest wait for new outbox entries (also how long a stopping relay may take)."""
+LINGER = 0.02
+"""Pause after a partial batch, so a trickle of events is relayed a few at a time."""
 
 
 def backoff(failures: int, cap: float, start: float = RETRY_START) -> float:
@@ -54,6 +56,7 @@ class Relay:
         self.relayed = 0
         self._last_id: str | None = None
         self._gauges_at = 0.0
+        self._renewed_at = 0.0
 
     # --- one step ----------------------------------------------------------------------
 
@@ -181,10 +184,21 @@ class Relay:
             self.broker.disconnect_sync()
             log.info("outbox relay stopped after relaying %d events", self.relayed)
 
+    def _leader(self) -> bool:
+        """Hold the lease: take it when free, renew it a third of its time after the last."""
+        now = time.monotonic()
+        if not getattr(self.lease, "held", True):
+            if self.lease.acquire():
+                self._renewed_at = now
+            return bool(getattr(self.lease, "held", True))
+        if now - self._renewed_at >= self.lease_ttl / 3:
+            self.lease.renew()
+            self._renewed_at = now
+        return bool(getattr(self.lease, "held", True))
+
     def _round(self, stop: threading.Event) -> None:
         self.update_gauges()
-        leader = self.lease.renew() if getattr(self.lease, "held", True) else self.lease.acquire()
-        if not leader:
+        if not self._leader():
             stop.wait(self.lease_ttl / 3)
             return
         wait = self.retry_at - time.monotonic()
@@ -202,6 +216,8 @@ class Relay:
         if moved == 0:
             self.update_gauges(force=True)
             self.outbox.wait(self._last_id, IDLE_WAIT)
+        elif moved < self.batch:
+            stop.wait(LINGER)  # a trickle: let a few more events gather per round trip
 
 
 def run_relay_thread(relay: Relay, name: str = "crd-events-relay") -> tuple[threading.Thread,
