@@ -359,3 +359,30 @@ def test_backoff_grows_with_jitter_and_is_capped():
     assert 0.25 <= backoff(1, cap=30) <= 0.5
     assert 4 <= backoff(5, cap=30) <= 8
     assert 15 <= backoff(50, cap=30) <= 30
+
+
+def test_backlog_is_measured_for_metrics():
+    outbox = MemoryOutbox()
+    broker = FlakyBroker(f"memory://{uuid.uuid4().hex}")
+    broker.down = True
+    _fill(outbox, 12)
+    relay = Relay(outbox, broker)
+    relay.update_gauges(force=True)
+    assert metrics.OUTBOX_BACKLOG._value.get() == 12
+    assert metrics.OUTBOX_OLDEST_AGE._value.get() >= 0
+    broker.down = False
+    relay.drain(timeout=5)
+    relay.update_gauges(force=True)
+    assert metrics.OUTBOX_BACKLOG._value.get() == 0
+
+
+def test_correlation_id_seam():
+    from types import SimpleNamespace
+
+    from redundancy.correlation import correlation_id_of
+
+    # Celery sets correlation_id to the task id when the producer gave none
+    assert correlation_id_of(SimpleNamespace(id="t", correlation_id="t", root_id="r")) == "r"
+    given = SimpleNamespace(id="t", correlation_id="given", root_id="r")
+    assert correlation_id_of(given) == "given"
+    assert correlation_id_of(SimpleNamespace(id="t", correlation_id=None, root_id=None)) == "t"

@@ -142,9 +142,11 @@ def failure_event(name: str, request: Any, exc: BaseException, args: Any,
                   kwargs: Any) -> DomainEvent | None:
     message = f"{exc}"[:ERROR_MESSAGE_CHARS]
     if name == WEBHOOK_TASK:
-        kw = kwargs or {}
+        from redundancy.events.webhooks import endpoint_id
+
+        kw, url = kwargs or {}, (list(args or []) or [""])[0]
         return webhook_event(request, {
-            "delivery_id": kw.get("delivery_id") or request.id, "endpoint_id": "unknown",
+            "delivery_id": kw.get("delivery_id") or request.id, "endpoint_id": endpoint_id(url),
             "status": "failed", "attempts": (request.retries or 0) + 1,
             "error": f"{type(exc).__name__}: {message}", "aggregate_id": kw.get("aggregate_id"),
         })
