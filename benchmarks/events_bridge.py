@@ -8,6 +8,7 @@ and the cost the bridge adds to a task, measured side by side in one run.
    (``analysis.completed`` of real analyses of ~300-character texts, ~2 KB each):
    - raw: one XADD per event (Redis); produce + one final flush (Kafka, fire and forget),
      and produce + flush per event (Kafka, each event confirmed like a job would need);
+     every run writes to a fresh stream/topic (Kafka: created alike, same partitions);
    - bridge: one outbox XADD per event (what a finished task does) while a relay process
      (``crd events relay``) drains the outbox to the broker; timed from the first write
      until the broker holds every event;
@@ -119,12 +120,16 @@ def raw_redis(url: str, messages: list[Any]) -> float:
 def raw_kafka(bootstrap: str, messages: list[Any], confirm_each: bool) -> float:
     from confluent_kafka import Producer
 
+    from redundancy.events.brokers import create_broker
+
+    topic = f"{TOPIC}.raw.{uuid.uuid4().hex[:8]}"
+    create_broker(f"kafka://{bootstrap}", topic=topic).connect_sync()  # same partitions
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
                          "acks": "all", "linger.ms": 5})
     producer.list_topics(timeout=10)
     started = time.perf_counter()
     for m in messages:
-        producer.produce(TOPIC, value=m.body, key=m.key,
+        producer.produce(topic, value=m.body, key=m.key,
                          headers=list(m.transport_headers().items()))
         if confirm_each:
             producer.flush(10)

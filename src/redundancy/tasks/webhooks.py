@@ -42,6 +42,8 @@ def deliver_webhook(
     attempt = (self.request.retries or 0) + 1
     key = settings.webhook_secret
     secret = key.get_secret_value().encode() if key else None
+    if secret is None:
+        log.warning("WEBHOOK_SECRET is not set: webhook %s goes out unsigned", delivery_id)
     payload = body.encode()
     report: dict[str, Any] = {
         "endpoint_id": endpoint_id(url), "delivery_id": delivery_id,
