@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import redis
@@ -119,3 +120,32 @@ def test_a_consumer_killed_mid_stream_loses_nothing(redis_server, tmp_path):
     assert stranded <= set(rescued)
     assert client.xpending(broker.stream, "indexer")["pending"] == 0
     broker.disconnect_sync()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Child processes of ``pid`` with their command lines (from /proc)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                out[int(stat.parent.name)] = cmd
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def test_the_relay_beside_a_worker_goes_when_the_worker_dies(redis_cluster):
+    # Given a worker, which starts the outbox relay as a child process
+    worker = redis_cluster.start_worker(concurrency=1)
+    relays = wait_until(
+        lambda: [p for p, cmd in _children(worker.proc.pid).items() if "events relay" in cmd],
+        20, "the relay process")
+    # When only the worker's main process is SIGKILLed (no shutdown hook runs)
+    os.kill(worker.proc.pid, signal.SIGKILL)
+    worker.proc.wait(timeout=10)
+    # Then the relay notices it was orphaned and exits instead of running on
+    wait_until(lambda: not Path(f"/proc/{relays[0]}").exists()
+               or "Z" in Path(f"/proc/{relays[0]}/stat").read_text().rsplit(")", 1)[1][:3],
+               15, "the orphaned relay to exit")

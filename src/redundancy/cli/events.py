@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from redundancy.errors import ConfigurationError
+from redundancy.errors import ConfigurationError, RedundancyError
+from redundancy.events.errors import BrokerUnavailableError
 
 
 @click.group()
@@ -70,15 +71,33 @@ def tail(types: tuple[str, ...], group: str | None, from_beginning: bool, max_ev
                             timeout=timeout, from_beginning=from_beginning,
                             signing_key=key if verify is not False else None,
                             stop=_stop_on_signals())
+    except RedundancyError:
+        raise
+    except Exception as exc:  # a client library's error: one line, not a traceback
+        raise BrokerUnavailableError(f"{broker.describe()}: {type(exc).__name__}: {exc}") from exc
     finally:
         broker.disconnect_sync()
+
+
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """Stop when ``parent`` (the worker that started us) is gone: we were re-parented."""
+    import os
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, name="crd-relay-parent-watch", daemon=True).start()
 
 
 @events.command()
 @click.option("--drain", is_flag=True, help="relay what is waiting, then exit")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="with --drain: give up after this many seconds")
-def relay(drain: bool, timeout: float) -> None:
+@click.option("--parent", type=int, default=None, hidden=True,
+              help="exit when this process (the worker that started the relay) is gone")
+def relay(drain: bool, timeout: float, parent: int | None) -> None:
     """Relay the outbox to the event broker (workers do this too unless
     EVENTS_RELAY_IN_WORKER=false). Several relays may run: one works, the others stand by."""
     import logging
@@ -98,7 +117,10 @@ def relay(drain: bool, timeout: float) -> None:
         worker.broker.disconnect_sync()
         click.echo(json.dumps({"relayed": worker.relayed, "backlog": left}))
         sys.exit(0 if left == 0 else 1)
-    worker.run(_stop_on_signals())
+    stop = _stop_on_signals()
+    if parent is not None:
+        _watch_parent(parent, stop)
+    worker.run(stop)
 
 
 @events.command()

@@ -17,8 +17,9 @@ Which jobs emit (batch sub-tasks emit nothing, or a batch would flood the bus):
     redundancy.webhooks.deliver -> webhook.delivered      (aggregate: the delivery)
     any of those failing for good, or a batch's sub-task -> job.failed
 
-The relay runs in every worker's main process (``EVENTS_RELAY_IN_WORKER``; one holds
-the lease) or as ``crd events relay``. The embedded default relays inline.
+The relay runs beside every worker, as a child process of its main process
+(``EVENTS_RELAY_IN_WORKER``; one relay holds the lease), or as ``crd events relay``.
+The embedded default relays inline.
 """
 
 from __future__ import annotations
@@ -270,30 +271,33 @@ def _on_task_failure(sender: Any = None, exception: BaseException | None = None,
     emit_safely(event)
 
 
-# --- the relay inside workers ---------------------------------------------------------------
+# --- the relay beside workers ---------------------------------------------------------------
 
-_worker_relay: tuple[Any, Any] | None = None
+_worker_relay: Any = None
 
 
 @worker_ready.connect(weak=False)
 def _start_relay_in_worker(**_: Any) -> None:
-    """In the worker's main process (never in pool children), after the pool started."""
+    """Start ``crd events relay`` as a child of the worker's main process.
+
+    A process, not a thread: a thread in the prefork parent could hold a lock (a metric's,
+    a client's) at the moment the pool forks a replacement child, which would then hang;
+    and the relay's work never competes with the parent's dispatching for the GIL. It
+    exits with the worker (SIGTERM on shutdown, or when it sees its parent gone).
+    """
     global _worker_relay
+    import subprocess
+    import sys
+
     from redundancy.config import get_settings
 
     s = get_settings()
     if not (s.events_enabled and s.events_relay_in_worker) or s.embedded:
         return
     try:
-        from redundancy.events.brokers import broker_from_settings
-        from redundancy.events.outbox import get_outbox
-        from redundancy.events.relay import Relay, run_relay_thread
-
-        broker = broker_from_settings()
-        if broker.kind == "memory":
-            log.warning("MESSAGE_BROKER_TYPE=memory on a cluster: events stay inside the "
-                        "relay's process")
-        _worker_relay = run_relay_thread(Relay(get_outbox(), broker))
+        _worker_relay = subprocess.Popen(
+            [sys.executable, "-m", "redundancy", "events", "relay", "--parent", str(os.getpid())]
+        )
     except Exception:
         log.exception("the outbox relay could not start; events wait in the outbox")
 
@@ -301,8 +305,12 @@ def _start_relay_in_worker(**_: Any) -> None:
 @worker_shutdown.connect(weak=False)
 def _stop_relay_in_worker(**_: Any) -> None:
     global _worker_relay
-    if _worker_relay is not None:
-        thread, stop = _worker_relay
-        stop.set()
-        thread.join(timeout=5)
-        _worker_relay = None
+    proc, _worker_relay = _worker_relay, None
+    if proc is not None and proc.poll() is None:
+        import subprocess
+
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

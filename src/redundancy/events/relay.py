@@ -218,12 +218,3 @@ class Relay:
             self.outbox.wait(self._last_id, IDLE_WAIT)
         elif moved < self.batch:
             stop.wait(LINGER)  # a trickle: let a few more events gather per round trip
-
-
-def run_relay_thread(relay: Relay, name: str = "crd-events-relay") -> tuple[threading.Thread,
-                                                                            threading.Event]:
-    """Start ``relay.run`` in a daemon thread; set the returned event to stop it."""
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,), name=name, daemon=True)
-    thread.start()
-    return thread, stop
