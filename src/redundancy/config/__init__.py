@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="longest wait for the event broker to confirm (s)"
     )
     events_relay_in_worker: bool = Field(
-        default=True, description="run the outbox relay in every worker's main process"
+        default=True, description="every worker starts an outbox relay process beside it"
     )
     events_relay_batch: int = Field(
         default=500, gt=0, le=10_000, description="outbox entries relayed per round trip"
