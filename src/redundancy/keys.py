@@ -43,7 +43,9 @@ CACHE_LOCKS = area_prefix("cache-lock")
 CACHE_STATS = area_prefix("cache-stats") + "counters"
 """Hash ``<cache_type>:<hits|misses|errors|sets>`` -> count, summed over every process."""
 
-NON_CACHE_AREAS = frozenset({"batch", "deliveries", "sessions", "cache-lock", "cache-stats"})
+NON_CACHE_AREAS = frozenset(
+    {"batch", "deliveries", "sessions", "cache-lock", "cache-stats", "events"}
+)
 """Areas owned by other parts: never a cache namespace (a pattern clear would wipe them)."""
 
 
@@ -92,3 +94,30 @@ def session_jobs(session_id: str) -> str:
 def user_sessions(user_id: str) -> str:
     """Sorted set: the user's session ids scored by their expiry (ms since the epoch)."""
     return f"{SESSIONS}user:{user_id}"
+
+EVENTS = area_prefix("events")
+
+
+def event_stream(topic: str) -> str:
+    """The Redis Streams event broker's stream (``EVENTS_TOPIC``)."""
+    return f"{EVENTS}stream:{topic}"
+
+
+def outbox() -> str:
+    """Stream of events written by finished tasks and not yet relayed to the event broker."""
+    return f"{EVENTS}outbox"
+
+
+def outbox_dead_letters() -> str:
+    """Outbox entries the relay could never publish (unreadable, or refused by the broker)."""
+    return f"{EVENTS}outbox:dead"
+
+
+def relay_lease() -> str:
+    """Lock held by the one relay that drains the outbox (order per aggregate needs one)."""
+    return f"{EVENTS}outbox:lease"
+
+
+def seen_event(group: str, event_id: str) -> str:
+    """Marks an event a consumer group has handled (cross-process dedupe)."""
+    return f"{EVENTS}seen:{group}:{event_id}"

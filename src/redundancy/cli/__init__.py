@@ -213,6 +213,9 @@ from redundancy.cli.cache import cache_group, sessions_group  # noqa: E402
 
 cli.add_command(cache_group)
 cli.add_command(sessions_group)
+from redundancy.cli.events import events as _events  # noqa: E402
+
+cli.add_command(_events)
 
 
 def main() -> None:

@@ -95,6 +95,40 @@ def check_sessions(s: Settings) -> CheckResult:
         return None if not s.embedded else (True, "in-memory (embedded default)")
     return _redis_ping(s.sessions_url, "REDIS_URL")
 
+def check_event_broker(s: Settings) -> CheckResult:
+    if not s.events_enabled:
+        return True, "EVENTS_ENABLED=false: no events are emitted"
+    from redundancy.events.brokers import broker_from_settings
+
+    broker = broker_from_settings(publish_timeout=TIMEOUT)
+    if broker.kind == "memory":
+        return True, "in-memory (events stay in the process that ran the job)"
+    variable = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "rabbitmq": "RABBITMQ_URL"}.get(
+        broker.kind, "REDIS_URL")
+    try:
+        started = time.perf_counter()
+        broker.connect_sync()
+        took = (time.perf_counter() - started) * 1000
+        return True, f"{broker.describe()} answers ({took:.0f} ms)"
+    except Exception as exc:
+        return False, (f"{broker.describe()} unreachable ({type(exc).__name__}: {exc}); check "
+                       f"MESSAGE_BROKER_TYPE and {variable}; events wait in the outbox meanwhile")
+    finally:
+        broker.disconnect_sync()
+
+
+def check_outbox(s: Settings) -> CheckResult:
+    if not s.events_enabled or s.embedded:
+        return None
+    from redundancy.events.outbox import get_outbox
+
+    outbox = get_outbox()
+    backlog, age, dead = outbox.backlog(), outbox.oldest_age(), outbox.dead_letters()
+    detail = f"{backlog} events waiting" + (f", oldest {age:.0f} s" if age is not None else "")
+    if dead:
+        detail += f", {dead} dead letters (see `crd events status`)"
+    return True, detail
+
 
 CHECKS: list[tuple[str, Check]] = [
     ("mode", check_mode),
@@ -103,6 +137,8 @@ CHECKS: list[tuple[str, Check]] = [
     ("workers", check_workers),
     ("cache", check_cache),
     ("sessions", check_sessions),
+    ("event broker", check_event_broker),
+    ("event outbox", check_outbox),
 ]
 
 

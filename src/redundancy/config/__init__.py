@@ -9,11 +9,12 @@ stand-ins, with no server needed.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from redundancy.errors import ConfigurationError
@@ -21,6 +22,10 @@ from redundancy.errors import ConfigurationError
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 EventBrokerType = Literal["redis_streams", "rabbitmq", "kafka", "memory"]
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def _check_scheme(value: str | None, allowed: tuple[str, ...], what: str) -> str | None:
@@ -76,6 +81,104 @@ class Settings(BaseSettings):
     batch_ttl: int = Field(default=86_400, gt=0, description="lifetime of staged batch documents (s)")
 
     # --- Events, outbox and webhooks (issue 3) ---
+    events_enabled: bool = Field(
+        default=True, description="turn finished jobs into domain events (outbox + relay)"
+    )
+    events_topic: str = Field(
+        default="redundancy.events",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+        description="Kafka topic, RabbitMQ exchange and Redis stream name of the events",
+    )
+    events_signing_key: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key; when set every event carries a signature"
+    )
+    events_stream_maxlen: int = Field(
+        default=100_000, gt=0, description="Redis Streams: approximate MAXLEN of the stream"
+    )
+    events_kafka_partitions: int = Field(
+        default=6, gt=0, description="partitions of the topic when the broker creates it"
+    )
+    events_kafka_replication: int = Field(
+        default=-1, ge=-1, description="replication factor of a new topic (-1: broker default)"
+    )
+    events_publish_timeout: float = Field(
+        default=15.0, gt=0, description="longest wait for the event broker to confirm (s)"
+    )
+    events_relay_in_worker: bool = Field(
+        default=True, description="every worker starts an outbox relay process beside it"
+    )
+    events_relay_batch: int = Field(
+        default=500, gt=0, le=10_000, description="outbox entries relayed per round trip"
+    )
+    events_relay_retry_max: float = Field(
+        default=30.0, gt=0, description="longest back-off between relay attempts (s)"
+    )
+    events_relay_lease_ttl: float = Field(
+        default=30.0, gt=0,
+        description="relay leadership lease (s); must exceed EVENTS_PUBLISH_TIMEOUT",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key of X-Webhook-Signature"
+    )
+    webhook_allowed_hosts: str = Field(
+        default="", description="comma-separated hosts, IPs or CIDRs a webhook may target "
+        "even though they are loopback or private"
+    )
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    webhook_timeout: float = Field(default=10.0, gt=0, description="per attempt (s)")
+    webhook_backoff: float = Field(
+        default=2.0, ge=0, description="first retry delay (s); doubles per attempt, with jitter"
+    )
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _kafka(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        servers = [s.strip() for s in v.removeprefix("kafka://").split(",")]
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return ",".join(servers)
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _allow_list(cls, v: str) -> str:
+        for entry in _split(v):
+            if "/" in entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not a CIDR network") from None
+        return v
+
+    @model_validator(mode="after")
+    def _event_broker(self) -> Settings:
+        needs = {"rabbitmq": ("rabbitmq_url", "RABBITMQ_URL"),
+                 "kafka": ("kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS")}
+        if self.events_enabled and self.message_broker_type in needs:
+            field, variable = needs[self.message_broker_type]
+            if not getattr(self, field):
+                raise ValueError(
+                    f"MESSAGE_BROKER_TYPE={self.message_broker_type} needs {variable}"
+                )
+        if self.events_relay_lease_ttl <= self.events_publish_timeout + 1:
+            raise ValueError(
+                "EVENTS_RELAY_LEASE_TTL must exceed EVENTS_PUBLISH_TIMEOUT + 1 s, or a relay "
+                f"loses its lease while it waits for the broker ({self.events_relay_lease_ttl} "
+                f"<= {self.events_publish_timeout} + 1)"
+            )
+        if (self.events_enabled and self.message_broker_type == "redis_streams"
+                and not (self.redis_url or self.job_store_url)):
+            raise ValueError("MESSAGE_BROKER_TYPE=redis_streams needs REDIS_URL")
+        return self
+
+    @property
+    def webhook_allow_list(self) -> tuple[str, ...]:
+        """WEBHOOK_ALLOWED_HOSTS as entries (hosts, IPs, CIDRs), lower case."""
+        return tuple(e.lower() for e in _split(self.webhook_allowed_hosts))
+
 
     # --- Cache and sessions (issue 4) ---
     cache_results: bool = Field(

@@ -15,12 +15,14 @@ from redundancy.tasks.batch import (
     process_batch,
     stage_batch,
 )
+from redundancy.tasks.webhooks import deliver_webhook
 
 __all__ = [
     "StagedBatch",
     "analyze_chunk",
     "analyze_content",
     "compare_texts",
+    "deliver_webhook",
     "merge_batch",
     "pair_shard",
     "process_batch",

@@ -36,6 +36,9 @@ from redundancy.core import (
     validate_text,
 )
 from redundancy.errors import InvalidInputError, RedundancyError
+from redundancy.events.bridge import batch_event, emit
+from redundancy.events.models import BatchProcessingCompletedEvent
+from redundancy.events.webhooks import delivery_id
 from redundancy.tasks.schemas import BatchRequest, coerce_items, validate
 from redundancy.workers import app
 from redundancy.workers.jobstore import get_job_store
@@ -197,8 +200,9 @@ def pair_shard(
     return {"kind": "pairs", "left": left, "right": right, "pairs": [list(p) for p in pairs]}
 
 
-@app.task(name="redundancy.batch.merge")
+@app.task(name="redundancy.batch.merge", bind=True)
 def merge_batch(
+    self: Any,
     parts: list[dict[str, Any]],
     batch_id: str,
     *,
@@ -208,7 +212,12 @@ def merge_batch(
     algorithm: str,
     webhook_url: str | None = None,
 ) -> dict[str, Any]:
-    """Join the chunk results into one BatchResult and release the staged documents."""
+    """Join the chunk results into one BatchResult, announce it, release the documents.
+
+    ``batch.completed`` is written to the outbox here rather than from a signal, so the
+    webhook carries the very same event; an outbox failure retries the merge, and a re-run
+    repeats the event with the same ``event_id``.
+    """
     items = sorted(
         (BatchItemResult.model_validate(i) for p in parts if p["kind"] == "analysis" for i in p["items"]),
         key=lambda item: item.position,
@@ -232,8 +241,23 @@ def merge_batch(
         pairs=found.pairs,
         clusters=found.clusters,
     )
+    summary = result.model_dump(mode="json")
+    event = batch_event(self.request, summary)
+    emit(event)
+    if webhook_url:
+        _schedule_webhook(webhook_url, event)
     try:
         get_job_store().delete(batch_id)
     except Exception:  # the TTL removes them anyway
         log.warning("could not delete staged documents of batch %s", batch_id, exc_info=True)
-    return result.model_dump(mode="json")
+    return summary
+
+
+def _schedule_webhook(url: str, event: BatchProcessingCompletedEvent) -> None:
+    """Deliver ``event`` to ``url`` in its own task (retries wait on the broker, not here)."""
+    from redundancy.tasks.webhooks import deliver_webhook
+
+    event_id = str(event.event_id)
+    deliver_webhook.delay(url, event.model_dump_json(), event_id=event_id,
+                          event_type=event.event_type, delivery_id=delivery_id(event_id, url),
+                          aggregate_id=event.aggregate_id)

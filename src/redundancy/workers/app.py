@@ -24,6 +24,7 @@ HOOK_MODULES: tuple[str, ...] = (
     # Modules whose import connects Celery signal handlers (events bridge, metrics,
     # tracing, logging). Imported once when the app is created, in producers and workers.
     "redundancy.cache.hooks",
+    "redundancy.events.bridge",
 )
 
 

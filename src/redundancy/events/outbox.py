@@ -1,0 +1,226 @@
+"""The outbox: events of finished jobs, written durably before the job's message is acked.
+
+In a cluster it is a Redis Stream (``redundancy:events:v1:outbox``) in the result
+backend's Redis -- the store a job's result already depends on, run without eviction --
+so writing an event adds no new service a job can fail on. The stream is never trimmed:
+its length is the backlog. The embedded default keeps an in-process list instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import time
+from typing import Any, Protocol
+
+from redundancy import keys
+from redundancy.events import metrics
+from redundancy.events.errors import BrokerUnavailableError
+from redundancy.events.wire import WireMessage
+
+log = logging.getLogger(__name__)
+
+WRITE_ATTEMPTS = 3
+WRITE_BACKOFF = 0.2
+DEAD_LETTER_MAXLEN = 10_000
+
+Entry = tuple[str, dict[Any, Any]]
+
+
+class Lease(Protocol):
+    def acquire(self) -> bool: ...
+    def renew(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class Outbox(Protocol):
+    durable: bool
+
+    def append(self, message: WireMessage) -> None: ...
+    def peek(self, count: int) -> list[Entry]: ...
+    def remove(self, entry_ids: list[str]) -> None: ...
+    def dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None: ...
+    def wait(self, after: str | None, timeout: float) -> None: ...
+    def backlog(self) -> int: ...
+    def oldest_age(self) -> float | None: ...
+    def dead_letters(self) -> int: ...
+    def lease(self, ttl: float) -> Lease: ...
+
+
+def _ms_of(entry_id: str | bytes) -> int:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+class RedisOutbox:
+    durable = True
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.url = url
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
+                                           health_check_interval=30)
+        self.key = keys.outbox()
+
+    def append(self, message: WireMessage) -> None:
+        """XADD, retried briefly: a short Redis blip must not lose the event."""
+        import redis
+
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                self._redis.xadd(self.key, message.fields())
+                metrics.OUTBOX_WRITTEN.inc()
+                return
+            except redis.RedisError as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise BrokerUnavailableError(f"outbox write failed: {exc}") from exc
+                time.sleep(WRITE_BACKOFF * attempt)
+
+    def peek(self, count: int) -> list[Entry]:
+        return [(i.decode(), f) for i, f in self._redis.xrange(self.key, count=count)]
+
+    def remove(self, entry_ids: list[str]) -> None:
+        if entry_ids:
+            self._redis.xdel(self.key, *entry_ids)
+
+    def dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.xadd(keys.outbox_dead_letters(), {**fields, "reason": reason, "outbox_id": entry_id},
+                  maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        pipe.xdel(self.key, entry_id)
+        pipe.execute()
+
+    def wait(self, after: str | None, timeout: float) -> None:
+        """Block until an entry newer than ``after`` arrives (or ``timeout``)."""
+        self._redis.xread({self.key: after or "$"}, count=1, block=max(1, int(timeout * 1000)))
+
+    def backlog(self) -> int:
+        return int(self._redis.xlen(self.key))
+
+    def oldest_age(self) -> float | None:
+        first = self._redis.xrange(self.key, count=1)
+        if not first:
+            return None
+        return max(0.0, time.time() - _ms_of(first[0][0]) / 1000)
+
+    def dead_letters(self) -> int:
+        return int(self._redis.xlen(keys.outbox_dead_letters()))
+
+    def lease(self, ttl: float) -> Lease:
+        return _RedisLease(self._redis, ttl)
+
+
+class _RedisLease:
+    """redis-py's Lock as a leadership lease: held by one relay, renewed while it works."""
+
+    def __init__(self, client: Any, ttl: float) -> None:
+        self._lock = client.lock(keys.relay_lease(), timeout=ttl, blocking=False,
+                                 thread_local=False)
+        self.held = False
+
+    def acquire(self) -> bool:
+        self.held = bool(self._lock.acquire(blocking=False))
+        return self.held
+
+    def renew(self) -> bool:
+        from redis.exceptions import LockError
+
+        try:
+            self._lock.reacquire()
+        except LockError:
+            self.held = False
+        return self.held
+
+    def release(self) -> None:
+        from redis.exceptions import LockError
+
+        if self.held:
+            self.held = False
+            with contextlib.suppress(LockError):
+                self._lock.release()
+
+
+class MemoryOutbox:
+    """The embedded default's outbox: a list in this process (lost when it exits)."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+        self._dead: list[Entry] = []
+        self._ids = itertools.count(1)
+        self._changed = threading.Condition()
+
+    def append(self, message: WireMessage) -> None:
+        with self._changed:
+            self._entries.append((f"{int(time.time() * 1000)}-{next(self._ids)}",
+                                  dict(message.fields())))
+            self._changed.notify_all()
+        metrics.OUTBOX_WRITTEN.inc()
+
+    def peek(self, count: int) -> list[Entry]:
+        with self._changed:
+            return list(self._entries[:count])
+
+    def remove(self, entry_ids: list[str]) -> None:
+        gone = set(entry_ids)
+        with self._changed:
+            self._entries = [e for e in self._entries if e[0] not in gone]
+
+    def dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None:
+        with self._changed:
+            self._dead.append((entry_id, {**fields, "reason": reason}))
+        self.remove([entry_id])
+
+    def wait(self, after: str | None, timeout: float) -> None:
+        with self._changed:
+            if not self._entries:
+                self._changed.wait(timeout)
+
+    def backlog(self) -> int:
+        return len(self._entries)
+
+    def oldest_age(self) -> float | None:
+        with self._changed:
+            if not self._entries:
+                return None
+            return max(0.0, time.time() - _ms_of(self._entries[0][0]) / 1000)
+
+    def dead_letters(self) -> int:
+        return len(self._dead)
+
+    def lease(self, ttl: float) -> Lease:
+        return _AlwaysHeld()
+
+
+class _AlwaysHeld:
+    def acquire(self) -> bool:
+        return True
+
+    def renew(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+_outbox: Outbox | None = None
+_outbox_pid: int | None = None
+_memory_outbox = MemoryOutbox()
+
+
+def get_outbox() -> Outbox:
+    """This process's outbox: Redis (the job store) on a cluster, in-memory when embedded."""
+    global _outbox, _outbox_pid
+    if _outbox is None or _outbox_pid != os.getpid():
+        from redundancy.config import get_settings
+
+        settings = get_settings()
+        url = settings.job_store_url
+        _outbox = RedisOutbox(url) if url and not settings.embedded else _memory_outbox
+        _outbox_pid = os.getpid()
+    return _outbox

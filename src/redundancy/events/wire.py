@@ -1,0 +1,90 @@
+"""What travels: the event's JSON bytes, its key, and headers (type, id, signature).
+
+The signature is ``sha256=<hex HMAC-SHA256(key, body)>`` over the exact body bytes, sent
+beside the body (a Kafka/AMQP header, a Redis stream field), the same scheme as webhooks:
+a receiver verifies the bytes it got without re-serialising anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from redundancy.events.errors import InvalidEventError
+from redundancy.events.models import DomainEvent, parse_event
+
+SIGNATURE_PREFIX = "sha256="
+CONTENT_TYPE = "application/json"
+
+
+def sign(key: bytes, body: bytes) -> str:
+    """``sha256=<hex>`` of HMAC-SHA256(key, body)."""
+    return SIGNATURE_PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(key: bytes, body: bytes, signature: str | None) -> bool:
+    """Constant-time check of a ``sha256=<hex>`` signature."""
+    return bool(signature) and hmac.compare_digest(sign(key, body), str(signature))
+
+
+@dataclass(frozen=True)
+class WireMessage:
+    """One event as every broker carries it."""
+
+    event_id: str
+    event_type: str
+    key: str
+    body: bytes
+    signature: str | None = None
+    headers: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def of(cls, event: DomainEvent, signing_key: bytes | None = None) -> WireMessage:
+        body = event.to_json()
+        return cls(
+            event_id=str(event.event_id),
+            event_type=event.event_type,
+            key=event.aggregate_id,
+            body=body,
+            signature=sign(signing_key, body) if signing_key else None,
+        )
+
+    def transport_headers(self) -> dict[str, str]:
+        """Headers for Kafka/AMQP: consumers can filter by type without parsing the body."""
+        headers = {"event_id": self.event_id, "event_type": self.event_type,
+                   "content_type": CONTENT_TYPE}
+        if self.signature:
+            headers["signature"] = self.signature
+        return headers
+
+    def fields(self) -> dict[str, str | bytes]:
+        """Flat fields for a Redis stream entry (the outbox and the Redis Streams broker)."""
+        out: dict[str, str | bytes] = {"event_id": self.event_id, "event_type": self.event_type,
+                                       "key": self.key, "body": self.body}
+        if self.signature:
+            out["signature"] = self.signature
+        return out
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> WireMessage:
+        f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+        try:
+            text = {k: (v.decode() if isinstance(v, bytes) and k != "body" else v)
+                    for k, v in f.items()}
+            body = text["body"]
+            return cls(
+                event_id=str(text["event_id"]),
+                event_type=str(text["event_type"]),
+                key=str(text["key"]),
+                body=body if isinstance(body, bytes) else str(body).encode(),
+                signature=str(text["signature"]) if text.get("signature") else None,
+            )
+        except (KeyError, UnicodeDecodeError) as exc:
+            raise InvalidEventError(f"stream entry is missing or mangles {exc}") from None
+
+    def event(self, signing_key: bytes | None = None) -> DomainEvent:
+        """Parse the body; with a key, refuse a missing or wrong signature."""
+        if signing_key is not None and not signature_valid(signing_key, self.body, self.signature):
+            raise InvalidEventError(f"event {self.event_id}: missing or invalid signature")
+        return parse_event(self.body)

@@ -1,0 +1,388 @@
+"""Events without services: envelope, signing, broker table, in-memory broker, bridge, relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+from datetime import datetime
+
+import pytest
+
+from redundancy.config import get_settings, load_settings
+from redundancy.errors import ConfigurationError
+from redundancy.events import (
+    EVENT_TYPES,
+    AnalysisCompletedEvent,
+    BatchProcessingCompletedEvent,
+    BrokerUnavailableError,
+    EventPublisher,
+    InMemoryBroker,
+    InvalidEventError,
+    JobFailedEvent,
+    PublishRejectedError,
+    SimilarityCompletedEvent,
+    WebhookDeliveredEvent,
+    WireMessage,
+    create_broker,
+    metrics,
+    parse_event,
+    sign,
+)
+from redundancy.events.brokers import broker_url
+from redundancy.events.outbox import MemoryOutbox, get_outbox
+from redundancy.events.relay import Relay, backoff
+
+
+def sample_events(aggregate: str = "agg") -> list:
+    """One event of every type."""
+    return [
+        AnalysisCompletedEvent(content_hash=aggregate, redundancy_score=0.5,
+                               analysis_result={"content_hash": aggregate, "word_count": 6}),
+        SimilarityCompletedEvent(text1_hash="a", text2_hash="b", similarity_score=0.9,
+                                 is_similar=True, algorithm="ratio", threshold=0.8),
+        BatchProcessingCompletedEvent(batch_id=aggregate, total_jobs=3, completed_jobs=2,
+                                      failed_jobs=1),
+        WebhookDeliveredEvent(endpoint_id="e" * 16, delivery_id="d1", status="delivered",
+                              attempts=3, aggregate_id=aggregate),
+        JobFailedEvent(job="analysis", task_name="redundancy.analyze_content",
+                       error_type="EmptyTextError", error_message="empty", task_id="t1"),
+    ]
+
+
+@pytest.fixture
+def memory_broker():
+    broker = InMemoryBroker(f"memory://{uuid.uuid4().hex}")
+    yield broker
+    broker.clear()
+
+
+@pytest.fixture
+def default_broker():
+    """The embedded default's broker (``memory://``), emptied around the test."""
+    broker = InMemoryBroker()
+    broker.clear()
+    yield broker
+    broker.clear()
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """Set environment variables and re-read settings; restored afterwards."""
+
+    def apply(**env: str) -> None:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+# --- envelope -------------------------------------------------------------------------
+
+
+def test_envelope_has_the_design_fields_and_round_trips_as_json():
+    for event in sample_events():
+        wire = json.loads(event.to_json())
+        assert set(wire) == {"event_id", "event_type", "version", "aggregate_id", "occurred_at",
+                             "correlation_id", "task_id", "payload"}
+        assert uuid.UUID(wire["event_id"])
+        assert wire["occurred_at"].endswith("Z")
+        assert datetime.fromisoformat(wire["occurred_at"]).utcoffset().total_seconds() == 0
+        assert parse_event(event.to_json()) == event
+        assert type(parse_event(event.to_json())) is type(event)
+    assert {e.event_type for e in sample_events()} == set(EVENT_TYPES)
+
+
+def test_flat_payload_and_default_aggregates():
+    a, s, b, w, f = sample_events("x1")
+    assert (a.aggregate_id, a.payload.redundancy_score) == ("x1", 0.5)
+    assert s.aggregate_id == "a:b"
+    assert b.aggregate_id == "x1" and b.payload.failed_jobs == 1
+    assert w.aggregate_id == "x1" and w.payload.attempts == 3
+    assert f.aggregate_id == "t1"
+
+
+def test_bad_events_are_refused():
+    with pytest.raises(InvalidEventError):
+        parse_event(b"not json")
+    with pytest.raises(InvalidEventError):
+        parse_event(b'{"event_type": "analysis.completed", "aggregate_id": "x", "payload": {}}')
+    with pytest.raises(ValueError, match="time zone"):
+        AnalysisCompletedEvent(content_hash="h", redundancy_score=0, analysis_result={},
+                               occurred_at=datetime(2024, 1, 1))
+    unknown = parse_event(b'{"event_type": "future.event", "aggregate_id": "x", '
+                          b'"payload": {"k": 1}}')
+    assert unknown.event_type == "future.event" and unknown.payload == {"k": 1}
+
+
+def test_signature_covers_the_exact_body():
+    event = sample_events()[0]
+    message = WireMessage.of(event, b"key")
+    assert message.signature == sign(b"key", message.body)
+    assert message.event(b"key") == event
+    with pytest.raises(InvalidEventError, match="signature"):
+        message.event(b"other key")
+    tampered = WireMessage(message.event_id, message.event_type, message.key,
+                           message.body.replace(b"0.5", b"0.9"), message.signature)
+    with pytest.raises(InvalidEventError, match="signature"):
+        tampered.event(b"key")
+    unsigned = WireMessage.of(event)
+    with pytest.raises(InvalidEventError):
+        unsigned.event(b"key")
+
+
+# --- choosing a broker ----------------------------------------------------------------
+
+
+def test_broker_table_by_scheme_and_did_you_mean():
+    from redundancy.events import KafkaBroker, RabbitMQBroker, RedisStreamBroker
+
+    assert type(create_broker("redis://localhost:6379/3")) is RedisStreamBroker
+    assert type(create_broker("amqp://guest:guest@localhost//")) is RabbitMQBroker
+    assert type(create_broker("kafka://localhost:9092")) is KafkaBroker
+    assert type(create_broker("memory://")) is InMemoryBroker
+    with pytest.raises(ConfigurationError, match=r"did you mean kafka://\?"):
+        create_broker("kafak://localhost:9092")
+    with pytest.raises(ConfigurationError, match="no scheme"):
+        create_broker("localhost:9092")
+
+
+def test_missing_kafka_library_gives_an_install_hint():
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["confluent_kafka"] = None  # as if not installed
+        from redundancy.events import KafkaBroker
+        try:
+            KafkaBroker("kafka://localhost:9092")
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "MissingClientLibraryError" in out.stdout
+    assert "pip install 'content-redundancy-detector[kafka]'" in out.stdout
+
+
+def test_broker_from_settings():
+    assert broker_url(load_settings()) == "memory://"
+    cluster = {"celery_broker_url": "redis://h:6379/0"}
+    assert broker_url(load_settings(**cluster)) == "redis://h:6379/0"  # the result backend
+    assert broker_url(load_settings(**cluster, redis_url="redis://e:6379/3")) == "redis://e:6379/3"
+    kafka = load_settings(**cluster, message_broker_type="kafka", kafka_bootstrap_servers="k:9092")
+    assert broker_url(kafka) == "kafka://k:9092"
+    with pytest.raises(ConfigurationError, match="MESSAGE_BROKER_TYPE=kafka needs KAFKA_BOOTSTRAP"):
+        load_settings(**cluster, message_broker_type="kafka")
+    with pytest.raises(ConfigurationError, match="MESSAGE_BROKER_TYPE"):
+        load_settings(message_broker_type="zeromq")
+    with pytest.raises(ConfigurationError, match="EVENTS_RELAY_LEASE_TTL"):
+        load_settings(events_relay_lease_ttl=5, events_publish_timeout=10)
+
+
+# --- in-memory broker: the consume contract -------------------------------------------
+
+
+def test_async_api_of_the_original(memory_broker):
+    events = sample_events()
+
+    async def main():
+        await memory_broker.connect()
+        publisher = EventPublisher(memory_broker, signing_key=b"k")
+        for event in events:
+            await publisher.publish(event)
+        got = []
+
+        async def handler(event):
+            await asyncio.sleep(0)
+            got.append(event)
+
+        n = await memory_broker.consume(handler, group="g", timeout=0.3, signing_key=b"k")
+        await memory_broker.disconnect()
+        return n, got
+
+    n, got = asyncio.run(main())
+    assert n == 5 and got == events
+
+
+def test_consumer_acknowledges_after_the_handler_and_drops_repeats(memory_broker):
+    events = sample_events()
+    memory_broker.ensure_group_sync("g")
+    publisher = EventPublisher(memory_broker)
+    publisher.publish_many_sync(events)
+    publisher.publish_sync(events[0])  # a redelivered duplicate (same event_id)
+
+    def failing(event):
+        raise RuntimeError("handler crashed")
+
+    # Given a handler that fails: the event stays unacknowledged
+    with pytest.raises(RuntimeError):
+        memory_broker.consume_sync(failing, group="g", timeout=0.2)
+    # When a healthy consumer of the group reads
+    got = []
+    handled = memory_broker.consume_sync(got.append, group="g", timeout=0.2)
+    # Then it gets every event once, starting with the one that failed
+    assert handled == 5
+    assert [e.event_id for e in got] == [e.event_id for e in events]
+    # and the group has nothing left
+    assert memory_broker.consume_sync(got.append, group="g", timeout=0.1) == 0
+
+
+def test_type_filter_and_signature_check(memory_broker):
+    EventPublisher(memory_broker, signing_key=b"good").publish_many_sync(sample_events())
+    memory_broker.send_sync([WireMessage.of(sample_events("forged")[0], b"bad")])
+    got = []
+    memory_broker.consume_sync(got.append, from_beginning=True, timeout=0.2,
+                               event_types=["analysis.completed"], signing_key=b"good")
+    assert [e.aggregate_id for e in got] == ["agg"]  # the forged one was rejected
+
+
+# --- the bridge on the embedded default ----------------------------------------------------
+
+
+def test_finished_jobs_emit_events_with_deterministic_ids(default_broker):
+    from redundancy.events.models import event_id_for
+    from redundancy.tasks import analyze_content, compare_texts
+
+    r1 = analyze_content.delay("The cat sat. The cat sat.")
+    r2 = compare_texts.delay("hello world", "hello there")
+    r3 = analyze_content.delay("   ")
+    events = {e.event_type: e for e in default_broker.events()}
+    assert list(events) == ["analysis.completed", "similarity.completed", "job.failed"]
+    analysis = events["analysis.completed"]
+    assert analysis.event_id == event_id_for("analysis.completed", r1.id)
+    assert analysis.task_id == r1.id and analysis.correlation_id == r1.id
+    assert analysis.aggregate_id == r1.result["content_hash"]
+    assert analysis.payload.analysis_result == r1.result
+    assert events["similarity.completed"].payload.similarity_score == r2.result["similarity_score"]
+    failed = events["job.failed"]
+    assert (failed.payload.job, failed.payload.error_type, failed.task_id) == (
+        "analysis", "EmptyTextError", r3.id)
+
+
+def test_a_batch_emits_one_event_not_one_per_chunk(default_broker, settings_env):
+    from redundancy.tasks import process_batch
+
+    settings_env(BATCH_CHUNK_SIZE="2")
+    items = [f"Document number {i}. It has words." for i in range(7)] + [""]
+    result = process_batch.delay(items).get()
+    events = default_broker.events()
+    assert [e.event_type for e in events] == ["batch.completed"]
+    payload = events[0].payload
+    assert (payload.batch_id, payload.total_jobs, payload.completed_jobs, payload.failed_jobs) == (
+        result["batch_id"], 8, 7, 1)
+
+
+def test_a_broken_outbox_never_fails_the_job(default_broker, monkeypatch):
+    from redundancy.tasks import analyze_content
+
+    def broken(message):
+        raise BrokerUnavailableError("outbox down")
+
+    monkeypatch.setattr(get_outbox(), "append", broken)
+    before = metrics.EVENTS_FAILED.labels("outbox")._value.get()
+    result = analyze_content.delay("Fine. Fine.")
+    assert result.successful() and result.result["redundancy_score"] == 0.5
+    assert metrics.EVENTS_FAILED.labels("outbox")._value.get() == before + 1
+    assert default_broker.events() == []
+
+
+def test_events_disabled(default_broker, settings_env):
+    from redundancy.tasks import analyze_content
+
+    settings_env(EVENTS_ENABLED="false")
+    analyze_content.delay("Fine. Fine.")
+    assert default_broker.events() == []
+
+
+# --- the relay: order, outages, poison ----------------------------------------------------
+
+
+class FlakyBroker(InMemoryBroker):
+    """Refuses to publish while ``down``; refuses one event id for good."""
+
+    down = False
+    poison: str | None = None
+
+    def _send(self, messages):
+        if self.down:
+            raise BrokerUnavailableError("down")
+        if any(m.event_id == self.poison for m in messages):
+            raise PublishRejectedError("too large")
+        super()._send(messages)
+
+
+def _fill(outbox, count, aggregates=3):
+    events = [AnalysisCompletedEvent(content_hash=f"h{i % aggregates}", redundancy_score=0,
+                                     analysis_result={"n": i}) for i in range(count)]
+    for event in events:
+        outbox.append(WireMessage.of(event))
+    return events
+
+
+def test_relay_keeps_everything_while_the_broker_is_down_then_drains_in_order():
+    outbox = MemoryOutbox()
+    broker = FlakyBroker(f"memory://{uuid.uuid4().hex}")
+    relay = Relay(outbox, broker, batch=7, retry_max=0.05)
+    events = _fill(outbox, 50)
+    # Given the broker is down: nothing leaves the outbox and the backlog shows it
+    broker.down = True
+    with pytest.raises(BrokerUnavailableError):
+        relay.step()
+    assert outbox.backlog() == 50 and broker.messages == []
+    assert relay.drain(timeout=0.3) == 50
+    # When it is back, the outbox drains in the order the events were written
+    broker.down = False
+    assert relay.drain(timeout=5) == 0
+    assert [m.event_id for m in broker.messages] == [str(e.event_id) for e in events]
+    assert outbox.backlog() == 0 and outbox.oldest_age() is None
+
+
+def test_relay_dead_letters_poison_and_keeps_the_order_of_the_rest():
+    outbox = MemoryOutbox()
+    broker = FlakyBroker(f"memory://{uuid.uuid4().hex}")
+    events = _fill(outbox, 10)
+    broker.poison = str(events[4].event_id)
+    outbox.append(WireMessage("x", "analysis.completed", "k", b"{}"))  # fine for the relay
+    outbox._entries.append(("1-1", {"body": b"no headers"}))  # unreadable entry
+    relay = Relay(outbox, broker, batch=100)
+    assert relay.drain(timeout=5) == 0
+    expected = [str(e.event_id) for e in events if e is not events[4]] + ["x"]
+    assert [m.event_id for m in broker.messages] == expected
+    assert outbox.dead_letters() == 2
+
+
+def test_backoff_grows_with_jitter_and_is_capped():
+    assert 0.25 <= backoff(1, cap=30) <= 0.5
+    assert 4 <= backoff(5, cap=30) <= 8
+    assert 15 <= backoff(50, cap=30) <= 30
+
+
+def test_backlog_is_measured_for_metrics():
+    outbox = MemoryOutbox()
+    broker = FlakyBroker(f"memory://{uuid.uuid4().hex}")
+    broker.down = True
+    _fill(outbox, 12)
+    relay = Relay(outbox, broker)
+    relay.update_gauges(force=True)
+    assert metrics.OUTBOX_BACKLOG._value.get() == 12
+    assert metrics.OUTBOX_OLDEST_AGE._value.get() >= 0
+    broker.down = False
+    relay.drain(timeout=5)
+    relay.update_gauges(force=True)
+    assert metrics.OUTBOX_BACKLOG._value.get() == 0
+
+
+def test_correlation_id_seam():
+    from types import SimpleNamespace
+
+    from redundancy.correlation import correlation_id_of
+
+    # Celery sets correlation_id to the task id when the producer gave none
+    assert correlation_id_of(SimpleNamespace(id="t", correlation_id="t", root_id="r")) == "r"
+    given = SimpleNamespace(id="t", correlation_id="given", root_id="r")
+    assert correlation_id_of(given) == "given"
+    assert correlation_id_of(SimpleNamespace(id="t", correlation_id=None, root_id=None)) == "t"
