@@ -31,3 +31,11 @@ def batch_meta(batch_id: str) -> str:
 def delivery_counter(task_id: str, retries: int) -> str:
     """How many times one attempt of a task message has been delivered."""
     return f"{DELIVERIES}{task_id}:{retries}"
+
+
+METRICS = area_prefix("metrics")
+
+
+def metrics_queue_reporter() -> str:
+    """Lease naming the one worker that reports cluster-wide queue lengths."""
+    return f"{METRICS}queue-reporter"
