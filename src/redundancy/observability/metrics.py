@@ -62,13 +62,18 @@ TASK_RETRIED = Counter(
     "celery_task_retried", "Sent if the task failed, but will be retried in the future.",
     TASK_LABELS,
 )
+SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                   7.5, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+"""prometheus_client's default buckets (celery-exporter's) extended to an hour: batch
+shards run for minutes and a backlog waits longer, beyond the default 10 s top bucket."""
 TASK_RUNTIME = Histogram(
-    "celery_task_runtime", "Histogram of task runtime measurements.", TASK_LABELS
+    "celery_task_runtime", "Histogram of task runtime measurements.", TASK_LABELS,
+    buckets=SECONDS_BUCKETS,
 )
 TASK_QUEUE_WAIT = Histogram(
     "celery_task_queue_wait_time",
-    "Histogram of task queue wait time measurements (publish to start).",
-    TASK_LABELS,
+    "Histogram of task queue wait time measurements (publish, or ETA, to start).",
+    TASK_LABELS, buckets=SECONDS_BUCKETS,
 )
 STATE_COUNTERS = (TASK_RECEIVED, TASK_STARTED, TASK_SUCCEEDED, TASK_REJECTED, TASK_REVOKED,
                   TASK_RETRIED)
