@@ -78,11 +78,29 @@ def check_workers(s: Settings) -> CheckResult:
     return True, f"{len(names)} answered: {', '.join(names)}"
 
 
+def check_tracing(s: Settings) -> CheckResult:
+    """The OTLP endpoint accepts connections (spans are sent over HTTP to it)."""
+    if not s.otel_exporter_otlp_endpoint:
+        return None
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(s.otel_exporter_otlp_endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=TIMEOUT):
+            return True, f"OTLP endpoint {s.otel_exporter_otlp_endpoint} accepts connections"
+    except OSError as exc:
+        return False, (f"OTLP endpoint {s.otel_exporter_otlp_endpoint} unreachable ({exc}); "
+                       "check OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP, usually port 4318)")
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("mode", check_mode),
     ("broker", check_broker),
     ("result backend", check_backend),
     ("workers", check_workers),
+    ("tracing", check_tracing),
 ]
 
 

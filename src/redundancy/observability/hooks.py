@@ -83,8 +83,10 @@ _state = m.WorkerState()
 _server: m.MetricsServer | None = None
 _monitor: Any = None
 _hostname: str | None = None
-_started: dict[str, float] = {}
-_bindings: dict[str, Token[str | None]] = {}
+# Keyed by task id, as stacks: an eager batch runs its merge, which has the batch's id,
+# inside the batch task.
+_started: dict[str, list[float]] = {}
+_bindings: dict[str, list[Token[str | None]]] = {}
 _seen: set[tuple[str, str, str]] = set()
 
 
@@ -267,12 +269,12 @@ def _prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if not correlation_id and request.is_eager:
         correlation_id = current_correlation_id()  # eager: the caller's scope
     correlation_id = correlation_id or request.root_id or task_id or new_correlation_id()
-    _bindings[task_id] = bind_correlation_id(correlation_id)
+    _bindings.setdefault(task_id, []).append(bind_correlation_id(correlation_id))
     if request.is_eager:
         return
     labels = _labels(task.name, request)
     m.TASK_STARTED.labels(*labels).inc()
-    _started[task_id] = time.perf_counter()
+    _started.setdefault(task_id, []).append(time.perf_counter())
     waited = _queue_wait(request)
     if waited is not None:
         m.TASK_QUEUE_WAIT.labels(*labels).observe(waited)
@@ -297,7 +299,7 @@ def _postrun(task_id: str | None = None, task: Any = None, state: str | None = N
              **_: Any) -> None:
     if task_id is None:
         return
-    started = _started.pop(task_id, None)
+    started = _pop(_started, task_id)
     try:
         if task is not None and not task.request.is_eager:
             labels = _labels(task.name, task.request)
@@ -306,9 +308,19 @@ def _postrun(task_id: str | None = None, task: Any = None, state: str | None = N
             if state == states.REJECTED:
                 m.TASK_REJECTED.labels(*labels).inc()
     finally:
-        token = _bindings.pop(task_id, None)
+        token = _pop(_bindings, task_id)
         if token is not None:
             unbind_correlation_id(token)
+
+
+def _pop(stacks: dict[str, list[Any]], key: str) -> Any:
+    stack = stacks.get(key)
+    if not stack:
+        return None
+    value = stack.pop()
+    if not stack:
+        del stacks[key]
+    return value
 
 
 @signals.task_success.connect(weak=False)
