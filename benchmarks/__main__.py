@@ -12,6 +12,7 @@ BENCHMARKS = [
     "core_neardup",   # near-duplicate search vs plain rapidfuzz cdist and vs difflib
     "e2e_tasks",      # analyze_content tasks/s vs a no-op task on a real Redis broker
     "batch_memory",   # peak memory of `crd batch` over 10,000 documents, embedded default
+    "observability",  # tasks/s with metrics + tracing + JSON logs on vs off
 ]
 
 

@@ -248,7 +248,7 @@ def _add_into(archive_path: Path, dead_file: Path) -> None:
         archive.close()
 
 
-class CompactingMultiProcessCollector(MultiProcessCollector):  # type: ignore[misc]
+class CompactingMultiProcessCollector(MultiProcessCollector):
     """The folder's metrics, compacted first so exited processes are counted once."""
 
     def __init__(self, folder: Path) -> None:
