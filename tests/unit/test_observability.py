@@ -339,3 +339,35 @@ def test_doctor_checks_the_otlp_endpoint():
         assert ok and "accepts connections" in detail
     ok, detail = check_tracing(load_settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{port}"))
     assert not ok and "OTEL_EXPORTER_OTLP_ENDPOINT" in detail
+
+
+def test_a_failing_queue_probe_reports_nothing_and_counts_off_the_metric_files():
+    from kombu import Connection
+
+    from redundancy.observability.metrics import (
+        THREAD_ERRORS,
+        WorkerState,
+        _with_thread_errors,
+    )
+    from redundancy.observability.queues import WorkerMonitor
+
+    class UnreachableBroker:
+        class conf:  # mimics Celery's app.conf
+            broker_transport_options: dict[str, Any] = {}
+
+        def connection_for_read(self, **kwargs: Any) -> Connection:
+            return Connection("redis://127.0.0.1:1/0", **kwargs)
+
+    state = WorkerState(queue_lengths={"analysis": 7})
+    before = THREAD_ERRORS.snapshot().get("queue_probe", 0)
+    WorkerMonitor(UnreachableBroker(), state, ["analysis"], 1.0, lease=None).tick()
+    assert state.queue_lengths is None  # no stale number
+    assert THREAD_ERRORS.snapshot()["queue_probe"] == before + 1
+    # the endpoint adds these counts to the hook-errors counter read from the files
+    from prometheus_client.metrics_core import Metric
+
+    family = Metric("redundancy_hook_errors", "help", "counter")
+    family.add_sample("redundancy_hook_errors_total", {"hook": "queue_probe"}, 2.0)
+    merged = _with_thread_errors([family], {"queue_probe": 3, "metrics_compaction": 1})
+    values = {s.labels["hook"]: s.value for s in merged[0].samples}
+    assert values == {"queue_probe": 5.0, "metrics_compaction": 1.0}

@@ -100,11 +100,35 @@ COMPARISONS = Counter(
     "redundancy_comparisons", "Two-text similarity comparisons.", ("algorithm", "similar")
 )
 BATCHES_COMPLETED = Counter("redundancy_batches_completed", "Batches merged into a result.")
-HOOK_ERRORS = Counter(
-    "redundancy_hook_errors",
-    "Errors caught in observability hooks (they never fail a job).",
-    ("hook",),
-)
+HOOK_ERRORS_HELP = "Errors caught in observability hooks (they never fail a job)."
+HOOK_ERRORS = Counter("redundancy_hook_errors", HOOK_ERRORS_HELP, ("hook",))
+
+
+
+class _ThreadErrors:
+    """Hook errors of the worker main process's background threads (scrape, monitor).
+
+    Those threads never touch prometheus_client's multiprocess values: a pool process
+    forked while a thread holds that library's process-wide lock would inherit it held
+    and hang on its first metric. They count here instead (under a lock that only the
+    main process uses), and the endpoint adds these counts to
+    ``redundancy_hook_errors_total``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def count(self, hook: str) -> None:
+        with self._lock:
+            self._counts[hook] = self._counts.get(hook, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+THREAD_ERRORS = _ThreadErrors()
 
 OWN_METRICS: tuple[Collector, ...] = (
     REDUNDANCY_SCORE, DOCUMENTS_ANALYSED, DOCUMENTS_FAILED, NEAR_DUPLICATE_PAIRS,
@@ -260,9 +284,29 @@ class CompactingMultiProcessCollector(MultiProcessCollector):
             compact_dead_processes(self.folder)
         except Exception:  # never lose the scrape over compaction
             log.warning("metric file compaction failed", exc_info=True)
-            HOOK_ERRORS.labels("metrics_compaction").inc()
+            THREAD_ERRORS.count("metrics_compaction")
         with _compact_lock:
-            return list(super().collect())
+            families = list(super().collect())
+        return _with_thread_errors(families, THREAD_ERRORS.snapshot())
+
+
+def _with_thread_errors(families: list[Metric], errors: dict[str, int]) -> list[Metric]:
+    if not errors:
+        return families
+    name = "redundancy_hook_errors"
+    family = next((f for f in families if f.name == name), None)
+    if family is None:
+        family = Metric(name, HOOK_ERRORS_HELP, "counter")
+        families.append(family)
+    sample_name = f"{name}_total"
+    for hook, count in sorted(errors.items()):
+        for i, existing in enumerate(family.samples):
+            if existing.name == sample_name and existing.labels == {"hook": hook}:
+                family.samples[i] = existing._replace(value=existing.value + count)
+                break
+        else:
+            family.add_sample(sample_name, {"hook": hook}, float(count))
+    return families
 
 
 def multiprocess_enabled() -> bool:

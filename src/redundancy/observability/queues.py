@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from redundancy import keys
-from redundancy.observability.metrics import HOOK_ERRORS, WorkerState, compact_dead_processes
+from redundancy.observability.metrics import THREAD_ERRORS, WorkerState, compact_dead_processes
 from redundancy.observability.multiproc import multiprocess_folder
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class WorkerMonitor(threading.Thread):
                 compact_dead_processes(folder)
             except Exception:
                 log.warning("metric file compaction failed", exc_info=True)
-                HOOK_ERRORS.labels("metrics_compaction").inc()
+                THREAD_ERRORS.count("metrics_compaction")
         try:
             self.measure()
         except Exception as exc:
@@ -138,7 +138,7 @@ class WorkerMonitor(threading.Thread):
             self.state.queue_lengths = self.state.consumer_counts = None
             self._close()
             log.warning("queue length probe failed: %s: %s", type(exc).__name__, exc)
-            HOOK_ERRORS.labels("queue_probe").inc()
+            THREAD_ERRORS.count("queue_probe")
 
     def measure(self) -> None:
         if self.lease is not None and not self.lease.hold():
