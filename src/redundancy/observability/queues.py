@@ -146,7 +146,8 @@ class WorkerMonitor(threading.Thread):
             return
         if self._connection is None:
             self._connection = probe_connection(self.app)
-            self._connection.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT)
+            self._connection.ensure_connection(max_retries=1, interval_start=0,
+                                               timeout=PROBE_TIMEOUT)
         found = measure_queues(self._connection, self.queues)
         self.state.queue_lengths = {q: n for q, (n, _) in found.items()}
         consumers = {q: c for q, (_, c) in found.items() if c is not None}
