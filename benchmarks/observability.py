@@ -2,6 +2,7 @@
 worker set-up with them off, in the same run.
 
     python -m benchmarks.observability [--tasks 500] [--rounds 3] [--redis redis://127.0.0.1:6379/12]
+        [--parts metrics,tracing,json] [--sample-ratio 1.0]
 
 Two `crd worker`s (prefork, 2 processes each, INFO logging) run side by side on their
 own queues of one Redis broker:
@@ -11,6 +12,8 @@ own queues of one Redis broker:
   OTLP/HTTP tracing to a local sink; the producer traces its publishes too.
 
 Rounds alternate off/on so machine drift hits both alike; the best round of each counts.
+CPU time per task (the worker's processes, and this producer process) is measured per
+round too: it says where a difference comes from, and varies less than tasks/s.
 Measured for ``analyze_content`` (~300-character texts) and for a no-op task (Celery's
 own cost per task, where a fixed per-task overhead shows most).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,12 +82,29 @@ def start_worker(env: dict[str, str], queue: str, concurrency: int, log: Path,
     )
 
 
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) of a worker: its main process and its pool processes."""
+    import psutil
+
+    main = psutil.Process(proc.pid)
+    total = 0.0
+    for p in [main, *main.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--sample-ratio", type=float, default=1.0,
+                        help="trace sampling (OTEL_TRACES_SAMPLER=parentbased_traceidratio)")
     parser.add_argument("--parts", default="metrics,tracing,json",
                         help="what 'on' turns on (a subset shows each part's cost)")
     args = parser.parse_args()
@@ -109,6 +130,11 @@ def main() -> None:
     on_args = [f"--metrics-port={port}"] if "metrics" in parts else []
     if "tracing" in parts:
         on_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
+        if args.sample_ratio < 1.0:
+            sampler = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                       "OTEL_TRACES_SAMPLER_ARG": str(args.sample_ratio)}
+            on_env.update(sampler)
+            os.environ.update(sampler)  # the producer decides, the worker follows
     if "json" in parts:
         on_args.append("--log-format=json")
     workers = {
@@ -124,16 +150,23 @@ def main() -> None:
         ]
         batches = iter(range(0, len(texts), args.tasks))
 
+        cpu_ms: dict[str, dict[str, list[tuple[float, float]]]] = {}
+
         def run(task: Any, mode: str) -> float:
             start = next(batches)
             chunk = texts[start : start + args.tasks]
             if mode == "on" and "tracing" in parts:
                 configure_tracing(SERVICE, sink.endpoint)
             try:
+                worker_cpu, own_cpu = cpu_seconds(workers[mode]), time.process_time()
                 began = time.perf_counter()
                 group(task.s(t).set(queue=f"bench-{mode}") for t in chunk).apply_async().get(
                     timeout=600)
-                return args.tasks / (time.perf_counter() - began)
+                rate = args.tasks / (time.perf_counter() - began)
+                per_task = (1000 * (cpu_seconds(workers[mode]) - worker_cpu) / args.tasks,
+                            1000 * (time.process_time() - own_cpu) / args.tasks)
+                cpu_ms.setdefault(task.name, {}).setdefault(mode, []).append(per_task)
+                return rate
             finally:
                 shutdown_tracing()
 
@@ -159,17 +192,27 @@ def main() -> None:
         for worker in workers.values():
             worker.wait(timeout=60)
     best = {name: {mode: max(v) for mode, v in by_mode.items()} for name, by_mode in rates.items()}
-    write_result("observability", {
+    variant = "".join([
+        f"_sampled_{args.sample_ratio:g}" if args.sample_ratio < 1.0 else "",
+        f"_{'+'.join(sorted(parts))}" if parts != {"metrics", "tracing", "json"} else "",
+    ])
+    write_result(f"observability{variant}", {
         "broker": "redis", "pool": "prefork", "concurrency": args.concurrency,
         "tasks_per_round": args.tasks, "rounds": args.rounds, "text_chars": 300,
         "worker_loglevel": "INFO",
-        "on": sorted(parts),
+        "on": sorted(parts), "trace_sample_ratio": args.sample_ratio,
         "parts": {"metrics": "worker metrics port (prometheus multiprocess files)",
                   "tracing": "OTLP/HTTP tracing in worker and producer, to a loopback sink",
                   "json": "JSON log lines (INFO: two lines per task)"},
         "off": "defaults: no metrics port, no OTLP endpoint, text logs",
         "tasks_per_s": rates, "best_tasks_per_s": best,
         "ratio_on_vs_off": {name: b["on"] / b["off"] for name, b in best.items()},
+        "cpu_ms_per_task_median": {
+            name: {mode: {"worker": statistics.median(w for w, _ in v),
+                          "producer": statistics.median(p for _, p in v)}
+                   for mode, v in by_mode.items()}
+            for name, by_mode in cpu_ms.items()
+        },
         "checks": {"otlp_export_requests": sink.requests, "otlp_bytes": sink.bytes,
                    "succeeded_counted_on_worker": succeeded, "worker_log_lines_on": json_lines},
     })

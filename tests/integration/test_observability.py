@@ -246,7 +246,7 @@ def test_flower_requires_auth_and_lists_a_task_that_ran(redis_cluster, tmp_path)
     log = (tmp_path / "flower.log").open("w")
     flower = subprocess.Popen(
         [sys.executable, "-m", "redundancy", "flower", "--port", str(port)],
-        env=redis_cluster.env(FLOWER_BASIC_AUTH="ops:s3cret"), cwd=ROOT,
+        env=redis_cluster.env(FLOWER_BASIC_AUTH="ops:s3cret", LOG_FORMAT="json"), cwd=ROOT,
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -288,3 +288,5 @@ def test_flower_requires_auth_and_lists_a_task_that_ran(redis_cluster, tmp_path)
         os.killpg(flower.pid, signal.SIGTERM)
         flower.wait(timeout=20)
         log.close()
+    lines = Path(log.name).read_text().splitlines()
+    assert lines and all(json.loads(line)["logger"] for line in lines)  # LOG_FORMAT=json

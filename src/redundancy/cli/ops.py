@@ -86,6 +86,10 @@ def flower(ctx: click.Context, port: int, address: str, no_auth: bool) -> None:
         raise ConfigurationError(
             "Flower is not installed: pip install 'content-redundancy-detector[flower]'"
         ) from None
+    if settings.log_format == "json":
+        from redundancy.observability.logs import configure_logging
+
+        configure_logging("json", "INFO")  # Flower (tornado) keeps a handler it finds
     from redundancy.workers import app
 
     argv: list[Any] = ["flower", f"--port={port}", f"--address={address}", *ctx.args]

@@ -17,13 +17,10 @@ import logging
 import sys
 from typing import Final
 
+from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
-from redundancy.observability.context import (
-    current_correlation_id,
-    current_span_id,
-    current_trace_id,
-)
+from redundancy.observability.context import current_correlation_id
 
 LOG_FORMATS: Final = ("text", "json")
 CONTEXT_FIELDS: Final = ("correlation_id", "task_id", "task_name", "trace_id", "span_id")
@@ -40,8 +37,9 @@ class ContextFilter(logging.Filter):
         record.correlation_id = current_correlation_id()
         record.task_id = getattr(request, "id", None)
         record.task_name = getattr(task, "name", None) if request is not None else None
-        record.trace_id = current_trace_id()
-        record.span_id = current_span_id()
+        span = trace.get_current_span().get_span_context()
+        record.trace_id = format(span.trace_id, "032x") if span.is_valid else None
+        record.span_id = format(span.span_id, "016x") if span.is_valid else None
         return True
 
 

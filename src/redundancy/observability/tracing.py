@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,16 +109,33 @@ def get_tracer() -> trace.Tracer:
 
 
 def _phase_span(tracer: trace.Tracer) -> Any:
+    names: dict[str, str] = {}
+
     def hook(name: str) -> AbstractContextManager[object]:
-        return _span(tracer, name)
+        span_name = names.get(name) or names.setdefault(name, f"redundancy.{name}")
+        return _PhaseSpan(tracer, span_name)
 
     return hook
 
 
-@contextmanager
-def _span(tracer: trace.Tracer, name: str) -> Iterator[object]:
-    with tracer.start_as_current_span(f"redundancy.{name}") as span:
-        yield span
+class _PhaseSpan:
+    """A child span of the current one around a core phase. Not made current itself
+    (phases contain no spans), which keeps it cheap: phases run once per task."""
+
+    __slots__ = ("_span", "_tracer", "name")
+
+    def __init__(self, tracer: trace.Tracer, name: str) -> None:
+        self._tracer, self.name = tracer, name
+
+    def __enter__(self) -> object:
+        self._span = self._tracer.start_span(self.name)
+        return self._span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and self._span.is_recording():
+            self._span.record_exception(exc)
+            self._span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+        self._span.end()
 
 
 __all__ = ["configure_tracing", "get_tracer", "shutdown_tracing", "tracing_active"]
