@@ -140,6 +140,7 @@ def test_without_an_endpoint_tracing_stays_off():
 def test_json_lines_carry_the_jobs_context():
     logger = logging.getLogger("test.json")
     logger.propagate = False
+    logger.setLevel(logging.INFO)
     stream = __import__("io").StringIO()
     logger.handlers = [logging.StreamHandler(stream)]
     use_json(logger)
@@ -150,7 +151,12 @@ def test_json_lines_carry_the_jobs_context():
         raise ValueError("bad")
     except ValueError:
         logger.exception("failed")
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    context = {"id": "t1", "name": "n", "runtime": 0.5, "args": "('long',)", "return_value": "{}"}
+    logger.info("Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s", context,
+                extra={"data": context})
+    first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert third["message"] == "Task n[t1] succeeded in 0.5s: {}"
+    assert third["data"] == {"id": "t1", "name": "n", "runtime": 0.5}  # no repeats
     assert first["message"] == "hello world" and first["level"] == "WARNING"
     assert first["logger"] == "test.json" and first["correlation_id"] == "cid-1"
     assert first["documents"] == 3 and first["timestamp"].endswith("+00:00")

@@ -26,10 +26,19 @@ LOG_FORMATS: Final = ("text", "json")
 CONTEXT_FIELDS: Final = ("correlation_id", "task_id", "task_name", "trace_id", "span_id")
 
 
+REPEATED_IN_MESSAGE: Final = frozenset({"args", "kwargs", "return_value"})
+"""Keys of Celery's ``data`` extra that its message already quotes (often long)."""
+
+
 class ContextFilter(logging.Filter):
-    """Adds the job's context (correlation, task, trace) to every record."""
+    """Adds the job's context (correlation, task, trace) to every record, and keeps the
+    structured part of Celery's ``data`` (id, name, runtime, eta) without repeating the
+    arguments and result the message already shows."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if isinstance(data, dict) and not REPEATED_IN_MESSAGE.isdisjoint(data):
+            record.data = {k: v for k, v in data.items() if k not in REPEATED_IN_MESSAGE}
         from celery._state import get_current_task
 
         task = get_current_task()

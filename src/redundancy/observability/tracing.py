@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,10 +112,15 @@ def _phase_span(tracer: trace.Tracer) -> Any:
     names: dict[str, str] = {}
 
     def hook(name: str) -> AbstractContextManager[object]:
+        if not trace.get_current_span().is_recording():
+            return _NOT_TRACED  # outside a traced job, or a job sampled out
         span_name = names.get(name) or names.setdefault(name, f"redundancy.{name}")
         return _PhaseSpan(tracer, span_name)
 
     return hook
+
+
+_NOT_TRACED = nullcontext()
 
 
 class _PhaseSpan:
