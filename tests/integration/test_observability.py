@@ -120,7 +120,8 @@ def test_worker_metrics_count_exactly_per_task_and_state_under_prefork(redis_clu
     files = sorted(p.name for p in next(folder.iterdir()).glob("*.db"))
     pids = {int(m) for name in files if (m := name[:-3].rsplit("_", 1)[-1]).isdigit()}
     assert all(pid_alive(pid) for pid in pids), files
-    assert len(pids) <= 3 and {"counter_archive.db", "histogram_archive.db"} <= set(files)
+    # main + 2 pool processes (+ one that may be exiting right now), of the >= 5 that ran
+    assert len(pids) <= 4 and {"counter_archive.db", "histogram_archive.db"} <= set(files)
 
 
 def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
