@@ -123,19 +123,22 @@ class Cluster:
         env.update(extra)
         return {k: v for k, v in env.items() if v != ""}  # "" means: unset it
 
-    def start_worker(self, concurrency: int = 2, **extra_env: str) -> Worker:
+    def start_worker(
+        self, concurrency: int = 2, cli_args: tuple[str, ...] = (), **extra_env: str
+    ) -> Worker:
+        """``crd worker`` in its own process group; ``cli_args`` go on its command line."""
         log = self.tmp / f"worker-{uuid.uuid4().hex[:8]}.log"
         name = f"test-{uuid.uuid4().hex[:8]}@%h"
         proc = subprocess.Popen(
             [sys.executable, "-m", "redundancy", "worker", f"--concurrency={concurrency}",
-             f"--hostname={name}", "--without-mingle", "--without-gossip"],
+             f"--hostname={name}", "--without-mingle", "--without-gossip", *cli_args],
             env=self.env(**extra_env),
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             cwd=self.tmp,
             start_new_session=True,  # its own process group: killable with its children
         )
-        worker = Worker(proc, log)
+        worker = Worker(proc, log, name.replace("%h", socket.gethostname()))
         self.workers.append(worker)
         worker.wait_ready()
         return worker
@@ -165,6 +168,7 @@ class Cluster:
 class Worker:
     proc: subprocess.Popen[bytes]
     log: Path
+    hostname: str = ""
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -441,3 +445,108 @@ def private_kafka(tmp_path: Path) -> Iterator[Tansu]:
     server.start()
     yield server
     server.stop()
+
+
+# --- observability: a Prometheus scrape and an OTLP/HTTP trace receiver --------------
+
+
+def scrape(url: str, timeout: float = 10) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """One Prometheus scrape, parsed: ``{(sample name, labels): value}``."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(samples: dict[Any, float], metric: str, /, **labels: str) -> float | None:
+    """The value of the one sample named ``metric`` whose labels include ``labels``."""
+    found = [v for (n, ls), v in samples.items()
+             if n == metric and set(labels.items()) <= set(ls)]
+    assert len(found) <= 1, f"{metric}{labels} matches {len(found)} samples"
+    return found[0] if found else None
+
+
+@dataclass
+class ReceivedSpan:
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    kind: int
+    service: str
+    attributes: dict[str, Any]
+
+
+class OtlpReceiver:
+    """A loopback OTLP/HTTP endpoint that keeps every span it is sent, in memory."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        self.spans: list[ReceivedSpan] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                receiver._keep(request)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _keep(self, request: Any) -> None:
+        from google.protobuf.json_format import MessageToDict
+
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope in resource_spans.scope_spans:
+                for span in scope.spans:
+                    attributes = {a["key"]: next(iter(a["value"].values()), None)
+                                  for a in MessageToDict(span).get("attributes", [])}
+                    self.spans.append(ReceivedSpan(
+                        name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
+                        parent_id=span.parent_span_id.hex(), kind=span.kind,
+                        service=resource.get("service.name", ""), attributes=attributes,
+                    ))
+
+    def wait_for(self, predicate: Any, timeout: float = 30) -> list[ReceivedSpan]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [s for s in list(self.spans) if predicate(s)]
+            if found:
+                return found
+            time.sleep(0.1)
+        names = sorted({s.name for s in self.spans})
+        raise TimeoutError(f"no matching span after {timeout} s; received: {names}")
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.stop()

@@ -44,7 +44,7 @@ CACHE_STATS = area_prefix("cache-stats") + "counters"
 """Hash ``<cache_type>:<hits|misses|errors|sets>`` -> count, summed over every process."""
 
 NON_CACHE_AREAS = frozenset(
-    {"batch", "deliveries", "sessions", "cache-lock", "cache-stats", "events"}
+    {"batch", "deliveries", "sessions", "cache-lock", "cache-stats", "events", "metrics"}
 )
 """Areas owned by other parts: never a cache namespace (a pattern clear would wipe them)."""
 
@@ -121,3 +121,11 @@ def relay_lease() -> str:
 def seen_event(group: str, event_id: str) -> str:
     """Marks an event a consumer group has handled (cross-process dedupe)."""
     return f"{EVENTS}seen:{group}:{event_id}"
+
+
+METRICS = area_prefix("metrics")
+
+
+def metrics_queue_reporter() -> str:
+    """Lease naming the one worker that reports cluster-wide queue lengths."""
+    return f"{METRICS}queue-reporter"

@@ -53,14 +53,46 @@ timeout_option = click.option(
 )
 
 
+LOG_FORMATS = ("text", "json")
+PRODUCER_COMMANDS = frozenset({"analyze", "compare", "batch"})
+
+
+def _set_env(**values: object) -> None:
+    """Pass a CLI option on as its environment setting (read by workers and pool processes
+    alike) before the app is imported."""
+    import os
+
+    from redundancy.config import get_settings
+
+    changed = False
+    for name, value in values.items():
+        if value is not None:
+            os.environ[name] = str(value)
+            changed = True
+    if changed:
+        get_settings.cache_clear()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="crd")
-def cli() -> None:
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="log lines on stderr: text or one JSON object per line (env LOG_FORMAT)")
+@click.option("--log-level", default="WARNING", show_default=True, help="log level on stderr")
+@click.option("--correlation-id", default=None,
+              help="correlation id of the jobs this command sends (default: a new one)")
+@click.pass_context
+def cli(ctx: click.Context, log_format: str | None, log_level: str,
+        correlation_id: str | None) -> None:
     """Find redundant and near-duplicate text.
 
     Without CELERY_BROKER_URL every command runs in-process (the embedded default);
     with it, jobs go to Celery workers started with `crd worker`.
     """
+    _set_env(LOG_FORMAT=log_format)
+    if ctx.invoked_subcommand in PRODUCER_COMMANDS:
+        from redundancy.cli.ops import start_producer
+
+        start_producer(ctx, log_level, correlation_id)
 
 
 def _mode() -> str:
@@ -180,16 +212,27 @@ def batch(
 @click.option("--concurrency", "-c", type=int, default=None, help="worker processes (default: CPUs)")
 @click.option("--queues", "-Q", default=None, help="comma-separated queues (default: all)")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="serve Prometheus /metrics on this port (env WORKER_METRICS_PORT)")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="text (Celery's) or json lines (env LOG_FORMAT)")
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, queues: str | None, loglevel: str) -> None:
+def worker(ctx: click.Context, concurrency: int | None, queues: str | None, loglevel: str,
+           metrics_port: int | None, log_format: str | None) -> None:
     """Start a Celery worker for our app (extra arguments go to `celery worker`)."""
     from redundancy.config import get_settings
 
-    if get_settings().embedded:
+    _set_env(WORKER_METRICS_PORT=metrics_port, LOG_FORMAT=log_format)
+    settings = get_settings()
+    if settings.embedded:
         raise ConfigurationError(
             "CELERY_BROKER_URL is not set: a worker needs a broker (redis://... or amqp://...). "
             "Without one, jobs already run in-process: try `crd batch PATH`."
         )
+    if settings.worker_metrics_port is not None:
+        from redundancy.cli.ops import check_port_free
+
+        check_port_free(settings.metrics_bind_address, settings.worker_metrics_port)
     from redundancy.workers import app
     from redundancy.workers.routing import QUEUES
 
@@ -197,6 +240,8 @@ def worker(ctx: click.Context, concurrency: int | None, queues: str | None, logl
             "--hostname=crd@%h"]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # celery's global option: no banner, every line is JSON
     app.worker_main(argv + list(ctx.args))
 
 
@@ -216,6 +261,9 @@ cli.add_command(sessions_group)
 from redundancy.cli.events import events as _events  # noqa: E402
 
 cli.add_command(_events)
+from redundancy.cli.ops import flower  # noqa: E402
+
+cli.add_command(flower)
 
 
 def main() -> None:

@@ -130,6 +130,23 @@ def check_outbox(s: Settings) -> CheckResult:
     return True, detail
 
 
+def check_tracing(s: Settings) -> CheckResult:
+    """The OTLP endpoint accepts connections (spans are sent over HTTP to it)."""
+    if not s.otel_exporter_otlp_endpoint:
+        return None
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(s.otel_exporter_otlp_endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=TIMEOUT):
+            return True, f"OTLP endpoint {s.otel_exporter_otlp_endpoint} accepts connections"
+    except OSError as exc:
+        return False, (f"OTLP endpoint {s.otel_exporter_otlp_endpoint} unreachable ({exc}); "
+                       "check OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP, usually port 4318)")
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("mode", check_mode),
     ("broker", check_broker),
@@ -139,6 +156,9 @@ CHECKS: list[tuple[str, Check]] = [
     ("sessions", check_sessions),
     ("event broker", check_event_broker),
     ("event outbox", check_outbox),
+
+
+    ("tracing", check_tracing),
 ]
 
 

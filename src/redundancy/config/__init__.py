@@ -211,6 +211,30 @@ class Settings(BaseSettings):
     session_max_jobs: int = Field(default=1000, gt=0, description="job ids kept per session")
 
     # --- Observability: metrics, tracing, logs, Flower (issue 5) ---
+    worker_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535,
+        description="the worker main process serves Prometheus /metrics on this port",
+    )
+    metrics_bind_address: str = Field(
+        default="0.0.0.0", description="address the worker's /metrics endpoint binds"
+    )
+    metrics_dir: str | None = Field(
+        default=None,
+        description="base folder of the per-worker prometheus multiprocess folders (default: temp)",
+    )
+    metrics_interval: float = Field(
+        default=15.0, gt=0, le=3600,
+        description="seconds between queue-length probes and metric-file compaction in a worker",
+    )
+    prometheus_pushgateway: str | None = Field(
+        default=None, description="http(s)://... a Pushgateway the crd CLI pushes its counters to"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text (Celery's format) or json (one object per line)"
+    )
+    flower_basic_auth: str | None = Field(
+        default=None, description="user:password[,user:password] for crd flower (read by Flower)"
+    )
 
     # --- Near-duplicate search modes (issue 6) ---
 
@@ -228,6 +252,22 @@ class Settings(BaseSettings):
     @classmethod
     def _amqp(cls, v: str | None) -> str | None:
         return _check_scheme(v, ("amqp", "amqps"), "RabbitMQ")
+
+    @field_validator("otel_exporter_otlp_endpoint", "prometheus_pushgateway")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        return _check_scheme(v, ("http", "https"), "HTTP")
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _credentials(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        for pair in v.split(","):
+            user, _, password = pair.partition(":")
+            if not user or not password:
+                raise ValueError("expected user:password[,user:password] (got a malformed entry)")
+        return v
 
     @model_validator(mode="after")
     def _limits(self) -> Settings:

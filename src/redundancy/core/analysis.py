@@ -30,6 +30,7 @@ from redundancy.core.models import (
     redundancy_level,
 )
 from redundancy.core.pairs import find_pairs
+from redundancy.core.phases import NORMALISE, phase
 from redundancy.core.scorers import DEFAULT_ALGORITHM, get_scorer, validate_threshold
 from redundancy.core.text import (
     DEFAULT_MAX_CHARS,
@@ -63,12 +64,12 @@ def analyze(
     validate_text(text, max_chars=max_chars)
     threshold = validate_threshold(threshold)
     scorer = get_scorer(algorithm)
-    normalised = normalise(text)
-    all_words = words(normalised)
-
-    sentences = split_sentences(text)
-    norm_sentences = [normalise(s) for s in sentences]
-    sentence_words = np.fromiter((len(words(s)) for s in norm_sentences), np.int64)
+    with phase(NORMALISE):
+        normalised = normalise(text)
+        all_words = words(normalised)
+        sentences = split_sentences(text)
+        norm_sentences = [normalise(s) for s in sentences]
+        sentence_words = np.fromiter((len(words(s)) for s in norm_sentences), np.int64)
 
     # Exact repeats first: every later copy of a sentence is redundant without scoring.
     first_index: dict[str, int] = {}

@@ -14,6 +14,7 @@ from itertools import combinations
 from redundancy.core.clusters import connected_components
 from redundancy.core.models import DocumentPair, NearDuplicateResult
 from redundancy.core.pairs import DEFAULT_BLOCK_SIZE, find_pairs
+from redundancy.core.phases import CLUSTERING, NORMALISE, phase
 from redundancy.core.scorers import DEFAULT_ALGORITHM, get_scorer, is_similar, validate_threshold
 from redundancy.core.text import DEFAULT_MAX_CHARS, hash_normalised, normalise, validate_text
 
@@ -51,10 +52,13 @@ def near_duplicates(
     if ids is not None and len(ids) != len(texts):
         raise ValueError(f"ids has {len(ids)} entries for {len(texts)} texts")
     names = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
-    docs = [
-        Document.from_text(i, validate_text(t, max_chars=max_chars, name=f"document {names[i]!r}"))
-        for i, t in enumerate(texts)
-    ]
+    with phase(NORMALISE):
+        docs = [
+            Document.from_text(
+                i, validate_text(t, max_chars=max_chars, name=f"document {names[i]!r}")
+            )
+            for i, t in enumerate(texts)
+        ]
     scored = pairs_between(
         docs, None, threshold, algorithm, block_size=block_size, workers=workers
     )
@@ -115,6 +119,17 @@ def assemble(
     ``names`` and ``hashes`` are indexed by position; a ``None`` hash marks a document that
     could not be read or validated (it is counted but never paired).
     """
+    with phase(CLUSTERING):
+        return _assemble(names, hashes, scored, threshold, algorithm)
+
+
+def _assemble(
+    names: Sequence[str],
+    hashes: Sequence[str | None],
+    scored: Sequence[ScoredPair],
+    threshold: float,
+    algorithm: str,
+) -> NearDuplicateResult:
     ordered = sorted(scored)
     pairs = [
         DocumentPair(

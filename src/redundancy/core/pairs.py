@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from rapidfuzz import process
 
+from redundancy.core.phases import CDIST, phase
 from redundancy.core.scorers import Scorer
 
 DEFAULT_BLOCK_SIZE = 2048
@@ -69,6 +70,18 @@ def find_pairs(
     (``processor=None``): callers normalise first. ``workers`` is rapidfuzz's thread count
     (-1 = all cores); keep it 1 inside a prefork worker so parallelism stays one layer.
     """
+    with phase(CDIST):
+        return _find_pairs(rows, columns, scorer, threshold, block_size, workers)
+
+
+def _find_pairs(
+    rows: Sequence[str],
+    columns: Sequence[str] | None,
+    scorer: Scorer,
+    threshold: float,
+    block_size: int,
+    workers: int,
+) -> PairArrays:
     within = columns is None
     cols: Sequence[str] = rows if columns is None else columns
     row_arr = np.asarray(rows, dtype=object)

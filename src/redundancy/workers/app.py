@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Celery
 
+from redundancy.config import get_settings
 from redundancy.workers.celeryconfig import celery_settings
 
 OVERRIDE_ENV = "CELERY_CONFIG_MODULE"
@@ -25,6 +26,7 @@ HOOK_MODULES: tuple[str, ...] = (
     # tracing, logging). Imported once when the app is created, in producers and workers.
     "redundancy.cache.hooks",
     "redundancy.events.bridge",
+    "redundancy.observability.hooks",
 )
 
 
@@ -48,8 +50,22 @@ def _overrides(module: ModuleType | None) -> dict[str, Any]:
     return {k: v for k, v in vars(module).items() if k.islower() and not k.startswith("_")}
 
 
+def _prepare_metrics_folder() -> None:
+    """With a worker metrics port, switch prometheus_client to multiprocess files.
+
+    This must precede the first import of prometheus_client in the process, i.e. the
+    hook modules below (ours, the events' and the cache's metrics), so it runs first.
+    """
+    settings = get_settings()
+    if settings.worker_metrics_port is not None:
+        from redundancy.observability.multiproc import enable_multiprocess
+
+        enable_multiprocess(settings.metrics_dir)
+
+
 def create_app() -> Celery:
     """Build the app from settings plus the ops override module, if any."""
+    _prepare_metrics_folder()
     app = Celery("redundancy", task_cls="redundancy.workers.base:RedundancyTask")
     conf = celery_settings()
     conf.update(_overrides(_override_module()))

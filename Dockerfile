@@ -1,0 +1,23 @@
+# The application image: `crd` (workers, Flower, the CLI) with every extra installed.
+# docker compose builds it; the same image runs any role via its command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml constraints.txt README.md ./
+COPY src ./src
+RUN pip install -c constraints.txt '.[all]'
+
+# The ops override point (celeryconfig.py, read from the working directory) and the
+# sample corpus for `docker compose run --rm cli batch examples/corpus`.
+COPY celeryconfig.py ./
+COPY examples ./examples
+
+RUN useradd --uid 10001 --user-group --no-create-home crd
+USER crd
+
+CMD ["crd", "worker"]

@@ -1,0 +1,146 @@
+"""OpenTelemetry tracing: Celery instrumentation, core phase spans, OTLP export.
+
+On only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (OTLP over HTTP/protobuf, the
+collector's port 4318; the standard ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables
+tune the exporter and batching). With it unset nothing is installed and spans cost
+nothing.
+
+opentelemetry-instrumentation-celery makes a PRODUCER span around every publish (and
+puts the W3C ``traceparent`` in the message headers) and a CONSUMER span around every
+task run, a child of the producer's; the core's phases (normalise, cdist, clustering)
+become child spans of the run.
+
+Per process, after fork: producers set tracing up when the app is created; a worker's
+main process tears that down before its pool forks (it runs no task), and every pool
+process sets up its own provider, exporter thread and HTTP session in
+``worker_process_init`` and flushes them in ``worker_process_shutdown``. The provider is
+ours, not the global one (which can be set only once per process and would be inherited
+across fork); code that wants its own spans asks ``get_tracer()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+
+from redundancy.core import phases
+
+log = logging.getLogger(__name__)
+
+TRACER_NAME = "redundancy"
+
+
+@dataclass
+class _Tracing:
+    pid: int
+    provider: Any
+    tracer: trace.Tracer
+
+
+_active: _Tracing | None = None
+
+
+def tracing_active() -> bool:
+    return _active is not None and _active.pid == os.getpid()
+
+
+def configure_tracing(
+    service_name: str, endpoint: str | None = None, *, exporter: Any = None
+) -> bool:
+    """Set up tracing in this process (idempotent per process).
+
+    ``exporter`` replaces the OTLP exporter (tests pass an in-memory one); without
+    either an endpoint or an exporter nothing happens and False is returned.
+    """
+    global _active
+    if tracing_active():
+        return True
+    if exporter is None and not endpoint:
+        return False
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if exporter is None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=f"{endpoint.rstrip('/')}/v1/traces")  # type: ignore[union-attr]
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}), shutdown_on_exit=True
+    )
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    instrumentor = CeleryInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    instrumentor.instrument(tracer_provider=provider)
+    tracer = provider.get_tracer(TRACER_NAME)
+    phases.set_phase_hook(_phase_span(tracer))
+    _active = _Tracing(os.getpid(), provider, tracer)
+    return True
+
+
+def shutdown_tracing() -> None:
+    """Flush pending spans and remove the instrumentation (process exit, or before fork)."""
+    global _active
+    state, _active = _active, None
+    if state is None:
+        return
+    phases.set_phase_hook(None)
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+    instrumentor = CeleryInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    if state.pid == os.getpid():
+        state.provider.shutdown()  # flushes the batch processor
+
+
+def get_tracer() -> trace.Tracer:
+    """Our tracer when tracing is on in this process, else a no-op one."""
+    if _active is not None and _active.pid == os.getpid():
+        return _active.tracer
+    return trace.NoOpTracer()
+
+
+def _phase_span(tracer: trace.Tracer) -> Any:
+    names: dict[str, str] = {}
+
+    def hook(name: str) -> AbstractContextManager[object]:
+        if not trace.get_current_span().is_recording():
+            return _NOT_TRACED  # outside a traced job, or a job sampled out
+        span_name = names.get(name) or names.setdefault(name, f"redundancy.{name}")
+        return _PhaseSpan(tracer, span_name)
+
+    return hook
+
+
+_NOT_TRACED = nullcontext()
+
+
+class _PhaseSpan:
+    """A child span of the current one around a core phase. Not made current itself
+    (phases contain no spans), which keeps it cheap: phases run once per task."""
+
+    __slots__ = ("_span", "_tracer", "name")
+
+    def __init__(self, tracer: trace.Tracer, name: str) -> None:
+        self._tracer, self.name = tracer, name
+
+    def __enter__(self) -> object:
+        self._span = self._tracer.start_span(self.name)
+        return self._span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is not None and self._span.is_recording():
+            self._span.record_exception(exc)
+            self._span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+        self._span.end()
+
+
+__all__ = ["configure_tracing", "get_tracer", "shutdown_tracing", "tracing_active"]

@@ -1,0 +1,379 @@
+"""Observability without services: correlation id, tracing (in-memory exporter), JSON
+logs, multiprocess metric files and their compaction, settings, CLI and doctor."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.signals import task_success
+
+from redundancy.config import load_settings
+from redundancy.core import phases
+from redundancy.errors import ConfigurationError
+from redundancy.observability import hooks
+from redundancy.observability.context import (
+    CORRELATION_HEADER,
+    SENT_AT_HEADER,
+    correlation_scope,
+    current_correlation_id,
+    current_trace_id,
+)
+from redundancy.observability.logs import use_json
+from redundancy.observability.metrics import HOOK_ERRORS
+from redundancy.observability.tracing import configure_tracing, get_tracer, shutdown_tracing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+# --- correlation id ----------------------------------------------------------------------
+
+
+def test_publish_headers_keep_a_given_id_else_take_the_scope_or_a_new_one():
+    given = {CORRELATION_HEADER: "from-caller"}
+    hooks._stamp_headers(headers=given)
+    assert given[CORRELATION_HEADER] == "from-caller" and given[SENT_AT_HEADER] > 0
+    with correlation_scope("scope-id"):
+        scoped: dict[str, Any] = {}
+        hooks._stamp_headers(headers=scoped)
+    assert scoped[CORRELATION_HEADER] == "scope-id"
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    hooks._stamp_headers(headers=first)
+    hooks._stamp_headers(headers=second)
+    assert len(first[CORRELATION_HEADER]) == 32
+    assert first[CORRELATION_HEADER] != second[CORRELATION_HEADER]
+
+
+def test_scopes_nest_and_tasks_run_under_the_callers_correlation_id():
+    from redundancy.tasks import analyze_content, process_batch
+
+    seen: list[tuple[str, str | None]] = []
+
+    def record(sender: Any = None, **_: Any) -> None:
+        seen.append((sender.name, current_correlation_id()))
+
+    task_success.connect(record, weak=False)
+    try:
+        with correlation_scope("outer") as outer:
+            with correlation_scope() as inner:
+                assert current_correlation_id() == inner != outer
+            assert current_correlation_id() == "outer"
+            analyze_content.delay("Same. Same.").get()
+            process_batch.delay(["One text.", "One text!"]).get()
+    finally:
+        task_success.disconnect(record)
+    assert current_correlation_id() is None
+    assert {cid for _, cid in seen} == {"outer"}
+    assert {name for name, _ in seen} >= {"redundancy.analyze_content",
+                                          "redundancy.batch.analyze_chunk",
+                                          "redundancy.batch.merge"}
+
+
+def test_a_failing_hook_is_logged_and_counted_never_raised(caplog):
+    @hooks.guarded("unit_test_hook")
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    before = HOOK_ERRORS.labels("unit_test_hook")._value.get()
+    with caplog.at_level(logging.WARNING):
+        assert broken() is None
+    assert HOOK_ERRORS.labels("unit_test_hook")._value.get() == before + 1
+    assert "unit_test_hook failed" in caplog.text
+
+
+# --- tracing -----------------------------------------------------------------------------
+
+
+def test_task_runs_become_spans_with_the_core_phases_as_children():
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from redundancy.tasks import analyze_content, process_batch
+
+    exporter = InMemorySpanExporter()
+    assert configure_tracing("unit", exporter=exporter)
+    try:
+        analyze_content.delay("The cat sat. The cat sat.").get()
+        process_batch.delay(["A text. A text.", "Another text.", "A text. A text!"]).get()
+        assert current_correlation_id() is None  # nothing leaks out of (nested) eager runs
+        with get_tracer().start_as_current_span("outside a task") as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            assert current_trace_id() == trace_id
+    finally:
+        shutdown_tracing()
+    assert phases._hook is None and current_trace_id() is None
+    spans = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans}
+    run = next(s for s in spans if s.name == "run/redundancy.analyze_content")
+    children = {s.name for s in spans if s.parent and s.parent.span_id == run.context.span_id}
+    assert children == {"redundancy.normalise", "redundancy.cdist"}
+    clustering = next(s for s in spans if s.name == "redundancy.clustering")
+    assert by_id[clustering.parent.span_id].name == "run/redundancy.batch.merge"
+    assert run.resource.attributes["service.name"] == "unit"
+
+
+def test_without_an_endpoint_tracing_stays_off():
+    assert configure_tracing("unit", None) is False
+    with get_tracer().start_as_current_span("noop"):
+        assert current_trace_id() is None
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+def test_json_lines_carry_the_jobs_context():
+    logger = logging.getLogger("test.json")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    stream = __import__("io").StringIO()
+    logger.handlers = [logging.StreamHandler(stream)]
+    use_json(logger)
+    use_json(logger)  # idempotent: one context filter
+    with correlation_scope("cid-1"):
+        logger.warning("hello %s", "world", extra={"documents": 3})
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        logger.exception("failed")
+    context = {"id": "t1", "name": "n", "runtime": 0.5, "args": "('long',)", "return_value": "{}"}
+    logger.info("Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s", context,
+                extra={"data": context})
+    first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert third["message"] == "Task n[t1] succeeded in 0.5s: {}"
+    assert third["data"] == {"id": "t1", "name": "n", "runtime": 0.5}  # no repeats
+    assert first["message"] == "hello world" and first["level"] == "WARNING"
+    assert first["logger"] == "test.json" and first["correlation_id"] == "cid-1"
+    assert first["documents"] == 3 and first["timestamp"].endswith("+00:00")
+    assert {"task_id", "task_name", "trace_id", "process"} <= first.keys()
+    assert second["correlation_id"] is None and "ValueError: bad" in second["exc_info"]
+
+
+def test_crd_logs_json_with_the_given_correlation_id():
+    out = subprocess.run(
+        [sys.executable, "-m", "redundancy", "--log-format", "json", "--log-level", "INFO",
+         "--correlation-id", "cid-cli", "compare", "--text", "a b", "a c"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CELERY_")},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stderr.splitlines()]
+    assert lines and {line["correlation_id"] for line in lines} == {"cid-cli"}
+    assert json.loads(out.stdout)["algorithm"] == "ratio"
+
+
+def test_crd_pushes_its_counters_to_a_pushgateway():
+    received: list[tuple[str, str, str]] = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            received.append((self.command, self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "redundancy", "compare", "--text", "a b", "a b"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+            env={**os.environ,
+                 "PROMETHEUS_PUSHGATEWAY": f"http://127.0.0.1:{server.server_address[1]}"},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 0, out.stderr
+    (_method, path, body), = received
+    assert path.startswith("/metrics/job/crd/")
+    assert f"/instance/{socket.gethostname()}" in path and "/command/compare" in path
+    assert 'redundancy_comparisons_total{algorithm="ratio",similar="true"} 1.0' in body
+
+
+# --- metric files --------------------------------------------------------------------------
+
+
+def test_compaction_keeps_totals_of_exited_processes_and_removes_their_files(tmp_path):
+    out = run_python("""
+        import json, os
+        from pathlib import Path
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from redundancy.observability.metrics import CompactingMultiProcessCollector
+
+        folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        done = Counter("jobs", "jobs", ["kind"])
+        took = Histogram("took", "took", buckets=(1, 2))
+        level = Gauge("level", "level", multiprocess_mode="liveall")
+        done.labels("main").inc()
+
+        def child(n):
+            pid = os.fork()
+            if pid == 0:
+                done.labels("child").inc(n)
+                took.observe(1.5)
+                level.set(n)
+                os._exit(0)
+            os.waitpid(pid, 0)
+
+        for generation in range(3):       # children come and go (max_tasks_per_child)
+            for n in (1, 2):
+                child(n)
+        registry = CollectorRegistry()
+        registry.register(CompactingMultiProcessCollector(folder))
+        values = {s.name + json.dumps(s.labels, sort_keys=True): s.value
+                  for m in registry.collect() for s in m.samples}
+        print(json.dumps({"values": values, "files": sorted(p.name for p in folder.iterdir()),
+                          "pid": os.getpid()}))
+    """, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    values = result["values"]
+    assert values['jobs_total{"kind": "child"}'] == 9  # 3 generations x (1 + 2)
+    assert values['jobs_total{"kind": "main"}'] == 1
+    assert values['took_bucket{"le": "2.0"}'] == 6 and values["took_count{}"] == 6
+    # gauges of exited processes are dropped: only the live main process's is left
+    assert [k for k in values if k.startswith("level")] == [f'level{{"pid": "{result["pid"]}"}}']
+    # files: the two archives and the main process's own, nothing of the children
+    own = {f"counter_{result['pid']}.db", f"histogram_{result['pid']}.db",
+           f"gauge_liveall_{result['pid']}.db"}
+    assert set(result["files"]) == own | {"counter_archive.db", "histogram_archive.db"}
+
+
+def test_metrics_folder_is_fresh_per_process_and_cleaned(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = tmp_path / str(gone.pid)
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"old")
+    out = run_python(f"""
+        import os, sys
+        from redundancy.observability.multiproc import enable_multiprocess
+        path = enable_multiprocess({str(tmp_path)!r})
+        assert path.name == str(os.getpid()) and os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(path)
+        assert enable_multiprocess({str(tmp_path)!r}) == path  # idempotent
+        import prometheus_client
+        from prometheus_client import Counter
+        Counter("x", "x").inc()
+        print(path)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert not stale.exists()  # a folder of a process that is gone
+    assert not Path(out.stdout.strip()).exists()  # removed by its owner at exit
+    late = run_python(f"""
+        import prometheus_client
+        from redundancy.observability.multiproc import enable_multiprocess
+        enable_multiprocess({str(tmp_path)!r})
+    """)
+    assert late.returncode != 0 and "imported before the metrics folder" in late.stderr
+
+
+def test_a_worker_metrics_port_switches_the_app_to_multiprocess_mode(tmp_path):
+    out = run_python("""
+        import redundancy.workers
+        from redundancy.observability.metrics import multiprocess_enabled
+        from redundancy.observability.multiproc import multiprocess_folder
+        print(multiprocess_enabled(), multiprocess_folder().parent)
+    """, WORKER_METRICS_PORT="9808", METRICS_DIR=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", str(tmp_path)]
+
+
+# --- settings, CLI, doctor ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"worker_metrics_port": "99999"}, "WORKER_METRICS_PORT"),
+    ({"log_format": "xml"}, "LOG_FORMAT"),
+    ({"otel_exporter_otlp_endpoint": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ({"prometheus_pushgateway": "ftp://gw"}, "PROMETHEUS_PUSHGATEWAY"),
+    ({"flower_basic_auth": "admin-without-password"}, "FLOWER_BASIC_AUTH"),
+])
+def test_bad_observability_settings_fail_naming_the_variable(env, message):
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(**env)
+
+
+def test_a_malformed_flower_login_is_not_echoed():
+    with pytest.raises(ConfigurationError) as err:
+        load_settings(flower_basic_auth="ops:fine,secret-without-colon")
+    assert "secret-without-colon" not in str(err.value)
+
+
+def test_worker_refuses_a_metrics_port_in_use():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "redundancy", "worker", "--metrics-port", str(port)],
+            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+            env={**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+                 "METRICS_BIND_ADDRESS": "127.0.0.1"},
+        )
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+
+
+def test_doctor_checks_the_otlp_endpoint():
+    from redundancy.cli.doctor import check_tracing
+
+    assert check_tracing(load_settings()) is None
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        ok, detail = check_tracing(load_settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{port}"))
+        assert ok and "accepts connections" in detail
+    ok, detail = check_tracing(load_settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{port}"))
+    assert not ok and "OTEL_EXPORTER_OTLP_ENDPOINT" in detail
+
+
+def test_a_failing_queue_probe_reports_nothing_and_counts_off_the_metric_files():
+    from kombu import Connection
+
+    from redundancy.observability.metrics import (
+        THREAD_ERRORS,
+        WorkerState,
+        _with_thread_errors,
+    )
+    from redundancy.observability.queues import WorkerMonitor
+
+    class UnreachableBroker:
+        class conf:  # mimics Celery's app.conf
+            broker_transport_options: dict[str, Any] = {}
+
+        def connection_for_read(self, **kwargs: Any) -> Connection:
+            return Connection("redis://127.0.0.1:1/0", **kwargs)
+
+    state = WorkerState(queue_lengths={"analysis": 7})
+    before = THREAD_ERRORS.snapshot().get("queue_probe", 0)
+    WorkerMonitor(UnreachableBroker(), state, ["analysis"], 1.0, lease=None).tick()
+    assert state.queue_lengths is None  # no stale number
+    assert THREAD_ERRORS.snapshot()["queue_probe"] == before + 1
+    # the endpoint adds these counts to the hook-errors counter read from the files
+    from prometheus_client.metrics_core import Metric
+
+    family = Metric("redundancy_hook_errors", "help", "counter")
+    family.add_sample("redundancy_hook_errors_total", {"hook": "queue_probe"}, 2.0)
+    merged = _with_thread_errors([family], {"queue_probe": 3, "metrics_compaction": 1})
+    values = {s.labels["hook"]: s.value for s in merged[0].samples}
+    assert values == {"queue_probe": 5.0, "metrics_compaction": 1.0}
