@@ -1,24 +1,26 @@
-"""The correlation id of a job: one function, used by events (and later logs and traces).
+"""The correlation id of a job as the events code sees it: one function.
 
-Producers may set a correlation id on the task message (observability's job); until one
-is set, a job's correlation id is the root task id of its workflow, so every event of a
-batch (its sub-tasks, the merge, the webhook) shares the batch's root id.
+The id itself is owned by ``redundancy.observability.context`` (producers put it in the
+``crd_correlation_id`` header, workers bind it for the task's run). This function adds
+the fallbacks events need: a message sent without one (an old producer, a plain
+``send_task`` from another code base) uses the workflow's root task id, so every event of
+a batch still shares one id.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from redundancy.observability.context import CORRELATION_HEADER, current_correlation_id
+
 
 def correlation_id_of(request: Any) -> str | None:
-    """The producer's correlation id, else the workflow's root task id, else the task id.
-
-    Celery fills ``request.correlation_id`` with the task's own id when the producer set
-    none, so only a different value counts as the producer's.
-    """
-    task_id = getattr(request, "id", None)
-    given = getattr(request, "correlation_id", None)
-    if given and given != task_id:
+    """The bound correlation id, else the message's header, else the root id, else the id."""
+    bound = current_correlation_id()
+    if bound:
+        return bound
+    given = getattr(request, CORRELATION_HEADER, None)
+    if given:
         return str(given)
-    root = getattr(request, "root_id", None)
-    return str(root or task_id) if (root or task_id) else None
+    found = getattr(request, "root_id", None) or getattr(request, "id", None)
+    return str(found) if found else None

@@ -126,6 +126,21 @@ def test_worker_metrics_count_exactly_per_task_and_state_under_prefork(redis_clu
     assert len(pids) <= 4 and {"counter_archive.db", "histogram_archive.db"} <= set(files)
 
 
+def _events_written(redis_url):
+    """Every event in the outbox and in the Redis Streams event stream."""
+    import redis
+
+    from redundancy import keys
+    from redundancy.config import Settings
+    from redundancy.events import parse_event
+    from redundancy.events.wire import WireMessage
+
+    client = redis.Redis.from_url(redis_url)
+    streams = [keys.outbox(), keys.event_stream(Settings().events_topic)]
+    return [parse_event(WireMessage.from_fields(fields).body)
+            for stream in streams for _, fields in client.xrange(stream)]
+
+
 def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
     redis_cluster, otlp_receiver, tmp_path
 ):
@@ -169,6 +184,13 @@ def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
     seen = {r["task_id"]: r for r in map(json.loads, probe.read_text().splitlines())}
     assert seen[task_id]["trace_id"] == trace_id
     assert seen[task_id]["correlation_id"] == "corr-analysis"
+
+    # and the events themselves carry both (outbox or, once relayed, the event stream)
+    events = {e.task_id: e for e in _events_written(redis_cluster.backend_url)}
+    assert events[task_id].event_type == "analysis.completed"
+    assert (events[task_id].trace_id, events[task_id].correlation_id) == (trace_id, "corr-analysis")
+    batch_event = next(e for e in events.values() if e.event_type == "batch.completed")
+    assert batch_event.correlation_id == "corr-batch"
 
     # Every line the worker wrote is one JSON object
     records = [json.loads(line) for line in worker.text().splitlines()]

@@ -116,3 +116,14 @@ def test_doctor_on_the_embedded_default(runner):
 def test_bad_threshold_is_a_usage_error(runner):
     result = runner.invoke(cli, ["batch", str(CORPUS), "--threshold", "2"])
     assert result.exit_code == 2
+
+
+def test_importing_the_cli_loads_no_metrics_library():
+    # `crd worker` must set up Prometheus' multiprocess folder before prometheus_client is
+    # first imported; the CLI's own imports must therefore never pull it in.
+    import subprocess
+    import sys
+
+    code = "import sys, redundancy.cli; print('prometheus_client' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

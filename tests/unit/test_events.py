@@ -90,7 +90,7 @@ def test_envelope_has_the_design_fields_and_round_trips_as_json():
     for event in sample_events():
         wire = json.loads(event.to_json())
         assert set(wire) == {"event_id", "event_type", "version", "aggregate_id", "occurred_at",
-                             "correlation_id", "task_id", "payload"}
+                             "correlation_id", "trace_id", "task_id", "payload"}
         assert uuid.UUID(wire["event_id"])
         assert wire["occurred_at"].endswith("Z")
         assert datetime.fromisoformat(wire["occurred_at"]).utcoffset().total_seconds() == 0
@@ -380,9 +380,13 @@ def test_correlation_id_seam():
     from types import SimpleNamespace
 
     from redundancy.correlation import correlation_id_of
+    from redundancy.observability import correlation_scope
 
-    # Celery sets correlation_id to the task id when the producer gave none
+    # Celery's own correlation_id property is the task id: never taken for ours
     assert correlation_id_of(SimpleNamespace(id="t", correlation_id="t", root_id="r")) == "r"
-    given = SimpleNamespace(id="t", correlation_id="given", root_id="r")
+    given = SimpleNamespace(id="t", crd_correlation_id="given", root_id="r")
     assert correlation_id_of(given) == "given"
-    assert correlation_id_of(SimpleNamespace(id="t", correlation_id=None, root_id=None)) == "t"
+    assert correlation_id_of(SimpleNamespace(id="t", root_id=None)) == "t"
+    # the id bound for the task's run (observability's context) wins
+    with correlation_scope("bound"):
+        assert correlation_id_of(given) == "bound"

@@ -11,7 +11,6 @@ from typing import Any
 import click
 
 from redundancy.errors import ConfigurationError, RedundancyError
-from redundancy.events.errors import BrokerUnavailableError
 
 
 @click.group()
@@ -74,6 +73,8 @@ def tail(types: tuple[str, ...], group: str | None, from_beginning: bool, max_ev
     except RedundancyError:
         raise
     except Exception as exc:  # a client library's error: one line, not a traceback
+        from redundancy.events.errors import BrokerUnavailableError
+
         raise BrokerUnavailableError(f"{broker.describe()}: {type(exc).__name__}: {exc}") from exc
     finally:
         broker.disconnect_sync()
@@ -106,11 +107,12 @@ def relay(drain: bool, timeout: float, parent: int | None) -> None:
     from redundancy.events.brokers import broker_from_settings
     from redundancy.events.outbox import get_outbox
     from redundancy.events.relay import Relay
+    from redundancy.observability.logs import configure_logging
 
     if get_settings().embedded:
         raise ConfigurationError("CELERY_BROKER_URL is not set: the embedded default relays "
                                  "inline, there is no outbox to relay")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(get_settings().log_format, logging.INFO)  # a worker's relay logs like it
     worker = Relay(get_outbox(), broker_from_settings())
     if drain:
         left = worker.drain(timeout)

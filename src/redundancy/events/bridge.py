@@ -32,6 +32,7 @@ from typing import Any
 from celery.signals import task_failure, task_success, worker_ready, worker_shutdown
 
 from redundancy.correlation import correlation_id_of
+from redundancy.observability.context import current_trace_id
 from redundancy.events import metrics
 from redundancy.events.models import (
     ANALYSIS_COMPLETED,
@@ -71,6 +72,7 @@ def _envelope(request: Any, event_type: str, job_id: str) -> dict[str, Any]:
         "event_id": event_id_for(event_type, job_id),
         "task_id": getattr(request, "id", None),
         "correlation_id": correlation_id_of(request),
+        "trace_id": current_trace_id(),
     }
 
 

@@ -53,6 +53,8 @@ class DomainEvent(BaseModel):
     aggregate_id: str
     occurred_at: datetime = Field(default_factory=_utc_now)
     correlation_id: str | None = None
+    trace_id: str | None = None
+    """OpenTelemetry trace of the job that caused the event (32 hex digits), if traced."""
     task_id: str | None = None
     payload: Any
 
