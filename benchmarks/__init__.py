@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks` writes JSON to benchmarks/results/."""
