@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from benchmarks.corpora import debian_corpus, synthetic_corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rapidfuzz import fuzz
 from rapidfuzz.distance import LCSseq
 
-from benchmarks.corpora import debian_corpus, synthetic_corpus
 from redundancy.core import (
     AUTO_INDEXED_FROM,
     LSHParams,
@@ -27,7 +27,9 @@ from tests.services import require
 
 
 def triples(found) -> list[tuple[int, int, float]]:
-    return sorted(zip(found.left.tolist(), found.right.tolist(), found.scores.tolist(), strict=True))
+    return sorted(
+        zip(found.left.tolist(), found.right.tolist(), found.scores.tolist(), strict=True)
+    )
 
 
 def brute(rows, columns=None, *, algorithm="ratio", threshold=0.8):
