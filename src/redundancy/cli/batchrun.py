@@ -4,7 +4,7 @@ with a progress bar fed by sub-task completions."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,29 +17,52 @@ from redundancy.core import BatchItemResult, BatchResult, ItemError
 from redundancy.errors import InvalidInputError
 
 POLL_SECONDS = 0.5
-HEADER_TASKS = ("redundancy.batch.analyze_chunk", "redundancy.batch.pair_shard")
+HEADER_TASKS = (
+    # every batch sub-task before the merge, of every search mode and phase
+    "redundancy.batch.analyze_chunk",
+    "redundancy.batch.pair_shard",
+    "redundancy.batch.lsh_sign",
+    "redundancy.batch.lsh_bucket",
+    "redundancy.batch.lsh_verify",
+)
 
 
 def run_batch(
-    inputs: list[InputItem],
+    inputs: Iterable[InputItem],
     *,
     threshold: float,
     algorithm: str,
     webhook_url: str | None = None,
     show_progress: bool = False,
     timeout: float | None = None,
+    mode: str = "auto",
 ) -> BatchResult:
-    """Stage readable inputs, run the batch, and add unreadable inputs as failed items."""
+    """Stage readable inputs as they are read, run the batch, and add unreadable inputs as
+    failed items (only those are kept in memory here)."""
     from redundancy.tasks import stage_batch
 
-    if not inputs:
-        raise InvalidInputError("no input documents found")
-    readable = [i for i in inputs if i.error is None]
-    unreadable = [i for i in inputs if i.error is not None]
-    if readable:
-        staged = stage_batch(
-            [{"id": i.id, "text": i.text} for i in readable], threshold, algorithm, webhook_url
-        )
+    unreadable: list[InputItem] = []
+    seen = 0
+
+    def readable() -> Iterator[dict[str, Any]]:
+        nonlocal seen
+        for item in inputs:
+            seen += 1
+            if item.error is None:
+                yield {"id": item.id, "text": item.text}
+            else:
+                unreadable.append(item)
+
+    try:
+        staged = stage_batch(readable(), threshold, algorithm, webhook_url, mode=mode)
+    except InvalidInputError:
+        if seen == 0:
+            raise InvalidInputError("no input documents found") from None
+        if unreadable and seen == len(unreadable):
+            staged = None  # nothing readable: every input is a failed item
+        else:
+            raise
+    if staged is not None:
         raw = _execute(staged, show_progress, timeout)
         result = BatchResult.model_validate(raw)
     else:
@@ -60,7 +83,7 @@ def run_batch(
 
 
 def _execute(staged: Any, show_progress: bool, timeout: float | None) -> Any:
-    with _progress(staged.task_count, show_progress) as advance:
+    with _progress(staged.task_count, show_progress, staged.mode) as advance:
         if get_settings().embedded:
             return _run_in_process(staged, advance)
         return _run_on_cluster(staged, advance, timeout)
@@ -82,13 +105,19 @@ def _run_in_process(staged: Any, advance: Callable[[int], None]) -> Any:
 
 
 def _run_on_cluster(staged: Any, advance: Callable[[int], None], timeout: float | None) -> Any:
-    """Send the chord, follow the header's completed count, return the merged result."""
+    """Send the canvas, follow the sub-tasks' progress counter (every phase counts into
+    it), return the merged result."""
+    from redundancy.workers.jobstore import get_job_store
+
     result = staged.canvas.apply_async()
-    header = result.parent
+    store = get_job_store()
     deadline = None if timeout is None else time.monotonic() + timeout
     seen = 0
     while not result.ready():
-        done = header.completed_count() if header is not None else 0
+        try:
+            done = min(store.progress(staged.batch_id), staged.task_count)
+        except Exception:  # the bar is a nicety: never fail the batch for it
+            done = seen
         if done > seen:
             advance(done - seen)
             seen = done
@@ -108,11 +137,12 @@ def _run_on_cluster(staged: Any, advance: Callable[[int], None], timeout: float 
 
 
 @contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+def _progress(total: int, enabled: bool, mode: str = "") -> Iterator[Callable[[int], None]]:
     if not enabled:
         yield lambda _n: None
         return
-    columns = (TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
+    label = f"[bold]batch ({mode})" if mode else "[bold]batch"
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(),
                TextColumn("sub-tasks"), TimeElapsedColumn())
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("batch", total=total)

@@ -13,6 +13,12 @@ from rich.table import Table
 from redundancy.core import BatchResult
 
 FORMATS = ("jsonl", "csv")
+SEARCH_NOTES = {
+    "all-pairs": "all-pairs (every pair scored)",
+    "exact": "exact (every pair found: pruned with proven bounds)",
+    "indexed": "indexed (MinHash LSH: every pair shown is exact; recall is estimated, "
+    ">= 0.99 measured)",
+}
 
 
 def output_format(path: Path, explicit: str | None) -> str:
@@ -58,6 +64,7 @@ def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: 
         f"{len(result.pairs):,} ({exact:,} exact)",
     )
     totals.add_row("clusters", f"{len(result.clusters):,}")
+    totals.add_row("search", SEARCH_NOTES.get(result.mode, result.mode))
     if scores:
         totals.add_row("mean redundancy score", f"{sum(scores) / len(scores):.3f}")
     totals.add_row("ran on", mode)

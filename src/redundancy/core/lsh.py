@@ -63,6 +63,9 @@ SIGNATURE_COST = 3e-8
 VERIFY_COST = 5e-6
 """Seconds to check one candidate pair with the bounds (measured; only used to choose r)."""
 
+ASSUMED_LENGTH = 1500
+"""Characters per document assumed by the cost estimate (only used to choose r)."""
+
 SLICE_DOCS = 2048
 """Documents hashed per numpy pass."""
 
@@ -104,16 +107,18 @@ class LSHParams:
         return 1.0 - candidate_probability(jaccard, self.bands, self.rows)
 
     @classmethod
-    def for_threshold(
-        cls, threshold: float, documents: int, mean_length: float = 1500.0
-    ) -> LSHParams:
-        """Parameters for ``threshold`` and a corpus of ``documents`` (module docstring)."""
+    def for_threshold(cls, threshold: float, documents: int) -> LSHParams:
+        """Parameters for ``threshold`` and a corpus of ``documents`` (module docstring).
+
+        Only the threshold and the count matter, so a batch staged as a stream and the
+        same corpus in-process get the same parameters (and the same candidates).
+        """
         target = target_jaccard(threshold)
         if target <= 0.0:
             # thresholds this low have no useful shingle signal: every pair collides
             return cls(bands=1, rows=1)
         pairs = documents * (documents - 1) / 2.0
-        shingles = max(1.0, mean_length - SHINGLE + 1)
+        shingles = ASSUMED_LENGTH - SHINGLE + 1
         best: tuple[float, int, int] | None = None
         for rows in range(1, MAX_ROWS + 1):
             hit = target**rows
@@ -281,8 +286,7 @@ def indexed_pairs(
     texts = prepare([*rows] if columns is None else [*rows, *columns], algorithm)
     if len(texts) < 2:
         return PairArrays.empty()
-    mean_length = sum(map(len, texts)) / len(texts)
-    params = params or LSHParams.for_threshold(threshold, len(texts), mean_length)
+    params = params or LSHParams.for_threshold(threshold, len(texts))
     plan = BoundPlan.build(texts, threshold)
     feats = plan.features(texts)
     seen_lo, seen_hi = np.empty(0, np.int64), np.empty(0, np.int64)

@@ -26,7 +26,7 @@ from typing import Final, cast
 
 from redundancy.core.bounds import bounds_apply, exact_pairs
 from redundancy.core.clusters import connected_components
-from redundancy.core.lsh import indexed_pairs
+from redundancy.core.lsh import LSHParams, indexed_pairs
 from redundancy.core.models import DocumentPair, NearDuplicateResult, SearchMode
 from redundancy.core.pairs import DEFAULT_BLOCK_SIZE, find_pairs
 from redundancy.core.scorers import DEFAULT_ALGORITHM, get_scorer, is_similar, validate_threshold
@@ -95,8 +95,12 @@ def near_duplicates(
     ]
     hashes = [d.content_hash for d in docs]
     used = resolve_mode(mode, len(set(hashes)), algorithm)
+    # LSH parameters from the document count (not the distinct count): what a batch of
+    # the same documents uses, so both find the same candidates
+    lsh = LSHParams.for_threshold(threshold, len(docs)) if used == "indexed" else None
     scored = pairs_between(
-        docs, None, threshold, algorithm, block_size=block_size, workers=workers, mode=used
+        docs, None, threshold, algorithm, block_size=block_size, workers=workers, mode=used,
+        lsh=lsh,
     )
     return assemble(names, hashes, scored, threshold, algorithm, mode=used)
 
@@ -110,6 +114,7 @@ def pairs_between(
     block_size: int = DEFAULT_BLOCK_SIZE,
     workers: int = 1,
     mode: SearchMode = "all-pairs",
+    lsh: LSHParams | None = None,
 ) -> list[ScoredPair]:
     """Near-duplicate pairs inside ``left`` (``right`` None) or across ``left`` x ``right``.
 
@@ -136,7 +141,7 @@ def pairs_between(
                             workers=workers)
     elif mode == "indexed" and bounds_apply(algorithm):
         found = indexed_pairs(rows, right_reps, algorithm=algorithm, threshold=threshold,
-                              workers=workers)
+                              params=lsh, workers=workers)
     else:
         found = find_pairs(rows, right_reps, scorer=scorer, threshold=threshold,
                            block_size=block_size, workers=workers)

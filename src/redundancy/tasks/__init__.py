@@ -15,12 +15,16 @@ from redundancy.tasks.batch import (
     process_batch,
     stage_batch,
 )
+from redundancy.tasks.search import lsh_bucket, lsh_sign, lsh_verify
 
 __all__ = [
     "StagedBatch",
     "analyze_chunk",
     "analyze_content",
     "compare_texts",
+    "lsh_bucket",
+    "lsh_sign",
+    "lsh_verify",
     "merge_batch",
     "pair_shard",
     "process_batch",

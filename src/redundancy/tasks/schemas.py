@@ -6,6 +6,7 @@ request fails at once (no retry) and the caller reads why from ``AsyncResult``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
@@ -34,9 +35,14 @@ class CompareRequest(_Request):
     text_b: StrictStr
 
 
-class BatchRequest(_Request):
-    items: list[Any] = Field(min_length=1)
+Mode = Literal["auto", "exact", "indexed", "all-pairs"]
+
+
+class BatchOptions(_Request):
+    """Everything about a batch except its items (which may be a stream)."""
+
     webhook_url: str | None = None
+    mode: Mode = "auto"
 
     @field_validator("webhook_url")
     @classmethod
@@ -44,6 +50,10 @@ class BatchRequest(_Request):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("webhook_url must be an http:// or https:// URL")
         return v
+
+
+class BatchRequest(BatchOptions):
+    items: list[Any] = Field(min_length=1)
 
 
 def validate(model: type[M], **fields: Any) -> M:
@@ -63,7 +73,11 @@ def coerce_items(items: list[Any]) -> list[tuple[str, Any]]:
     Bad *items* are kept and fail individually later (the batch reports them); only a
     duplicate id fails the whole batch, because results could not be told apart.
     """
-    out: list[tuple[str, Any]] = []
+    return list(iter_items(items))
+
+
+def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """``coerce_items`` for a stream: one item at a time (only the ids are remembered)."""
     seen: dict[str, int] = {}
     for position, item in enumerate(items):
         if isinstance(item, dict):
@@ -76,5 +90,4 @@ def coerce_items(items: list[Any]) -> list[tuple[str, Any]]:
                 f"duplicate item id {doc_id!r} at positions {seen[doc_id]} and {position}"
             )
         seen[doc_id] = position
-        out.append((doc_id, text))
-    return out
+        yield doc_id, text
