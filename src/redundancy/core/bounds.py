@@ -62,10 +62,16 @@ PARTITION_COST = 0.6
 """Cost of bound 3 with k groups, relative to full scoring, is about PARTITION_COST / k
 (measured on 1,500-character documents); used only to choose k, never for correctness."""
 
+COUNT_DOCS = 2000
+"""Documents whose characters rank the histogram buckets and balance the groups (a plan
+only needs typical frequencies; characters never seen still get a bucket and a group)."""
+
 SAMPLE_DOCS = 64
 """Documents sampled to choose k (their pairs are bounded once per candidate k)."""
 
 HISTOGRAM_SLICE = 4096
+TABLE_SIZE = 1 << 16
+"""Code points looked up in a table; rarer ones are compared one by one."""
 """Texts whose characters are counted in one numpy pass."""
 
 PAIR_SLICE = 1 << 16
@@ -107,12 +113,13 @@ class BoundPlan:
     def build(cls, texts: Sequence[str], threshold: float, seed: int = 0) -> BoundPlan:
         """A plan fitted to ``texts``: frequency-ranked buckets, and the group count whose
         bound is cheapest on a deterministic sample of pairs (or none)."""
+        rng = random.Random(seed)
+        counted = texts if len(texts) <= COUNT_DOCS else rng.sample(list(texts), COUNT_DOCS)
         counts: Counter[str] = Counter()
-        for text in texts:
+        for text in counted:
             counts.update(text)
         ranked = [c for c, _ in counts.most_common()]
         bucket_chars = "".join(ranked[: HISTOGRAM_BUCKETS - 1])
-        rng = random.Random(seed)
         sample = list(texts) if len(texts) <= SAMPLE_DOCS else rng.sample(list(texts), SAMPLE_DOCS)
         best: tuple[str, ...] = ()
         if len(sample) >= 2:
@@ -148,19 +155,20 @@ class BoundPlan:
     def _histograms(self, texts: Sequence[str], lengths: np.ndarray) -> np.ndarray:
         """Bucketed character counts, one row per text (vectorised over slices of texts)."""
         other = HISTOGRAM_BUCKETS - 1
-        codes = np.fromiter((ord(c) for c in self.bucket_chars), dtype=np.int64)
-        order = np.argsort(codes)
-        sorted_codes, buckets = codes[order], order
+        table = np.full(TABLE_SIZE, other, dtype=np.int64)  # code point -> bucket
+        for bucket, char in enumerate(self.bucket_chars):
+            if ord(char) < TABLE_SIZE:
+                table[ord(char)] = bucket
+        wide = {ord(c): b for b, c in enumerate(self.bucket_chars) if ord(c) >= TABLE_SIZE}
         hist = np.zeros((len(texts), HISTOGRAM_BUCKETS), dtype=np.int64)
         for s in range(0, len(texts), HISTOGRAM_SLICE):
             part = texts[s : s + HISTOGRAM_SLICE]
-            cps = np.frombuffer("".join(part).encode("utf-32-le"), dtype="<u4").astype(np.int64)
+            cps = np.frombuffer("".join(part).encode("utf-32-le"), dtype="<u4")
+            bucket = table[np.minimum(cps, TABLE_SIZE - 1)]
+            bucket[cps >= TABLE_SIZE] = other
+            for code, b in wide.items():  # rare: a frequent character beyond the table
+                bucket[cps == code] = b
             rows = np.repeat(np.arange(len(part)), lengths[s : s + len(part)])
-            bucket = np.full(cps.size, other, dtype=np.int64)
-            if sorted_codes.size:
-                pos = np.minimum(np.searchsorted(sorted_codes, cps), sorted_codes.size - 1)
-                hit = sorted_codes[pos] == cps
-                bucket[hit] = buckets[pos[hit]]
             hist[s : s + len(part)] = np.bincount(
                 rows * HISTOGRAM_BUCKETS + bucket, minlength=len(part) * HISTOGRAM_BUCKETS
             ).reshape(len(part), HISTOGRAM_BUCKETS)

@@ -163,13 +163,15 @@ def shingle_hashes(texts: Sequence[str], shingle: int = SHINGLE) -> tuple[np.nda
     for j in range(1, shingle):  # polynomial rolling hash, wrapping at 2**32
         h *= _ROLL
         h += cps[j : n - shingle + 1 + j]
-    counts = plens - shingle + 1
-    starts = np.concatenate(([0], np.cumsum(plens)[:-1]))
-    # shingle positions that start and end inside one text
-    first = np.cumsum(counts) - counts
-    pos = np.repeat(starts, counts) + (np.arange(counts.sum()) - np.repeat(first, counts))
-    doc = np.repeat(np.arange(len(texts)), counts)
-    return _fmix(h[pos]), doc
+    # keep the shingles that start and end inside one text: drop the q-1 starts before
+    # each text's end
+    inside = np.ones(h.size, dtype=bool)
+    ends = np.cumsum(plens)
+    for k in range(1, shingle):
+        cut = ends - k
+        inside[cut[cut < h.size]] = False
+    doc = np.repeat(np.arange(len(texts)), plens - shingle + 1)
+    return _fmix(h[inside]), doc
 
 
 def _round_signatures(hashes: np.ndarray, doc: np.ndarray, docs: int, salt: int) -> np.ndarray:
@@ -287,35 +289,26 @@ def indexed_pairs(
     if len(texts) < 2:
         return PairArrays.empty()
     params = params or LSHParams.for_threshold(threshold, len(texts))
-    plan = BoundPlan.build(texts, threshold)
-    feats = plan.features(texts)
-    seen_lo, seen_hi = np.empty(0, np.int64), np.empty(0, np.int64)
-    found: list[PairArrays] = []
     split = len(rows)
+    found_lo: list[np.ndarray] = []
+    found_hi: list[np.ndarray] = []
     for lo, hi in candidates(texts, params):
         if columns is not None:
             cross = (lo < split) & (hi >= split)
             lo, hi = lo[cross], hi[cross]
-        lo, hi = _new_pairs(lo, hi, seen_lo, seen_hi)
-        if lo.size == 0:
-            continue
-        seen_lo, seen_hi = unique_pairs(
-            np.concatenate((seen_lo, lo)), np.concatenate((seen_hi, hi))
-        )
-        found.append(plan.verify(feats, feats, lo, hi, threshold, workers=workers))
-    result = PairArrays.concat(found)
+        found_lo.append(lo)
+        found_hi.append(hi)
+    lo, hi = unique_pairs(np.concatenate(found_lo), np.concatenate(found_hi))
+    if lo.size == 0:
+        return PairArrays.empty()
+    # bound features only for the documents that are in some candidate pair
+    involved = np.union1d(lo, hi)
+    subset = [texts[i] for i in involved.tolist()]
+    plan = BoundPlan.build(subset, threshold)
+    feats = plan.features(subset)
+    found = plan.verify(feats, feats, np.searchsorted(involved, lo),
+                        np.searchsorted(involved, hi), threshold, workers=workers)
+    left, right = involved[found.left], involved[found.right]
     if columns is not None:
-        result = PairArrays(result.left, result.right - split, result.scores)
-    return result
-
-
-def _new_pairs(
-    lo: np.ndarray, hi: np.ndarray, seen_lo: np.ndarray, seen_hi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs of ``(lo, hi)`` not already in the sorted ``seen`` pairs."""
-    if seen_lo.size == 0 or lo.size == 0:
-        return lo, hi
-    packed = (lo << 32) | hi
-    seen = (seen_lo << 32) | seen_hi
-    fresh = ~np.isin(packed, seen, assume_unique=True)
-    return lo[fresh], hi[fresh]
+        right = right - split
+    return PairArrays(left, right, found.scores)
