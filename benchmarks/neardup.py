@@ -49,7 +49,9 @@ from redundancy.core.pairs import find_pairs
 RESULTS = Path(__file__).parent / "results"
 THRESHOLD = 0.8
 DATASKETCH_COMMON = {"shingles": "word5", "threshold": 0.8, "num_perm": 128}
-DATASKETCH_MATCHED = {"shingles": "char5", "threshold": 0.3, "num_perm": 256}
+DATASKETCH_MATCHED = {"shingles": "char5", "threshold": 0.5, "num_perm": 128}
+"""The cheapest datasketch settings tried (char 5-shingles; thresholds 0.8, 0.5, 0.4, 0.3;
+128 or 256 permutations) that reach indexed mode's recall on the 5,000-document corpus."""
 
 Pairs = tuple[np.ndarray, np.ndarray]
 
