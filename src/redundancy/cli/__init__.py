@@ -159,21 +159,31 @@ def batch(
     """
     from redundancy.cli.batchrun import run_batch
     from redundancy.cli.inputs import read_inputs
-    from redundancy.cli.output import output_format, print_summary, write_result
+    from redundancy.cli.output import JsonlStream, output_format, print_summary, write_result
 
     console = Console()
     started = time.perf_counter()
-    result = run_batch(
-        read_inputs(list(paths)),
-        threshold=threshold,
-        algorithm=algorithm,
-        webhook_url=webhook_url,
-        show_progress=console.is_terminal if progress is None else progress,
-        timeout=timeout,
-        mode=mode,
-    )
+    stream = JsonlStream(out) if out and output_format(out, fmt) == "jsonl" else None
+    try:
+        result = run_batch(
+            read_inputs(list(paths)),
+            threshold=threshold,
+            algorithm=algorithm,
+            webhook_url=webhook_url,
+            show_progress=console.is_terminal if progress is None else progress,
+            timeout=timeout,
+            mode=mode,
+            on_pairs=stream.pairs if stream else None,
+            on_document=stream.document if stream else None,
+        )
+    except BaseException:
+        if stream:
+            stream.close()  # keeps the pairs found so far
+        raise
     seconds = time.perf_counter() - started
-    if out:
+    if stream:
+        stream.finish(result)
+    elif out:
         write_result(result, out, output_format(out, fmt))
     if as_json:
         _print_json(result.model_dump(mode="json"))

@@ -66,6 +66,9 @@ class StagedBatch:
     """Sub-tasks before the merge, every phase (the progress bar's total)."""
     mode: SearchMode = "all-pairs"
     """The near-duplicate search the canvas runs."""
+    pair_task_ids: tuple[str, ...] = ()
+    """Ids of the sub-tasks that return pairs (pair_shard / lsh_verify), so a producer can
+    read their pairs as soon as each finishes, before the merge."""
 
 
 def chunk_count(count: int, chunk_size: int) -> int:
@@ -118,16 +121,20 @@ def stage_batch(
         sign = [lsh_sign.si(batch_id, c, lsh=lsh_args, partitions=parts, **params)
                 for c in range(chunks)]
         bucket = [lsh_bucket.si(batch_id, p, **params) for p in range(parts)]
-        header = analyses + [lsh_verify.si(batch_id, c, **params) for c in range(chunks)]
-        canvas: Signature = chain(group(sign), group(bucket), chord(header, body))
-        task_count = len(sign) + len(bucket) + len(header)
+        pairing = [lsh_verify.si(batch_id, c, **params).set(task_id=uuid.uuid4().hex)
+                   for c in range(chunks)]
+        canvas: Signature = chain(group(sign), group(bucket), chord(analyses + pairing, body))
+        task_count = len(sign) + len(bucket) + len(analyses) + len(pairing)
     else:
-        shards = [pair_shard.si(batch_id, i, j, mode=used, **params)
-                  for i in range(chunks) for j in range(i, chunks)]
-        canvas = chord(analyses + shards, body)
-        task_count = len(analyses) + len(shards)
+        pairing = [
+            pair_shard.si(batch_id, i, j, mode=used, **params).set(task_id=uuid.uuid4().hex)
+            for i in range(chunks) for j in range(i, chunks)
+        ]
+        canvas = chord(analyses + pairing, body)
+        task_count = len(analyses) + len(pairing)
     canvas.freeze(batch_id)  # the final result's id is the batch id
-    return StagedBatch(batch_id, count, canvas, task_count, used)
+    ids = tuple(str(sig.options["task_id"]) for sig in pairing)
+    return StagedBatch(batch_id, count, canvas, task_count, used, ids)
 
 
 def advance_progress(batch_id: str) -> None:
@@ -267,7 +274,8 @@ def merge_batch(
     scored = [tuple(pair) for p in parts if p["kind"] == "pairs" for pair in p["pairs"]]
     names = [item.id for item in items]
     hashes = [item.analysis.content_hash if item.analysis else None for item in items]
-    found = assemble(names, hashes, scored, threshold, algorithm, mode=mode)  # type: ignore[arg-type]
+    found = assemble(names, hashes, scored, threshold, algorithm,  # type: ignore[arg-type]
+                     mode=mode)
     failed = sum(1 for item in items if item.error is not None)
     result = BatchResult(
         batch_id=batch_id,
