@@ -184,6 +184,8 @@ def test_auto_mode_is_exact_below_the_limit_and_indexed_from_it():
     assert resolve_mode("auto", AUTO_INDEXED_FROM, "ratio") == "indexed"
     assert resolve_mode("indexed", 10, "partial_ratio") == "all-pairs"
     assert resolve_mode("exact", 10, "WRatio") == "all-pairs"
+    assert resolve_mode("indexed", 10, "ratio", 0.7) == "exact"  # too little shingle signal
+    assert resolve_mode("indexed", 10, "ratio", 0.75) == "indexed"
     with pytest.raises(InvalidInputError, match="unknown mode"):
         resolve_mode("fast", 10, "ratio")
 

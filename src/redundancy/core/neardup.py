@@ -14,7 +14,7 @@ Modes (``mode=``):
   estimated (>= 0.99 measured on near-duplicates with 5% word edits); sub-quadratic.
   Scorers without proven bounds run all-pairs.
 * ``"auto"`` (default): exact below ``AUTO_INDEXED_FROM`` distinct texts, indexed from
-  there on.
+  there on. Indexed runs only at thresholds >= ``MIN_INDEXED_THRESHOLD`` (else exact).
 """
 
 from __future__ import annotations
@@ -40,14 +40,24 @@ on: exact costs O(n^2) cheap bound checks (about 2 minutes for 10,000 texts of 1
 characters on 2 cores), indexed grows about linearly."""
 
 
-def resolve_mode(mode: str, distinct: int, algorithm: str) -> SearchMode:
-    """The mode that really runs for ``mode``, ``distinct`` texts and ``algorithm``."""
+MIN_INDEXED_THRESHOLD: Final = 0.75
+"""Lowest threshold indexed mode runs at: below it, texts at the threshold share so few
+5-shingles that LSH must propose a large share of all pairs (exact mode runs instead)."""
+
+
+def resolve_mode(
+    mode: str, distinct: int, algorithm: str, threshold: float | None = None
+) -> SearchMode:
+    """The mode that really runs for ``mode``, ``distinct`` texts, ``algorithm`` and
+    ``threshold`` (indexed needs ``MIN_INDEXED_THRESHOLD``; below, exact runs)."""
     if mode not in MODES:
         raise InvalidInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if mode == "auto":
         mode = "exact" if distinct < AUTO_INDEXED_FROM else "indexed"
     if mode != "all-pairs" and not bounds_apply(algorithm):
         return "all-pairs"  # no proven bounds (and no LSH model) for this scorer
+    if mode == "indexed" and threshold is not None and threshold < MIN_INDEXED_THRESHOLD:
+        return "exact"  # shingles carry too little signal: LSH would propose most pairs
     return cast(SearchMode, mode)
 
 ScoredPair = tuple[int, int, float]
@@ -94,7 +104,7 @@ def near_duplicates(
         for i, t in enumerate(texts)
     ]
     hashes = [d.content_hash for d in docs]
-    used = resolve_mode(mode, len(set(hashes)), algorithm)
+    used = resolve_mode(mode, len(set(hashes)), algorithm, threshold)
     # LSH parameters from the document count (not the distinct count): what a batch of
     # the same documents uses, so both find the same candidates
     lsh = LSHParams.for_threshold(threshold, len(docs)) if used == "indexed" else None

@@ -104,7 +104,7 @@ def stage_batch(
         raise
     if count == 0:
         raise InvalidInputError("invalid BatchRequest: items: the batch has no items")
-    used = resolve_mode(opts.mode, count, opts.algorithm)
+    used = resolve_mode(opts.mode, count, opts.algorithm, opts.threshold)
     size = settings.batch_chunk_size
     chunks = chunk_count(count, size)
     params = {"count": count, "chunk_size": size, "threshold": opts.threshold,
