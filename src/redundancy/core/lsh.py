@@ -213,7 +213,11 @@ def band_keys(texts: Sequence[str], params: LSHParams, round_: int) -> np.ndarra
         part = texts[s : s + SLICE_DOCS]
         hashes, doc = shingle_hashes(part, params.shingle)
         sig = _round_signatures(hashes, doc, len(part), params.seed * 1_000_003 + round_)
-        vals = sig[:, : count * params.rows].reshape(len(part), count, params.rows)
+        # band j takes bins j, j + per, j + 2 * per, ...: far apart, so a densified bin
+        # and the bin it borrows from are (almost) never rows of the same band
+        per = params.bands_per_round
+        vals = sig[:, : per * params.rows].reshape(len(part), params.rows, per)
+        vals = vals.transpose(0, 2, 1)[:, :count, :]
         key = (vals.astype(np.uint64) * mult).sum(axis=2, dtype=np.uint64) + salts
         out[s : s + len(part)] = _mix64(key)
     return out
