@@ -164,7 +164,9 @@ def rss_mib() -> float:
     return float(psutil.Process().memory_info().rss / 2**20)
 
 
-def recall_precision(found: Pairs, reference: Pairs, sample: list[int] | None = None) -> dict[str, float]:
+def recall_precision(
+    found: Pairs, reference: Pairs, sample: list[int] | None = None
+) -> dict[str, Any]:
     got = set(zip(found[0].tolist(), found[1].tolist(), strict=True))
     ref = set(zip(reference[0].tolist(), reference[1].tolist(), strict=True))
     if sample is not None:  # only pairs touching the sampled documents can be judged
@@ -179,7 +181,9 @@ def recall_precision(found: Pairs, reference: Pairs, sample: list[int] | None = 
 # -- the benchmark --------------------------------------------------------------------
 
 
-def bench_corpus(name: str, texts: list[str], args: argparse.Namespace, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def bench_corpus(
+    name: str, texts: list[str], args: argparse.Namespace, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     n = len(texts)
     runs: list[dict[str, Any]] = []
     base = rss_mib()
@@ -192,8 +196,9 @@ def bench_corpus(name: str, texts: list[str], args: argparse.Namespace, log: Cal
         if "pairs" in result:
             row["pairs"] = int(result["pairs"][0].size)
         runs.append(row)
+        details = " ".join(f"{k}={v}" for k, v in extra.items())
         log(f"{name:>12} n={n:>7,} {method:<22} {row['seconds']:>9.2f} s  "
-            f"peak {row['peak_rss_mib']:>7.0f} MiB  " + " ".join(f"{k}={v}" for k, v in extra.items()))
+            f"peak {row['peak_rss_mib']:>7.0f} MiB  {details}")
         return row
 
     # all-pairs
@@ -271,12 +276,15 @@ def markdown(runs: list[dict[str, Any]]) -> str:
              "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in runs:
         recall = r.get("recall")
-        shown = "" if recall is None else f"{recall:.4f}" + (" (sampled)" if r.get("recall_sampled") else "")
+        shown = "" if recall is None else f"{recall:.4f}"
+        if recall is not None and r.get("recall_sampled"):
+            shown += " (sampled)"
         if r["method"] == "exact" and r.get("equals_all_pairs"):
             shown = "1 (= all-pairs)"
         elif r["method"] == "exact":
             shown = "1 (reference)"
-        time_s = f"{r['seconds']:,.1f}" + (" (est.)" if r["method"] == "all-pairs" and "measured" not in r.get("how", "") else "")
+        estimated = r["method"] == "all-pairs" and "measured" not in r.get("how", "")
+        time_s = f"{r['seconds']:,.1f}" + (" (est.)" if estimated else "")
         speed = r.get("speedup_vs_all_pairs")
         lines.append(f"| {r['corpus']} | {r['documents']:,} | {r['method']} | {time_s} | "
                      f"{'' if speed is None else f'{speed}x'} | {shown} | "
@@ -300,7 +308,10 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         if not pts:
             continue
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        ax.plot(xs, ys, color=color, marker=marker, label=method, linewidth=1.5)
+        recalls = [r["recall"] for r in runs
+                   if r["corpus"] == "synthetic" and r["method"] == method and "recall" in r]
+        label = method if not recalls else f"{method} (recall {min(recalls):.2f})"
+        ax.plot(xs, ys, color=color, marker=marker, label=label, linewidth=1.5)
         est = [(x, y) for x, y, how in pts if "measured" not in how]
         if est:
             ax.scatter([e[0] for e in est], [e[1] for e in est], facecolors="white",
@@ -331,7 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recall-sample", type=int, default=300)
     parser.add_argument("--out", type=Path, default=RESULTS / "neardup.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "neardup.png")
+    parser.add_argument("--replot", type=Path, default=None,
+                        help="only redraw the plot and table from this results JSON")
     args = parser.parse_args(argv)
+    if args.replot:
+        runs = json.loads(args.replot.read_text())["runs"]
+        plot(runs, args.plot)
+        print(markdown(runs))
+        return 0
     args.allpairs_seen = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
