@@ -59,7 +59,9 @@ def test_each_bound_is_at_least_the_lcs(a, b, k):
 
 # -- exact mode == brute force --------------------------------------------------------
 
-words = st.sampled_from(["lorem", "ipsum", "dolor", "sit", "amet", "x", "qu", "éé", "ß", "a1", "😀x"])
+words = st.sampled_from(
+    ["lorem", "ipsum", "dolor", "sit", "amet", "x", "qu", "éé", "ß", "a1", "😀x"]
+)
 
 
 @st.composite
