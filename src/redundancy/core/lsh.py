@@ -24,7 +24,10 @@ How the parameters follow from the threshold ``t`` (``LSHParams.for_threshold``)
 
 Signatures use one-permutation hashing: each round hashes every shingle once into 256
 bins and keeps the minimum per bin (empty bins borrow from the next full bin,
-"densification"), so a round costs one pass over the shingles instead of 256.
+"densification"), so a round costs one pass over the shingles instead of 256. A band
+takes bins that lie far apart in its round (strided), so the rows of one band are never
+copies of each other in a short text (consecutive bins made short texts collide in bulk:
+28% of all pairs of the Debian paragraphs became candidates instead of 1%).
 """
 
 from __future__ import annotations
