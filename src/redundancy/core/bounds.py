@@ -70,9 +70,10 @@ SAMPLE_DOCS = 64
 """Documents sampled to choose k (their pairs are bounded once per candidate k)."""
 
 HISTOGRAM_SLICE = 4096
+"""Texts whose characters are counted in one numpy pass."""
+
 TABLE_SIZE = 1 << 16
 """Code points looked up in a table; rarer ones are compared one by one."""
-"""Texts whose characters are counted in one numpy pass."""
 
 PAIR_SLICE = 1 << 16
 """Candidate pairs bounded at once (keeps the gathered histograms small)."""
