@@ -28,6 +28,26 @@ def batch_meta(batch_id: str) -> str:
     return f"{BATCH}{batch_id}:meta"
 
 
+def batch_pattern(batch_id: str) -> str:
+    """SCAN pattern of every key of one batch (documents, progress, search tables)."""
+    return f"{BATCH}{batch_id}:*"
+
+
+def batch_progress(batch_id: str) -> str:
+    """Counter of a batch's finished sub-tasks (the CLI's progress bar on a cluster)."""
+    return f"{BATCH}{batch_id}:progress"
+
+
+def batch_lsh_partition(batch_id: str, partition: int) -> str:
+    """Hash of chunk -> LSH band records (key, position) whose key falls in a partition."""
+    return f"{BATCH}{batch_id}:lsh:part:{partition}"
+
+
+def batch_lsh_candidates(batch_id: str, chunk: int) -> str:
+    """Hash of partition -> candidate pairs whose lower position is in one chunk."""
+    return f"{BATCH}{batch_id}:lsh:cand:{chunk}"
+
+
 def delivery_counter(task_id: str, retries: int) -> str:
     """How many times one attempt of a task message has been delivered."""
     return f"{DELIVERIES}{task_id}:{retries}"

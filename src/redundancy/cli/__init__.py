@@ -165,6 +165,12 @@ def compare(a: str, b: str, literal: bool, threshold: float, algorithm: str, tim
 @click.option("--webhook", "webhook_url", default=None, help="POST the summary here when done")
 @click.option("--json", "as_json", is_flag=True, help="print the full result as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a TTY)")
+@click.option(
+    "--mode", type=click.Choice(["auto", "exact", "indexed", "all-pairs"]), default="auto",
+    show_default=True,
+    help="near-duplicate search: exact finds every pair; indexed (MinHash LSH) scales "
+    "further with estimated recall; auto = exact below 10,000 documents, else indexed",
+)
 @timeout_option
 def batch(
     paths: tuple[str, ...],
@@ -175,28 +181,41 @@ def batch(
     webhook_url: str | None,
     as_json: bool,
     progress: bool | None,
+    mode: str,
     timeout: float | None,
 ) -> None:
     """Analyse files, folders (recursively) or JSONL (id, text) and find near duplicates.
 
-    PATH may be - for JSONL on stdin. Exits 3 when some items failed.
+    PATH may be - for JSONL on stdin; inputs are read as a stream. Exits 3 when some
+    items failed.
     """
     from redundancy.cli.batchrun import run_batch
     from redundancy.cli.inputs import read_inputs
-    from redundancy.cli.output import output_format, print_summary, write_result
+    from redundancy.cli.output import JsonlStream, output_format, print_summary, write_result
 
     console = Console()
     started = time.perf_counter()
-    result = run_batch(
-        list(read_inputs(list(paths))),
-        threshold=threshold,
-        algorithm=algorithm,
-        webhook_url=webhook_url,
-        show_progress=console.is_terminal if progress is None else progress,
-        timeout=timeout,
-    )
+    stream = JsonlStream(out) if out and output_format(out, fmt) == "jsonl" else None
+    try:
+        result = run_batch(
+            read_inputs(list(paths)),
+            threshold=threshold,
+            algorithm=algorithm,
+            webhook_url=webhook_url,
+            show_progress=console.is_terminal if progress is None else progress,
+            timeout=timeout,
+            mode=mode,
+            on_pairs=stream.pairs if stream else None,
+            on_document=stream.document if stream else None,
+        )
+    except BaseException:
+        if stream:
+            stream.close()  # keeps the pairs found so far
+        raise
     seconds = time.perf_counter() - started
-    if out:
+    if stream:
+        stream.finish(result)
+    elif out:
         write_result(result, out, output_format(out, fmt))
     if as_json:
         _print_json(result.model_dump(mode="json"))

@@ -10,9 +10,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from redundancy.core import BatchResult
+from redundancy.core import BatchResult, content_hash
 
 FORMATS = ("jsonl", "csv")
+SEARCH_NOTES = {
+    "all-pairs": "all-pairs (every pair scored)",
+    "exact": "exact (every pair found: pruned with proven bounds)",
+    "indexed": "indexed (MinHash LSH: every pair shown is exact; recall is estimated, "
+    ">= 0.99 measured)",
+}
 
 
 def output_format(path: Path, explicit: str | None) -> str:
@@ -40,6 +46,43 @@ def write_result(result: BatchResult, path: Path, fmt: str) -> None:
             _line(fh, {"record": "cluster", "cluster": n, "size": len(ids), "ids": ids})
 
 
+class JsonlStream:
+    """``--out`` JSONL written while the batch runs: each pair as soon as the sub-task that
+    found it finishes (so a huge batch's pairs can be read with ``tail -f``), then every
+    item and cluster when the batch is done. Pairs come in completion order."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("w", encoding="utf-8")
+        self._ids: list[str] = []
+        self._hashes: list[str | None] = []
+        self.pairs_written = 0
+
+    def document(self, doc_id: str, text: Any) -> None:
+        """Called for each staged document in order: its position is its index here."""
+        self._ids.append(doc_id)
+        self._hashes.append(content_hash(text) if isinstance(text, str) else None)
+
+    def pairs(self, found: list[list[Any]]) -> None:
+        for a, b, score in found:
+            _line(self._fh, {"record": "pair", "a": a, "b": b, "id_a": self._ids[a],
+                             "id_b": self._ids[b], "score": score / 100.0,
+                             "exact": self._hashes[a] == self._hashes[b]})
+        self.pairs_written += len(found)
+        self._fh.flush()
+
+    def finish(self, result: BatchResult) -> None:
+        cluster_of = {doc: n for n, ids in enumerate(result.clusters) for doc in ids}
+        for item in result.items:
+            _line(self._fh, {"record": "item", "cluster": cluster_of.get(item.id),
+                             **item.model_dump(mode="json")})
+        for n, ids in enumerate(result.clusters):
+            _line(self._fh, {"record": "cluster", "cluster": n, "size": len(ids), "ids": ids})
+        self.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
 def _line(fh: Any, record: dict[str, Any]) -> None:
     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -58,6 +101,7 @@ def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: 
         f"{len(result.pairs):,} ({exact:,} exact)",
     )
     totals.add_row("clusters", f"{len(result.clusters):,}")
+    totals.add_row("search", SEARCH_NOTES.get(result.mode, result.mode))
     if scores:
         totals.add_row("mean redundancy score", f"{sum(scores) / len(scores):.3f}")
     totals.add_row("ran on", mode)

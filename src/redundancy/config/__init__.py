@@ -237,6 +237,15 @@ class Settings(BaseSettings):
     )
 
     # --- Near-duplicate search modes (issue 6) ---
+    lsh_bucket_records: int = Field(
+        default=2_000_000, ge=10_000,
+        description="LSH band records (12 bytes each) one bucket task holds at most; sets "
+        "how many bucket tasks an indexed batch gets",
+    )
+    lsh_verify_pairs: int = Field(
+        default=20_000, ge=100,
+        description="candidate pairs an indexed batch's verify task loads texts for at once",
+    )
 
     @field_validator("celery_broker_url")
     @classmethod

@@ -7,7 +7,9 @@ code runs in a worker, in the embedded default and in a notebook.
 from __future__ import annotations
 
 from redundancy.core.analysis import ANALYSIS_VERSION, DEFAULT_THRESHOLD, analyze
+from redundancy.core.bounds import bounds_apply, exact_pairs
 from redundancy.core.clusters import connected_components
+from redundancy.core.lsh import LSHParams, indexed_pairs
 from redundancy.core.models import (
     AnalysisResult,
     BatchItemResult,
@@ -17,11 +19,20 @@ from redundancy.core.models import (
     NearDuplicateResult,
     RedundancyLevel,
     RepeatedPhrase,
+    SearchMode,
     SentencePair,
     SimilarityResult,
     redundancy_level,
 )
-from redundancy.core.neardup import Document, assemble, near_duplicates, pairs_between
+from redundancy.core.neardup import (
+    AUTO_INDEXED_FROM,
+    MODES,
+    Document,
+    assemble,
+    near_duplicates,
+    pairs_between,
+    resolve_mode,
+)
 from redundancy.core.scorers import (
     DEFAULT_ALGORITHM,
     SCORERS,
@@ -41,9 +52,11 @@ from redundancy.core.text import (
 
 __all__ = [
     "ANALYSIS_VERSION",
+    "AUTO_INDEXED_FROM",
     "DEFAULT_ALGORITHM",
     "DEFAULT_MAX_CHARS",
     "DEFAULT_THRESHOLD",
+    "MODES",
     "SCORERS",
     "SIMILARITY_VERSION",
     "AnalysisResult",
@@ -52,21 +65,27 @@ __all__ = [
     "Document",
     "DocumentPair",
     "ItemError",
+    "LSHParams",
     "NearDuplicateResult",
     "RedundancyLevel",
     "RepeatedPhrase",
+    "SearchMode",
     "SentencePair",
     "SimilarityResult",
     "analyze",
     "assemble",
+    "bounds_apply",
     "connected_components",
     "content_hash",
+    "exact_pairs",
     "get_scorer",
+    "indexed_pairs",
     "is_similar",
     "near_duplicates",
     "normalise",
     "pairs_between",
     "redundancy_level",
+    "resolve_mode",
     "similarity",
     "split_sentences",
     "validate_text",

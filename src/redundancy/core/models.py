@@ -96,6 +96,9 @@ class DocumentPair(_Model):
     exact: bool = Field(description="same content hash (identical after normalisation)")
 
 
+SearchMode = Literal["all-pairs", "exact", "indexed"]
+
+
 class NearDuplicateResult(_Model):
     """Every near-duplicate pair of a corpus and the clusters they form."""
 
@@ -103,6 +106,11 @@ class NearDuplicateResult(_Model):
     unique_count: int = Field(description="distinct content hashes")
     threshold: float
     algorithm: str
+    mode: SearchMode = Field(
+        default="all-pairs",
+        description="search that ran: all-pairs and exact return every pair; indexed has "
+        "precision 1.0 and an estimated recall",
+    )
     pairs: list[DocumentPair]
     clusters: list[list[str]] = Field(description="connected components, ids, size >= 2")
 
@@ -133,6 +141,7 @@ class BatchResult(_Model):
     unique_count: int
     threshold: float
     algorithm: str
+    mode: SearchMode = Field(default="all-pairs", description="near-duplicate search that ran")
     items: list[BatchItemResult] = Field(description="every item in input order")
     pairs: list[DocumentPair]
     clusters: list[list[str]]

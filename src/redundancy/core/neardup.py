@@ -1,8 +1,20 @@
 """Near-duplicate documents in a corpus: every pair with similarity >= threshold.
 
 Exact duplicates (same content hash) are grouped first so each distinct text is scored
-once; distinct texts are then compared with chunked ``process.cdist`` (see ``pairs``), and
-pairs are expanded back to every document. Texts are compared in normalised form.
+once; distinct texts are then compared by one of three search modes, and pairs are
+expanded back to every document. Texts are compared in normalised form.
+
+Modes (``mode=``):
+
+* ``"all-pairs"``: every pair scored with chunked ``process.cdist`` (``pairs``); the
+  brute-force reference.
+* ``"exact"``: the same pairs and scores as all-pairs, faster, by pruning with provable
+  bounds first (``bounds``). Scorers without proven bounds run all-pairs.
+* ``"indexed"``: MinHash LSH candidates checked exactly (``lsh``): precision 1.0, recall
+  estimated (>= 0.99 measured on near-duplicates with 5% word edits); sub-quadratic.
+  Scorers without proven bounds run all-pairs.
+* ``"auto"`` (default): exact below ``AUTO_INDEXED_FROM`` distinct texts, indexed from
+  there on. Indexed runs only at thresholds >= ``MIN_INDEXED_THRESHOLD`` (else exact).
 """
 
 from __future__ import annotations
@@ -10,13 +22,45 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Final, cast
 
+from redundancy.core.bounds import bounds_apply, exact_pairs
 from redundancy.core.clusters import connected_components
-from redundancy.core.models import DocumentPair, NearDuplicateResult
+from redundancy.core.lsh import LSHParams, indexed_pairs
+from redundancy.core.models import DocumentPair, NearDuplicateResult, SearchMode
 from redundancy.core.pairs import DEFAULT_BLOCK_SIZE, find_pairs
 from redundancy.core.phases import CLUSTERING, NORMALISE, phase
 from redundancy.core.scorers import DEFAULT_ALGORITHM, get_scorer, is_similar, validate_threshold
 from redundancy.core.text import DEFAULT_MAX_CHARS, hash_normalised, normalise, validate_text
+from redundancy.errors import InvalidInputError
+
+MODES: Final = ("auto", "exact", "indexed", "all-pairs")
+AUTO_INDEXED_FROM: Final = 10_000
+"""``mode="auto"`` runs exact search below this many distinct texts and indexed from here
+on: exact costs O(n^2) cheap bound checks (about 1.5 minutes for 10,000 texts of 1,500
+characters on 2 cores, 6 minutes for 20,000), indexed grows about linearly (15 s for
+20,000, 2.5 minutes for 100,000)."""
+
+
+MIN_INDEXED_THRESHOLD: Final = 0.75
+"""Lowest threshold indexed mode runs at: below it, texts at the threshold share so few
+5-shingles that LSH must propose a large share of all pairs (exact mode runs instead)."""
+
+
+def resolve_mode(
+    mode: str, distinct: int, algorithm: str, threshold: float | None = None
+) -> SearchMode:
+    """The mode that really runs for ``mode``, ``distinct`` texts, ``algorithm`` and
+    ``threshold`` (indexed needs ``MIN_INDEXED_THRESHOLD``; below, exact runs)."""
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if mode == "auto":
+        mode = "exact" if distinct < AUTO_INDEXED_FROM else "indexed"
+    if mode != "all-pairs" and not bounds_apply(algorithm):
+        return "all-pairs"  # no proven bounds (and no LSH model) for this scorer
+    if mode == "indexed" and threshold is not None and threshold < MIN_INDEXED_THRESHOLD:
+        return "exact"  # shingles carry too little signal: LSH would propose most pairs
+    return cast(SearchMode, mode)
 
 ScoredPair = tuple[int, int, float]
 """(position a, position b, score 0..100) with a < b."""
@@ -45,8 +89,13 @@ def near_duplicates(
     max_chars: int = DEFAULT_MAX_CHARS,
     block_size: int = DEFAULT_BLOCK_SIZE,
     workers: int = 1,
+    mode: str = "auto",
 ) -> NearDuplicateResult:
-    """Every pair of ``texts`` scoring >= ``threshold`` and the clusters they form."""
+    """Every pair of ``texts`` scoring >= ``threshold`` and the clusters they form.
+
+    ``mode``: ``"auto"``, ``"exact"``, ``"indexed"`` or ``"all-pairs"`` (module docstring);
+    the result's ``mode`` says which one ran.
+    """
     threshold = validate_threshold(threshold)
     get_scorer(algorithm)
     if ids is not None and len(ids) != len(texts):
@@ -59,10 +108,16 @@ def near_duplicates(
             )
             for i, t in enumerate(texts)
         ]
+    hashes = [d.content_hash for d in docs]
+    used = resolve_mode(mode, len(set(hashes)), algorithm, threshold)
+    # LSH parameters from the document count (not the distinct count): what a batch of
+    # the same documents uses, so both find the same candidates
+    lsh = LSHParams.for_threshold(threshold, len(docs)) if used == "indexed" else None
     scored = pairs_between(
-        docs, None, threshold, algorithm, block_size=block_size, workers=workers
+        docs, None, threshold, algorithm, block_size=block_size, workers=workers, mode=used,
+        lsh=lsh,
     )
-    return assemble(names, [d.content_hash for d in docs], scored, threshold, algorithm)
+    return assemble(names, hashes, scored, threshold, algorithm, mode=used)
 
 
 def pairs_between(
@@ -73,10 +128,13 @@ def pairs_between(
     *,
     block_size: int = DEFAULT_BLOCK_SIZE,
     workers: int = 1,
+    mode: SearchMode = "all-pairs",
+    lsh: LSHParams | None = None,
 ) -> list[ScoredPair]:
     """Near-duplicate pairs inside ``left`` (``right`` None) or across ``left`` x ``right``.
 
-    This is the unit of work of one distributed shard as well as of the whole corpus.
+    This is the unit of work of one distributed shard as well as of the whole corpus;
+    ``mode`` is a resolved mode (see ``resolve_mode``).
     """
     scorer = get_scorer(algorithm)
     left_groups = _group_by_hash(left)
@@ -92,14 +150,16 @@ def pairs_between(
     else:
         right_groups = _group_by_hash(right)
         right_reps = [g[0].normalised for g in right_groups]
-    found = find_pairs(
-        [d.normalised for d in left_reps],
-        right_reps,
-        scorer=scorer,
-        threshold=threshold,
-        block_size=block_size,
-        workers=workers,
-    )
+    rows = [d.normalised for d in left_reps]
+    if mode == "exact":
+        found = exact_pairs(rows, right_reps, algorithm=algorithm, threshold=threshold,
+                            workers=workers)
+    elif mode == "indexed" and bounds_apply(algorithm):
+        found = indexed_pairs(rows, right_reps, algorithm=algorithm, threshold=threshold,
+                              params=lsh, workers=workers)
+    else:
+        found = find_pairs(rows, right_reps, scorer=scorer, threshold=threshold,
+                           block_size=block_size, workers=workers)
     for li, ri, score in zip(
         found.left.tolist(), found.right.tolist(), found.scores.tolist(), strict=True
     ):
@@ -113,6 +173,8 @@ def assemble(
     scored: Sequence[ScoredPair],
     threshold: float,
     algorithm: str,
+    *,
+    mode: SearchMode = "all-pairs",
 ) -> NearDuplicateResult:
     """Sorted pairs plus connected components, by document id.
 
@@ -148,6 +210,7 @@ def _assemble(
         unique_count=len({h for h in hashes if h is not None}),
         threshold=threshold,
         algorithm=algorithm,
+        mode=mode,
         pairs=pairs,
         clusters=[[names[i] for i in comp] for comp in components],
     )
@@ -161,4 +224,6 @@ def _group_by_hash(docs: Sequence[Document]) -> list[list[Document]]:
 
 
 def _ordered(a: Document, b: Document, score: float) -> ScoredPair:
-    return (a.position, b.position, score) if a.position < b.position else (b.position, a.position, score)
+    if a.position < b.position:
+        return (a.position, b.position, score)
+    return (b.position, a.position, score)

@@ -91,7 +91,9 @@ def _find_pairs(
     for r0 in range(0, len(rows), block_size):
         row_block = row_arr[r0 : r0 + block_size]
         for c0 in range(r0 if within else 0, len(cols), block_size):
-            col_block = col_arr[c0 : c0 + block_size]
+            # a diagonal block passes the same object twice: rapidfuzz then scores one
+            # triangle of it for symmetric scorers (half the work)
+            col_block = row_block if within and c0 == r0 else col_arr[c0 : c0 + block_size]
             candidates = process.cdist(
                 row_block,
                 col_block,

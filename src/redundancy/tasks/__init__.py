@@ -16,6 +16,7 @@ from redundancy.tasks.batch import (
     stage_batch,
 )
 from redundancy.tasks.webhooks import deliver_webhook
+from redundancy.tasks.search import lsh_bucket, lsh_sign, lsh_verify
 
 __all__ = [
     "StagedBatch",
@@ -23,6 +24,9 @@ __all__ = [
     "analyze_content",
     "compare_texts",
     "deliver_webhook",
+    "lsh_bucket",
+    "lsh_sign",
+    "lsh_verify",
     "merge_batch",
     "pair_shard",
     "process_batch",

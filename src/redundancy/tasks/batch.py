@@ -7,6 +7,11 @@ store (``stage_batch``) and every sub-task carries only ``(batch_id, chunk numbe
             pair_shard(i, j) for every chunk pair i <= j  -> near-duplicate pairs
     body:   merge_batch                                   -> BatchResult (clusters)
 
+That is the canvas of the ``all-pairs`` and ``exact`` search modes (``pair_shard`` runs
+the mode's search on its two chunks). The ``indexed`` mode replaces the pair shards with
+three phases (``redundancy.tasks.search``): lsh_sign per chunk, then lsh_bucket per key
+partition, then lsh_verify per chunk in the chord header next to analyze_chunk.
+
 Item-level problems (empty text, not text, too long) are reported per item and never
 fail the batch; infrastructure errors are retried; a lost staging area fails loudly.
 """
@@ -20,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from celery import chord
+from celery import chain, chord, group
 from celery.canvas import Signature
 from celery.result import allow_join_result
 
@@ -30,16 +35,19 @@ from redundancy.core import (
     BatchResult,
     Document,
     ItemError,
+    LSHParams,
+    SearchMode,
     analyze,
     assemble,
     pairs_between,
+    resolve_mode,
     validate_text,
 )
 from redundancy.errors import InvalidInputError, RedundancyError
 from redundancy.events.bridge import batch_event, emit
 from redundancy.events.models import BatchProcessingCompletedEvent
 from redundancy.events.webhooks import delivery_id
-from redundancy.tasks.schemas import BatchRequest, coerce_items, validate
+from redundancy.tasks.schemas import BatchOptions, iter_items, validate
 from redundancy.workers import app
 from redundancy.workers.jobstore import get_job_store
 
@@ -58,7 +66,12 @@ class StagedBatch:
     count: int
     canvas: Signature
     task_count: int
-    """Sub-tasks in the chord header (the progress bar's total)."""
+    """Sub-tasks before the merge, every phase (the progress bar's total)."""
+    mode: SearchMode = "all-pairs"
+    """The near-duplicate search the canvas runs."""
+    pair_task_ids: tuple[str, ...] = ()
+    """Ids of the sub-tasks that return pairs (pair_shard / lsh_verify), so a producer can
+    read their pairs as soon as each finishes, before the merge."""
 
 
 def chunk_count(count: int, chunk_size: int) -> int:
@@ -72,35 +85,67 @@ def stage_batch(
     webhook_url: str | None = None,
     *,
     batch_id: str | None = None,
+    mode: str = "auto",
 ) -> StagedBatch:
-    """Validate, store the documents once, and build the chord (not yet sent).
+    """Validate, store the documents once, and build the canvas (not yet sent).
 
+    ``items`` may be any iterable, a generator over a huge JSONL file included: documents
+    are written to the job store as they come (only their ids stay in memory). ``mode``
+    ``"auto"`` picks by the number of documents (``redundancy.core.resolve_mode``).
     Producers with large batches call this (the CLI does), then ``canvas.apply_async()``;
     ``process_batch`` does the same on a worker for callers that pass items inline.
     """
-    req = validate(
-        BatchRequest,
-        items=list(items),
-        threshold=threshold,
-        algorithm=algorithm,
-        webhook_url=webhook_url,
-    )
+    opts = validate(BatchOptions, threshold=threshold, algorithm=algorithm,
+                    webhook_url=webhook_url, mode=mode)
     settings = get_settings()
     batch_id = batch_id or uuid.uuid4().hex
-    docs = coerce_items(req.items)
-    get_job_store().stage(batch_id, docs, settings.batch_ttl)
+    store = get_job_store()
+    try:
+        count = store.stage(batch_id, iter_items(items), settings.batch_ttl)
+    except Exception:
+        store.delete(batch_id)  # a duplicate id (or an outage) half-way: drop what was staged
+        raise
+    if count == 0:
+        raise InvalidInputError("invalid batch: it has no items")
+    used = resolve_mode(opts.mode, count, opts.algorithm, opts.threshold)
     size = settings.batch_chunk_size
-    chunks = chunk_count(len(docs), size)
-    params = {"count": len(docs), "chunk_size": size, "threshold": req.threshold,
-              "algorithm": req.algorithm}
-    header = [analyze_chunk.si(batch_id, c, **params) for c in range(chunks)]
-    header += [
-        pair_shard.si(batch_id, i, j, **params) for i in range(chunks) for j in range(i, chunks)
-    ]
-    body = merge_batch.s(batch_id, webhook_url=req.webhook_url, **params)
-    canvas = chord(header, body)
+    chunks = chunk_count(count, size)
+    params = {"count": count, "chunk_size": size, "threshold": opts.threshold,
+              "algorithm": opts.algorithm}
+    analyses = [analyze_chunk.si(batch_id, c, **params) for c in range(chunks)]
+    body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **params)
+    if used == "indexed":
+        from redundancy.tasks.search import lsh_bucket, lsh_sign, lsh_verify, partition_count
+
+        lsh = LSHParams.for_threshold(opts.threshold, count)
+        parts = partition_count(count, lsh)
+        lsh_args = {"bands": lsh.bands, "rows": lsh.rows, "shingle": lsh.shingle,
+                    "seed": lsh.seed}
+        sign = [lsh_sign.si(batch_id, c, lsh=lsh_args, partitions=parts, **params)
+                for c in range(chunks)]
+        bucket = [lsh_bucket.si(batch_id, p, **params) for p in range(parts)]
+        pairing = [lsh_verify.si(batch_id, c, **params).set(task_id=uuid.uuid4().hex)
+                   for c in range(chunks)]
+        canvas: Signature = chain(group(sign), group(bucket), chord(analyses + pairing, body))
+        task_count = len(sign) + len(bucket) + len(analyses) + len(pairing)
+    else:
+        pairing = [
+            pair_shard.si(batch_id, i, j, mode=used, **params).set(task_id=uuid.uuid4().hex)
+            for i in range(chunks) for j in range(i, chunks)
+        ]
+        canvas = chord(analyses + pairing, body)
+        task_count = len(analyses) + len(pairing)
     canvas.freeze(batch_id)  # the final result's id is the batch id
-    return StagedBatch(batch_id, len(docs), canvas, len(header))
+    ids = tuple(str(sig.options["task_id"]) for sig in pairing)
+    return StagedBatch(batch_id, count, canvas, task_count, used, ids)
+
+
+def advance_progress(batch_id: str) -> None:
+    """Count one finished sub-task (the CLI's progress on a cluster); never fails a job."""
+    try:
+        get_job_store().advance(batch_id, get_settings().batch_ttl)
+    except Exception:
+        log.warning("could not count progress of batch %s", batch_id, exc_info=True)
 
 
 @app.task(name="redundancy.process_batch", bind=True)
@@ -110,13 +155,16 @@ def process_batch(
     threshold: float = 0.8,
     webhook_url: str | None = None,
     algorithm: str = "ratio",
+    mode: str = "auto",
 ) -> Any:
     """Analyse many texts and find near-duplicate pairs and clusters among them.
 
-    ``items``: texts, or ``{"id": ..., "text": ...}`` dicts. The result (a BatchResult
-    dict) arrives on this task's AsyncResult; the batch id is this task's id.
+    ``items``: texts, or ``{"id": ..., "text": ...}`` dicts. ``mode``: near-duplicate
+    search, ``auto`` (default), ``exact``, ``indexed`` or ``all-pairs``. The result (a
+    BatchResult dict) arrives on this task's AsyncResult; the batch id is this task's id.
     """
-    staged = stage_batch(items, threshold, algorithm, webhook_url, batch_id=self.request.id)
+    staged = stage_batch(items, threshold, algorithm, webhook_url, batch_id=self.request.id,
+                         mode=mode)
     if self.request.is_eager:
         # Embedded default: run the chord inline (Celery's eager replace would refuse to
         # join a group from inside a task).
@@ -129,7 +177,10 @@ def _positions(chunk: int, chunk_size: int, count: int) -> range:
     return range(chunk * chunk_size, min((chunk + 1) * chunk_size, count))
 
 
-def _load(batch_id: str, chunk: int, chunk_size: int, count: int) -> list[tuple[int, str, Any]]:
+def load_chunk(
+    batch_id: str, chunk: int, chunk_size: int, count: int
+) -> list[tuple[int, str, Any]]:
+    """``(position, id, text)`` of one chunk's staged documents; missing ones fail loudly."""
     positions = _positions(chunk, chunk_size, count)
     loaded = get_job_store().load(batch_id, positions)
     missing = [p for p, doc in zip(positions, loaded, strict=True) if doc is None]
@@ -148,7 +199,7 @@ def analyze_chunk(
     """Per-item analysis of one chunk; a bad item becomes an error entry, not a failure."""
     settings = get_settings()
     items = []
-    for position, doc_id, text in _load(batch_id, chunk, chunk_size, count):
+    for position, doc_id, text in load_chunk(batch_id, chunk, chunk_size, count):
         try:
             result = analyze(
                 text,
@@ -165,6 +216,7 @@ def analyze_chunk(
                 position=position, id=doc_id, error=ItemError(type=type(exc).__name__, message=str(exc))
             )
         items.append(item.model_dump(mode="json"))
+    advance_progress(batch_id)
     return {"kind": "analysis", "chunk": chunk, "items": items}
 
 
@@ -178,13 +230,15 @@ def pair_shard(
     chunk_size: int,
     threshold: float,
     algorithm: str,
+    mode: SearchMode = "all-pairs",
 ) -> dict[str, Any]:
-    """Near-duplicate pairs inside one chunk (left == right) or across two chunks."""
+    """Near-duplicate pairs inside one chunk (left == right) or across two chunks, found
+    by ``mode`` (``all-pairs`` or ``exact``: the same pairs either way)."""
     settings = get_settings()
 
     def documents(chunk: int) -> list[Document]:
         docs = []
-        for position, _id, text in _load(batch_id, chunk, chunk_size, count):
+        for position, _id, text in load_chunk(batch_id, chunk, chunk_size, count):
             try:
                 validate_text(text, max_chars=settings.max_text_chars)
             except InvalidInputError:
@@ -195,8 +249,9 @@ def pair_shard(
     left_docs = documents(left)
     right_docs = None if left == right else documents(right)
     pairs = pairs_between(
-        left_docs, right_docs, threshold, algorithm, workers=settings.cdist_workers
+        left_docs, right_docs, threshold, algorithm, workers=settings.cdist_workers, mode=mode
     )
+    advance_progress(batch_id)
     return {"kind": "pairs", "left": left, "right": right, "pairs": [list(p) for p in pairs]}
 
 
@@ -211,6 +266,7 @@ def merge_batch(
     threshold: float,
     algorithm: str,
     webhook_url: str | None = None,
+    mode: SearchMode = "all-pairs",
 ) -> dict[str, Any]:
     """Join the chunk results into one BatchResult, announce it, release the documents.
 
@@ -227,7 +283,8 @@ def merge_batch(
     scored = [tuple(pair) for p in parts if p["kind"] == "pairs" for pair in p["pairs"]]
     names = [item.id for item in items]
     hashes = [item.analysis.content_hash if item.analysis else None for item in items]
-    found = assemble(names, hashes, scored, threshold, algorithm)  # type: ignore[arg-type]
+    found = assemble(names, hashes, scored, threshold, algorithm,  # type: ignore[arg-type]
+                     mode=mode)
     failed = sum(1 for item in items if item.error is not None)
     result = BatchResult(
         batch_id=batch_id,
@@ -237,6 +294,7 @@ def merge_batch(
         unique_count=found.unique_count,
         threshold=threshold,
         algorithm=algorithm,
+        mode=mode,
         items=items,
         pairs=found.pairs,
         clusters=found.clusters,

@@ -6,6 +6,7 @@ request fails at once (no retry) and the caller reads why from ``AsyncResult``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
@@ -34,9 +35,14 @@ class CompareRequest(_Request):
     text_b: StrictStr
 
 
-class BatchRequest(_Request):
-    items: list[Any] = Field(min_length=1)
+Mode = Literal["auto", "exact", "indexed", "all-pairs"]
+
+
+class BatchOptions(_Request):
+    """Everything about a batch except its items (which may be a stream)."""
+
     webhook_url: str | None = None
+    mode: Mode = "auto"
 
     @field_validator("webhook_url")
     @classmethod
@@ -57,13 +63,13 @@ def validate(model: type[M], **fields: Any) -> M:
         raise InvalidInputError(f"invalid {model.__name__}: {problems}") from None
 
 
-def coerce_items(items: list[Any]) -> list[tuple[str, Any]]:
-    """Turn batch items (texts or ``{"id", "text"}``) into ``(id, text)`` pairs.
+def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """Batch items (texts or ``{"id", "text"}``) as ``(id, text)``, one at a time.
 
     Bad *items* are kept and fail individually later (the batch reports them); only a
-    duplicate id fails the whole batch, because results could not be told apart.
+    duplicate id fails the whole batch, because results could not be told apart. Only the
+    ids are remembered, so the items may be a stream of any length.
     """
-    out: list[tuple[str, Any]] = []
     seen: dict[str, int] = {}
     for position, item in enumerate(items):
         if isinstance(item, dict):
@@ -76,5 +82,4 @@ def coerce_items(items: list[Any]) -> list[tuple[str, Any]]:
                 f"duplicate item id {doc_id!r} at positions {seen[doc_id]} and {position}"
             )
         seen[doc_id] = position
-        out.append((doc_id, text))
-    return out
+        yield doc_id, text

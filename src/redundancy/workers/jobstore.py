@@ -25,6 +25,10 @@ class JobStore(Protocol):
     def load(self, batch_id: str, positions: Sequence[int]) -> list[tuple[str, Any] | None]: ...
     def delete(self, batch_id: str) -> None: ...
     def count_delivery(self, task_id: str, retries: int, ttl: int) -> int: ...
+    def put_blobs(self, tables: dict[str, dict[str, bytes]], ttl: int) -> None: ...
+    def get_blobs(self, key: str) -> list[bytes]: ...
+    def advance(self, batch_id: str, ttl: int) -> int: ...
+    def progress(self, batch_id: str) -> int: ...
 
 
 class MemoryJobStore:
@@ -33,6 +37,8 @@ class MemoryJobStore:
     def __init__(self) -> None:
         self._docs: dict[str, dict[int, tuple[str, Any]]] = {}
         self._deliveries: dict[str, int] = {}
+        self._blobs: dict[str, dict[str, bytes]] = {}
+        self._progress: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int:
@@ -46,14 +52,35 @@ class MemoryJobStore:
         return [stored.get(p) for p in positions]
 
     def delete(self, batch_id: str) -> None:
+        prefix = keys.batch_pattern(batch_id)[:-1]
         with self._lock:
             self._docs.pop(batch_id, None)
+            self._progress.pop(batch_id, None)
+            for key in [k for k in self._blobs if k.startswith(prefix)]:
+                del self._blobs[key]
 
     def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
         key = keys.delivery_counter(task_id, retries)
         with self._lock:
             self._deliveries[key] = self._deliveries.get(key, 0) + 1
             return self._deliveries[key]
+
+    def put_blobs(self, tables: dict[str, dict[str, bytes]], ttl: int) -> None:
+        with self._lock:
+            for key, fields in tables.items():
+                self._blobs.setdefault(key, {}).update(fields)
+
+    def get_blobs(self, key: str) -> list[bytes]:
+        with self._lock:
+            return list(self._blobs.get(key, {}).values())
+
+    def advance(self, batch_id: str, ttl: int) -> int:
+        with self._lock:
+            self._progress[batch_id] = self._progress.get(batch_id, 0) + 1
+            return self._progress[batch_id]
+
+    def progress(self, batch_id: str) -> int:
+        return self._progress.get(batch_id, 0)
 
 
 class RedisJobStore:
@@ -98,7 +125,32 @@ class RedisJobStore:
         return out
 
     def delete(self, batch_id: str) -> None:
-        self._redis.unlink(keys.batch_docs(batch_id))
+        """Every key of the batch: documents, progress and search tables (SCAN, not KEYS)."""
+        found = list(self._redis.scan_iter(match=keys.batch_pattern(batch_id), count=1000))
+        for start in range(0, len(found), 1000):
+            self._redis.unlink(*found[start : start + 1000])
+
+    def put_blobs(self, tables: dict[str, dict[str, bytes]], ttl: int) -> None:
+        """Binary fields (raw little-endian arrays, never pickles), one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for key, fields in tables.items():
+            if fields:
+                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.expire(key, ttl)
+        pipe.execute()
+
+    def get_blobs(self, key: str) -> list[bytes]:
+        return list(self._redis.hvals(key))
+
+    def advance(self, batch_id: str, ttl: int) -> int:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.incr(keys.batch_progress(batch_id))
+        pipe.expire(keys.batch_progress(batch_id), ttl)
+        done, _ = pipe.execute()
+        return int(done)
+
+    def progress(self, batch_id: str) -> int:
+        return int(self._redis.get(keys.batch_progress(batch_id)) or 0)
 
     def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
         key = keys.delivery_counter(task_id, retries)

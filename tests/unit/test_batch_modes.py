@@ -1,0 +1,71 @@
+"""Batches in every search mode on the embedded default: streaming in, pairs out as found."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from benchmarks.corpora import synthetic_corpus
+from click.testing import CliRunner
+
+from redundancy.cli import cli
+from redundancy.core import near_duplicates
+from redundancy.errors import InvalidInputError
+from redundancy.tasks import process_batch, stage_batch
+from redundancy.workers.jobstore import get_job_store
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return synthetic_corpus(400, seed=5, copy_share=0.2)
+
+
+@pytest.mark.parametrize("mode", ["exact", "indexed", "all-pairs"])
+def test_process_batch_runs_the_requested_mode(corpus, mode):
+    items = [{"id": i, "text": t} for i, t in zip(corpus.ids, corpus.texts, strict=True)]
+    result = process_batch.apply(args=(items, 0.8), kwargs={"mode": mode}).get()
+    expected = near_duplicates(corpus.texts, 0.8, ids=corpus.ids, mode=mode)
+    assert result["mode"] == mode
+    assert [(p["a"], p["b"], p["score"]) for p in result["pairs"]] == [
+        (p.a, p.b, p.score) for p in expected.pairs
+    ]
+    assert len(expected.pairs) > 20
+
+
+def test_stage_batch_consumes_a_stream_and_drops_it_on_a_duplicate_id():
+    def items():
+        yield {"id": "a", "text": "one text"}
+        yield {"id": "b", "text": "another text"}
+        yield {"id": "a", "text": "the same id again"}
+
+    with pytest.raises(InvalidInputError, match="duplicate item id 'a'"):
+        stage_batch(items(), batch_id="dup-stream")
+    assert get_job_store().load("dup-stream", [0, 1]) == [None, None]
+
+
+def test_stage_batch_rejects_an_unknown_mode():
+    with pytest.raises(InvalidInputError, match="mode"):
+        stage_batch(["a text"], mode="fastest")
+
+
+def test_crd_batch_writes_pairs_as_found_then_items_and_clusters(corpus, tmp_path):
+    # Given a JSONL corpus
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
+                              for i, t in zip(corpus.ids, corpus.texts, strict=True)))
+    out = tmp_path / "out.jsonl"
+    # When crd batch runs it in indexed mode with --out
+    run = CliRunner().invoke(cli, ["batch", str(source), "--mode", "indexed", "--json",
+                                   "--out", str(out)])
+    assert run.exit_code == 0, run.output
+    result = json.loads(run.output[run.output.index("{"):])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    kinds = [r["record"] for r in records]
+    # Then the pairs come first (written as sub-tasks finished), equal to the result's
+    pairs = [r for r in records if r["record"] == "pair"]
+    assert kinds[: len(pairs)] == ["pair"] * len(pairs)
+    strip = [{k: v for k, v in r.items() if k != "record"} for r in pairs]
+    assert sorted(strip, key=lambda p: (p["a"], p["b"])) == result["pairs"]
+    # followed by every item and cluster
+    assert kinds.count("item") == 400 and kinds.count("cluster") == len(result["clusters"])
+    assert result["mode"] == "indexed"
