@@ -182,29 +182,19 @@ def assemble(
     could not be read or validated (it is counted but never paired).
     """
     with phase(CLUSTERING):
-        return _assemble(names, hashes, scored, threshold, algorithm)
-
-
-def _assemble(
-    names: Sequence[str],
-    hashes: Sequence[str | None],
-    scored: Sequence[ScoredPair],
-    threshold: float,
-    algorithm: str,
-) -> NearDuplicateResult:
-    ordered = sorted(scored)
-    pairs = [
-        DocumentPair(
-            a=a,
-            b=b,
-            id_a=names[a],
-            id_b=names[b],
-            score=score / 100.0,
-            exact=hashes[a] == hashes[b],
-        )
-        for a, b, score in ordered
-    ]
-    components = connected_components(len(names), ((a, b) for a, b, _ in ordered))
+        ordered = sorted(scored)
+        pairs = [
+            DocumentPair(
+                a=a,
+                b=b,
+                id_a=names[a],
+                id_b=names[b],
+                score=score / 100.0,
+                exact=hashes[a] == hashes[b],
+            )
+            for a, b, score in ordered
+        ]
+        components = connected_components(len(names), ((a, b) for a, b, _ in ordered))
     return NearDuplicateResult(
         document_count=len(names),
         unique_count=len({h for h in hashes if h is not None}),
