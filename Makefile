@@ -31,6 +31,7 @@ bench: $(STAMP)  ## benchmarks write JSON to benchmarks/results/
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
 clean:

@@ -31,8 +31,9 @@ def peak_rss_mib(path: Path) -> tuple[float, float, int]:
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, p.returncode)\n"
     )
     began = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     seconds = time.perf_counter() - began
     kib, rc = out.stdout.split()
     return int(kib) / 1024, seconds, int(rc)
@@ -53,14 +54,21 @@ def main() -> None:
                     fh.write(json.dumps({"id": f"doc-{n}", "text": text}) + "\n")
         base_mib, base_s, _ = peak_rss_mib(small)
         peak_mib, seconds, rc = peak_rss_mib(big)
-    write_result("batch_memory", {
-        "documents": args.docs, "chars_per_doc": args.chars, "input_mib": sum(map(len, docs)) / 2**20,
-        "mode": "embedded default", "exit_code": rc,
-        "peak_rss_mib": peak_mib, "seconds": seconds,
-        "baseline_10_docs": {"peak_rss_mib": base_mib, "seconds": base_s},
-        "added_by_batch_mib": peak_mib - base_mib,
-        "aim_below_mib": 1024,
-    })
+    write_result(
+        "batch_memory",
+        {
+            "documents": args.docs,
+            "chars_per_doc": args.chars,
+            "input_mib": sum(map(len, docs)) / 2**20,
+            "mode": "embedded default",
+            "exit_code": rc,
+            "peak_rss_mib": peak_mib,
+            "seconds": seconds,
+            "baseline_10_docs": {"peak_rss_mib": base_mib, "seconds": base_s},
+            "added_by_batch_mib": peak_mib - base_mib,
+            "aim_below_mib": 1024,
+        },
+    )
     sys.exit(0 if peak_mib < 1024 else 1)
 
 

@@ -243,7 +243,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--redis",
-        default=os.environ.get("REDIS_CACHE_URL") or os.environ.get("REDIS_URL")
+        default=os.environ.get("REDIS_CACHE_URL")
+        or os.environ.get("REDIS_URL")
         or "redis://127.0.0.1:6379/0",
     )
     parser.add_argument("--ops", type=int, default=300, help="gets per round")

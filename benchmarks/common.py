@@ -75,8 +75,11 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     data = {
         "benchmark": name,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         **data,
     }
     path = RESULTS / f"{name}.json"

@@ -44,8 +44,15 @@ def main() -> None:
     from redundancy.core.pairs import uint8_cutoff
 
     tuned_s, _ = timed(
-        lambda: process.cdist(norm, norm, scorer=fuzz.ratio, processor=None, workers=-1,
-                              score_cutoff=uint8_cutoff(args.threshold), dtype=np.uint8),
+        lambda: process.cdist(
+            norm,
+            norm,
+            scorer=fuzz.ratio,
+            processor=None,
+            workers=-1,
+            score_cutoff=uint8_cutoff(args.threshold),
+            dtype=np.uint8,
+        ),
         repeat=2,
     )
     rng = random.Random(1)
@@ -54,29 +61,43 @@ def main() -> None:
         lambda: [difflib.SequenceMatcher(None, norm[a], norm[b]).ratio() for a, b in sample]
     )
     rf_sample_s, _ = timed(
-        lambda: process.cpdist([norm[a] for a, _ in sample], [norm[b] for _, b in sample],
-                               scorer=fuzz.ratio, processor=None, workers=1)
+        lambda: process.cpdist(
+            [norm[a] for a, _ in sample],
+            [norm[b] for _, b in sample],
+            scorer=fuzz.ratio,
+            processor=None,
+            workers=1,
+        )
     )
     ours_rate = pairs_total / ours_s
     difflib_rate = len(sample) / difflib_s
-    write_result("core_neardup", {
-        "documents": len(docs),
-        "mean_chars": sum(map(len, docs)) / len(docs),
-        "corpus": "paragraphs of /usr/share/doc/*/copyright and /usr/share/common-licenses",
-        "threshold": args.threshold,
-        "pairs_compared": pairs_total,
-        "pairs_found": len(result.pairs),
-        "distinct_texts": result.unique_count,
-        "ours": {"seconds": ours_s, "pairs_per_s": ours_rate},
-        "plain_cdist": {"seconds": plain_s, "pairs_per_s": pairs_total / plain_s},
-        "tuned_cdist": {"seconds": tuned_s, "pairs_per_s": pairs_total / tuned_s},
-        "difflib_sample": {"pairs": len(sample), "seconds": difflib_s, "pairs_per_s": difflib_rate},
-        "rapidfuzz_same_sample_1_thread": {"seconds": rf_sample_s,
-                                           "pairs_per_s": len(sample) / rf_sample_s},
-        "ratio_vs_plain_cdist": plain_s / ours_s,
-        "ratio_vs_tuned_cdist": tuned_s / ours_s,
-        "speedup_vs_difflib": ours_rate / difflib_rate,
-    })
+    write_result(
+        "core_neardup",
+        {
+            "documents": len(docs),
+            "mean_chars": sum(map(len, docs)) / len(docs),
+            "corpus": "paragraphs of /usr/share/doc/*/copyright and /usr/share/common-licenses",
+            "threshold": args.threshold,
+            "pairs_compared": pairs_total,
+            "pairs_found": len(result.pairs),
+            "distinct_texts": result.unique_count,
+            "ours": {"seconds": ours_s, "pairs_per_s": ours_rate},
+            "plain_cdist": {"seconds": plain_s, "pairs_per_s": pairs_total / plain_s},
+            "tuned_cdist": {"seconds": tuned_s, "pairs_per_s": pairs_total / tuned_s},
+            "difflib_sample": {
+                "pairs": len(sample),
+                "seconds": difflib_s,
+                "pairs_per_s": difflib_rate,
+            },
+            "rapidfuzz_same_sample_1_thread": {
+                "seconds": rf_sample_s,
+                "pairs_per_s": len(sample) / rf_sample_s,
+            },
+            "ratio_vs_plain_cdist": plain_s / ours_s,
+            "ratio_vs_tuned_cdist": tuned_s / ours_s,
+            "speedup_vs_difflib": ours_rate / difflib_rate,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -90,9 +90,7 @@ def synthetic_corpus(
     return Corpus([f"doc-{i:06d}" for i in range(n)], texts, copies)
 
 
-def _edited(
-    text: str, rng: random.Random, vocab: list[str], cum: np.ndarray, share: float
-) -> str:
+def _edited(text: str, rng: random.Random, vocab: list[str], cum: np.ndarray, share: float) -> str:
     out: list[str] = []
     for word in text.split(" "):
         r = rng.random()
@@ -112,8 +110,12 @@ def debian_files() -> list[str]:
 
 
 def debian_corpus(
-    *, paragraphs: bool = False, min_chars: int = 1, max_chars: int | None = None,
-    limit: int | None = None, seed: int = 0,
+    *,
+    paragraphs: bool = False,
+    min_chars: int = 1,
+    max_chars: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
 ) -> Corpus:
     """The machine's licence/copyright texts (whole files, or blank-line paragraphs),
     unreadable files skipped; ``limit`` keeps a seeded random sample. Empty if absent."""

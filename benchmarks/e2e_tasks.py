@@ -22,11 +22,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def start_worker(env: dict[str, str], concurrency: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "redundancy.workers", "worker",
-         "-I", "benchmarks.noop_tasks", f"--concurrency={concurrency}", "--pool=prefork",
-         "-Q", "analysis", "--without-mingle", "--without-gossip", "--loglevel=WARNING",
-         f"--hostname=bench-{os.getpid()}@%h"],
-        env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "redundancy.workers",
+            "worker",
+            "-I",
+            "benchmarks.noop_tasks",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            "-Q",
+            "analysis",
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel=WARNING",
+            f"--hostname=bench-{os.getpid()}@%h",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
     return proc
 
@@ -39,8 +56,12 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     args = parser.parse_args()
 
-    env = {**os.environ, "CELERY_BROKER_URL": args.redis, "CELERY_RESULT_BACKEND": args.redis,
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": args.redis,
+        "CELERY_RESULT_BACKEND": args.redis,
+        "PYTHONPATH": str(ROOT),
+    }
     os.environ.update(CELERY_BROKER_URL=args.redis, CELERY_RESULT_BACKEND=args.redis)
     import redis
     from celery import group
@@ -75,12 +96,19 @@ def main() -> None:
         worker.terminate()
         worker.wait(timeout=30)
     best = {k: max(v) for k, v in rates.items()}
-    write_result("e2e_tasks", {
-        "broker": "redis", "pool": "prefork", "concurrency": args.concurrency,
-        "tasks_per_round": args.tasks, "text_chars": 300,
-        "tasks_per_s": rates, "best_tasks_per_s": best,
-        "ratio_analyze_vs_noop": best["analyze_content"] / best["noop"],
-    })
+    write_result(
+        "e2e_tasks",
+        {
+            "broker": "redis",
+            "pool": "prefork",
+            "concurrency": args.concurrency,
+            "tasks_per_round": args.tasks,
+            "text_chars": 300,
+            "tasks_per_s": rates,
+            "best_tasks_per_s": best,
+            "ratio_analyze_vs_noop": best["analyze_content"] / best["noop"],
+        },
+    )
 
 
 if __name__ == "__main__":

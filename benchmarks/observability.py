@@ -74,13 +74,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_worker(env: dict[str, str], queue: str, concurrency: int, log: Path,
-                 extra: list[str]) -> subprocess.Popen[bytes]:
+def start_worker(
+    env: dict[str, str], queue: str, concurrency: int, log: Path, extra: list[str]
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "redundancy", "worker", f"--concurrency={concurrency}",
-         f"--queues={queue}", "--loglevel=INFO", "--without-mingle", "--without-gossip",
-         f"--hostname=bench-{queue}-{os.getpid()}@%h", "-I", "benchmarks.noop_tasks", *extra],
-        env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "redundancy",
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--queues={queue}",
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+            f"--hostname=bench-{queue}-{os.getpid()}@%h",
+            "-I",
+            "benchmarks.noop_tasks",
+            *extra,
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -105,17 +121,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
-    parser.add_argument("--sample-ratio", type=float, default=1.0,
-                        help="trace sampling (OTEL_TRACES_SAMPLER=parentbased_traceidratio)")
-    parser.add_argument("--parts", default="metrics,tracing,json",
-                        help="what 'on' turns on (a subset shows each part's cost)")
+    parser.add_argument(
+        "--sample-ratio",
+        type=float,
+        default=1.0,
+        help="trace sampling (OTEL_TRACES_SAMPLER=parentbased_traceidratio)",
+    )
+    parser.add_argument(
+        "--parts",
+        default="metrics,tracing,json",
+        help="what 'on' turns on (a subset shows each part's cost)",
+    )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
 
-    base_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("OTEL_", "WORKER_METRICS", "LOG_FORMAT", "PROMETHEUS"))}
-    base_env.update(CELERY_BROKER_URL=args.redis, CELERY_RESULT_BACKEND=args.redis,
-                    PYTHONPATH=str(ROOT))
+    base_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "WORKER_METRICS", "LOG_FORMAT", "PROMETHEUS"))
+    }
+    base_env.update(
+        CELERY_BROKER_URL=args.redis, CELERY_RESULT_BACKEND=args.redis, PYTHONPATH=str(ROOT)
+    )
     os.environ.update(CELERY_BROKER_URL=args.redis, CELERY_RESULT_BACKEND=args.redis)
     import redis
     from celery import group
@@ -133,8 +160,10 @@ def main() -> None:
     if "tracing" in parts:
         on_env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.endpoint
         if args.sample_ratio < 1.0:
-            sampler = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                       "OTEL_TRACES_SAMPLER_ARG": str(args.sample_ratio)}
+            sampler = {
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(args.sample_ratio),
+            }
             on_env.update(sampler)
             os.environ.update(sampler)  # the producer decides, the worker follows
     if "json" in parts:
@@ -163,10 +192,13 @@ def main() -> None:
                 worker_cpu, own_cpu = cpu_seconds(workers[mode]), time.process_time()
                 began = time.perf_counter()
                 group(task.s(t).set(queue=f"bench-{mode}") for t in chunk).apply_async().get(
-                    timeout=600)
+                    timeout=600
+                )
                 rate = args.tasks / (time.perf_counter() - began)
-                per_task = (1000 * (cpu_seconds(workers[mode]) - worker_cpu) / args.tasks,
-                            1000 * (time.process_time() - own_cpu) / args.tasks)
+                per_task = (
+                    1000 * (cpu_seconds(workers[mode]) - worker_cpu) / args.tasks,
+                    1000 * (time.process_time() - own_cpu) / args.tasks,
+                )
                 cpu_ms.setdefault(task.name, {}).setdefault(mode, []).append(per_task)
                 return rate
             finally:
@@ -174,7 +206,9 @@ def main() -> None:
 
         run(analyze_content, "off"), run(analyze_content, "on")  # warm-up
         rates: dict[str, dict[str, list[float]]] = {
-            "analyze_content": {"off": [], "on": []}, "noop": {"off": [], "on": []}}
+            "analyze_content": {"off": [], "on": []},
+            "noop": {"off": [], "on": []},
+        }
         for _ in range(args.rounds):
             for name, task in (("analyze_content", analyze_content), ("noop", noop)):
                 for mode in ("off", "on"):
@@ -184,7 +218,8 @@ def main() -> None:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
                 scraped = r.read().decode()
         succeeded = sum(
-            float(line.rsplit(" ", 1)[1]) for line in scraped.splitlines()
+            float(line.rsplit(" ", 1)[1])
+            for line in scraped.splitlines()
             if line.startswith("celery_task_succeeded_total{")
         )
         json_lines = sum(1 for _ in (tmp / "on.log").open())
@@ -194,37 +229,58 @@ def main() -> None:
         for worker in workers.values():
             worker.wait(timeout=60)
     best = {name: {mode: max(v) for mode, v in by_mode.items()} for name, by_mode in rates.items()}
-    variant = "".join([
-        f"_sampled_{args.sample_ratio:g}" if args.sample_ratio < 1.0 else "",
-        f"_{'+'.join(sorted(parts))}" if parts != {"metrics", "tracing", "json"} else "",
-    ])
+    variant = "".join(
+        [
+            f"_sampled_{args.sample_ratio:g}" if args.sample_ratio < 1.0 else "",
+            f"_{'+'.join(sorted(parts))}" if parts != {"metrics", "tracing", "json"} else "",
+        ]
+    )
     cpu = {
-        name: {mode: {"worker": statistics.median(w for w, _ in v),
-                      "producer": statistics.median(p for _, p in v)}
-               for mode, v in by_mode.items()}
+        name: {
+            mode: {
+                "worker": statistics.median(w for w, _ in v),
+                "producer": statistics.median(p for _, p in v),
+            }
+            for mode, v in by_mode.items()
+        }
         for name, by_mode in cpu_ms.items()
     }
-    write_result(f"observability{variant}", {
-        "broker": "redis", "pool": "prefork", "concurrency": args.concurrency,
-        "tasks_per_round": args.tasks, "rounds": args.rounds, "text_chars": 300,
-        "worker_loglevel": "INFO",
-        "on": sorted(parts), "trace_sample_ratio": args.sample_ratio,
-        "parts": {"metrics": "worker metrics port (prometheus multiprocess files)",
-                  "tracing": "OTLP/HTTP tracing in worker and producer, to a loopback sink",
-                  "json": "JSON log lines (INFO: two lines per task)"},
-        "off": "defaults: no metrics port, no OTLP endpoint, text logs",
-        "tasks_per_s": rates, "best_tasks_per_s": best,
-        "ratio_on_vs_off": {name: b["on"] / b["off"] for name, b in best.items()},
-        "cpu_ms_per_task_median": cpu,
-        # What the tasks/s ratio is when CPU is the limit (it is, on 2 cores): CPU per
-        # task of worker + producer, off over on. Steadier than tasks/s on a busy machine.
-        "cpu_ratio_on_vs_off": {
-            name: sum(by_mode["off"].values()) / sum(by_mode["on"].values())
-            for name, by_mode in cpu.items()
+    write_result(
+        f"observability{variant}",
+        {
+            "broker": "redis",
+            "pool": "prefork",
+            "concurrency": args.concurrency,
+            "tasks_per_round": args.tasks,
+            "rounds": args.rounds,
+            "text_chars": 300,
+            "worker_loglevel": "INFO",
+            "on": sorted(parts),
+            "trace_sample_ratio": args.sample_ratio,
+            "parts": {
+                "metrics": "worker metrics port (prometheus multiprocess files)",
+                "tracing": "OTLP/HTTP tracing in worker and producer, to a loopback sink",
+                "json": "JSON log lines (INFO: two lines per task)",
+            },
+            "off": "defaults: no metrics port, no OTLP endpoint, text logs",
+            "tasks_per_s": rates,
+            "best_tasks_per_s": best,
+            "ratio_on_vs_off": {name: b["on"] / b["off"] for name, b in best.items()},
+            "cpu_ms_per_task_median": cpu,
+            # What the tasks/s ratio is when CPU is the limit (it is, on 2 cores): CPU per
+            # task of worker + producer, off over on. Steadier than tasks/s on a busy machine.
+            "cpu_ratio_on_vs_off": {
+                name: sum(by_mode["off"].values()) / sum(by_mode["on"].values())
+                for name, by_mode in cpu.items()
+            },
+            "checks": {
+                "otlp_export_requests": sink.requests,
+                "otlp_bytes": sink.bytes,
+                "succeeded_counted_on_worker": succeeded,
+                "worker_log_lines_on": json_lines,
+            },
         },
-        "checks": {"otlp_export_requests": sink.requests, "otlp_bytes": sink.bytes,
-                   "succeeded_counted_on_worker": succeeded, "worker_log_lines_on": json_lines},
-    })
+    )
 
 
 if __name__ == "__main__":

@@ -28,14 +28,27 @@ def make_broker(kind: str, url: str, topic: str, **options: Any) -> EventBroker:
 
 def broker_env(kind: str, url: str, topic: str) -> dict[str, str]:
     """The environment a worker needs to send events to this broker."""
-    variable = {"redis_streams": "REDIS_URL", "rabbitmq": "RABBITMQ_URL",
-                "kafka": "KAFKA_BOOTSTRAP_SERVERS"}[kind]
-    return {"MESSAGE_BROKER_TYPE": kind, variable: url.removeprefix("kafka://"),
-            "EVENTS_TOPIC": topic}
+    variable = {
+        "redis_streams": "REDIS_URL",
+        "rabbitmq": "RABBITMQ_URL",
+        "kafka": "KAFKA_BOOTSTRAP_SERVERS",
+    }[kind]
+    return {
+        "MESSAGE_BROKER_TYPE": kind,
+        variable: url.removeprefix("kafka://"),
+        "EVENTS_TOPIC": topic,
+    }
 
 
-def collect(broker: EventBroker, want: int, *, group: str, within: float = 60.0,
-            on_event: Callable[[Any], None] | None = None, **options: Any) -> list[Any]:
+def collect(
+    broker: EventBroker,
+    want: int,
+    *,
+    group: str,
+    within: float = 60.0,
+    on_event: Callable[[Any], None] | None = None,
+    **options: Any,
+) -> list[Any]:
     """Consume as ``group`` until ``want`` distinct event ids arrived (or ``within`` s)."""
     got: list[Any] = []
     ids: set[Any] = set()

@@ -6,6 +6,7 @@ where a missing service means a broken set-up, never a green run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -117,8 +118,11 @@ class Cluster:
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "REDIS_"))}
-        env.update(CELERY_BROKER_URL=self.broker_url, CELERY_RESULT_BACKEND=self.backend_url,
-                   PYTHONPATH=str(ROOT))
+        env.update(
+            CELERY_BROKER_URL=self.broker_url,
+            CELERY_RESULT_BACKEND=self.backend_url,
+            PYTHONPATH=str(ROOT),
+        )
         env.update(self.extra_env)
         env.update(extra)
         return {k: v for k, v in env.items() if v != ""}  # "" means: unset it
@@ -130,8 +134,17 @@ class Cluster:
         log = self.tmp / f"worker-{uuid.uuid4().hex[:8]}.log"
         name = f"test-{uuid.uuid4().hex[:8]}@%h"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "redundancy", "worker", f"--concurrency={concurrency}",
-             f"--hostname={name}", "--without-mingle", "--without-gossip", *cli_args],
+            [
+                sys.executable,
+                "-m",
+                "redundancy",
+                "worker",
+                f"--concurrency={concurrency}",
+                f"--hostname={name}",
+                "--without-mingle",
+                "--without-gossip",
+                *cli_args,
+            ],
             env=self.env(**extra_env),
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
@@ -147,16 +160,27 @@ class Cluster:
         """Run ``code`` in a fresh Python process as a real producer; it must print JSON."""
         out = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(code)],
-            env=self.env(**extra_env), capture_output=True, text=True, timeout=timeout,
-            cwd=self.tmp, check=False,
+            env=self.env(**extra_env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.tmp,
+            check=False,
         )
         assert out.returncode == 0, f"producer failed:\n{out.stdout}\n{out.stderr}"
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    def crd(self, *args: str, timeout: float = 300, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    def crd(
+        self, *args: str, timeout: float = 300, **extra_env: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "redundancy", *args], env=self.env(**extra_env),
-            capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False,
+            [sys.executable, "-m", "redundancy", *args],
+            env=self.env(**extra_env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            check=False,
         )
 
     def stop(self) -> None:
@@ -185,10 +209,8 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the whole worker (main process and pool children): no clean shutdown."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
@@ -246,9 +268,21 @@ class PrivateRedis:
         binary = shutil.which("redis-server")
         require(binary is not None, "redis-server binary")
         self.proc = subprocess.Popen(
-            [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(binary),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while not port_open("127.0.0.1", self.port, 0.2):
@@ -318,27 +352,21 @@ class TcpProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         """Drop every open connection and refuse new ones (the port is closed)."""
         if self._listener is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-            except OSError:
-                pass
             self._listener.close()
             self._listener = None
         with self._lock:
             conns, self._conns = self._conns, []
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
 
     def restore(self) -> None:
@@ -407,9 +435,18 @@ class Tansu:
         url = f"tcp://127.0.0.1:{self.port}"
         log = (self.tmp / f"tansu-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while not port_open("127.0.0.1", self.port, 0.2):
@@ -467,8 +504,7 @@ def scrape(url: str, timeout: float = 10) -> dict[tuple[str, frozenset[tuple[str
 
 def sample(samples: dict[Any, float], metric: str, /, **labels: str) -> float | None:
     """The value of the one sample named ``metric`` whose labels include ``labels``."""
-    found = [v for (n, ls), v in samples.items()
-             if n == metric and set(labels.items()) <= set(ls)]
+    found = [v for (n, ls), v in samples.items() if n == metric and set(labels.items()) <= set(ls)]
     assert len(found) <= 1, f"{metric}{labels} matches {len(found)} samples"
     return found[0] if found else None
 
@@ -522,13 +558,21 @@ class OtlpReceiver:
             resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
-                    attributes = {a["key"]: next(iter(a["value"].values()), None)
-                                  for a in MessageToDict(span).get("attributes", [])}
-                    self.spans.append(ReceivedSpan(
-                        name=span.name, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
-                        parent_id=span.parent_span_id.hex(), kind=span.kind,
-                        service=resource.get("service.name", ""), attributes=attributes,
-                    ))
+                    attributes = {
+                        a["key"]: next(iter(a["value"].values()), None)
+                        for a in MessageToDict(span).get("attributes", [])
+                    }
+                    self.spans.append(
+                        ReceivedSpan(
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_id=span.parent_span_id.hex(),
+                            kind=span.kind,
+                            service=resource.get("service.name", ""),
+                            attributes=attributes,
+                        )
+                    )
 
     def wait_for(self, predicate: Any, timeout: float = 30) -> list[ReceivedSpan]:
         deadline = time.monotonic() + timeout

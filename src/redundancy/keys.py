@@ -115,6 +115,7 @@ def user_sessions(user_id: str) -> str:
     """Sorted set: the user's session ids scored by their expiry (ms since the epoch)."""
     return f"{SESSIONS}user:{user_id}"
 
+
 EVENTS = area_prefix("events")
 
 

@@ -32,7 +32,11 @@ def _record(sender: Any = None, **_: Any) -> None:
     path = os.environ.get("PROBE_FILE")
     if not path or sender is None:
         return
-    line = {"task_id": sender.request.id, "task_name": sender.name,
-            "correlation_id": current_correlation_id(), "trace_id": current_trace_id()}
+    line = {
+        "task_id": sender.request.id,
+        "task_name": sender.name,
+        "correlation_id": current_correlation_id(),
+        "trace_id": current_trace_id(),
+    }
     with open(path, "a") as out:
         out.write(json.dumps(line) + "\n")

@@ -110,9 +110,14 @@ def test_every_job_event_arrives_once_and_survives_a_broker_outage(kind, request
     try:
         cluster.extra_env.update(
             broker_env(kind, target.worker_url, topic),
-            EVENTS_SIGNING_KEY=KEY, EVENTS_PUBLISH_TIMEOUT="2", EVENTS_RELAY_RETRY_MAX="1",
-            EVENTS_RELAY_LEASE_TTL="4", BATCH_CHUNK_SIZE="2", WEBHOOK_SECRET=SECRET,
-            WEBHOOK_ALLOWED_HOSTS="127.0.0.1", WEBHOOK_BACKOFF="0.1",
+            EVENTS_SIGNING_KEY=KEY,
+            EVENTS_PUBLISH_TIMEOUT="2",
+            EVENTS_RELAY_RETRY_MAX="1",
+            EVENTS_RELAY_LEASE_TTL="4",
+            BATCH_CHUNK_SIZE="2",
+            WEBHOOK_SECRET=SECRET,
+            WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+            WEBHOOK_BACKOFF="0.1",
         )
         checker.ensure_group_sync("checker")  # RabbitMQ: the group's queue exists first
         worker = cluster.start_worker(concurrency=1)
@@ -130,8 +135,11 @@ def test_every_job_event_arrives_once_and_survives_a_broker_outage(kind, request
             per_job[(e.event_type, e.aggregate_id if by_batch else e.task_id)].add(e.event_id)
         expected = {("analysis.completed", t) for t in jobs["analysis"]}
         expected |= {("similarity.completed", t) for t in jobs["similarity"]}
-        expected |= {("job.failed", jobs["failed"]), ("batch.completed", jobs["batch"]),
-                     ("webhook.delivered", jobs["batch"])}
+        expected |= {
+            ("job.failed", jobs["failed"]),
+            ("batch.completed", jobs["batch"]),
+            ("webhook.delivered", jobs["batch"]),
+        }
         assert set(per_job) == expected
         assert all(len(ids) == 1 for ids in per_job.values())
         [webhook] = [e for e in by_id.values() if e.event_type == "webhook.delivered"]
@@ -140,8 +148,17 @@ def test_every_job_event_arrives_once_and_survives_a_broker_outage(kind, request
         [batch] = [e for e in by_id.values() if e.event_type == "batch.completed"]
         assert (batch.payload.total_jobs, batch.payload.failed_jobs) == (5, 1)
         if kind == "redis_streams":
-            tail = cluster.crd("events", "tail", "--from-beginning", "--type",
-                               "analysis.completed", "--max", "6", "--timeout", "10")
+            tail = cluster.crd(
+                "events",
+                "tail",
+                "--from-beginning",
+                "--type",
+                "analysis.completed",
+                "--max",
+                "6",
+                "--timeout",
+                "10",
+            )
             assert tail.returncode == 0, tail.stderr
             lines = [json.loads(line) for line in tail.stdout.splitlines()]
             assert {line["task_id"] for line in lines} == set(jobs["analysis"])

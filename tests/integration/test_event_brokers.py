@@ -82,8 +82,7 @@ def test_wire_format_key_headers_and_signature(live_broker):
         assert d.message.key == body["aggregate_id"]
         assert signature_valid(KEY, d.message.body, d.message.signature)
     if live_broker.kind == "kafka":  # one aggregate, one partition (so its order holds)
-        partitions = {d.token.partition() for d in deliveries
-                      if d.message.key == "aggregate-7"}
+        partitions = {d.token.partition() for d in deliveries if d.message.key == "aggregate-7"}
         assert len(partitions) == 1
         assert {d.token.key().decode() for d in deliveries} == {d.message.key for d in deliveries}
 
@@ -115,7 +114,7 @@ def test_redis_stream_length_stays_bounded(redis_server):
     broker = make_broker("redis_streams", url, unique_topic(), maxlen=100)
     events = [e for _ in range(80) for e in sample_events()]  # 400 events
     for start in range(0, len(events), 50):
-        EventPublisher(broker).publish_many_sync(events[start:start + 50])
+        EventPublisher(broker).publish_many_sync(events[start : start + 50])
     length = redis.Redis.from_url(url).xlen(broker.stream)
     broker.disconnect_sync()
     assert 100 <= length < 400  # approximate MAXLEN trims whole nodes

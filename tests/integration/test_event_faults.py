@@ -23,8 +23,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def events(count: int, aggregates: int = 7) -> list[AnalysisCompletedEvent]:
-    return [AnalysisCompletedEvent(content_hash=f"h{i % aggregates}", redundancy_score=0.0,
-                                   analysis_result={"n": i}) for i in range(count)]
+    return [
+        AnalysisCompletedEvent(
+            content_hash=f"h{i % aggregates}", redundancy_score=0.0, analysis_result={"n": i}
+        )
+        for i in range(count)
+    ]
 
 
 def fill_outbox(outbox: RedisOutbox, items: list[AnalysisCompletedEvent]) -> None:
@@ -46,17 +50,25 @@ def test_a_relay_killed_mid_stream_loses_nothing(redis_cluster):
     outbox = RedisOutbox(redis_cluster.backend_url)
     items = events(4000)
     fill_outbox(outbox, items)
-    env = {**broker_env("redis_streams", events_url, topic), "EVENTS_RELAY_BATCH": "1",
-           "EVENTS_RELAY_LEASE_TTL": "3", "EVENTS_PUBLISH_TIMEOUT": "1"}
+    env = {
+        **broker_env("redis_streams", events_url, topic),
+        "EVENTS_RELAY_BATCH": "1",
+        "EVENTS_RELAY_LEASE_TTL": "3",
+        "EVENTS_PUBLISH_TIMEOUT": "1",
+    }
     stream = keys.event_stream(topic)
     client = redis.Redis.from_url(events_url)
     # When a relay is SIGKILLed while it is draining
-    first = subprocess.Popen([sys.executable, "-m", "redundancy", "events", "relay"],
-                             env=redis_cluster.env(**env), cwd=ROOT, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "redundancy", "events", "relay"],
+        env=redis_cluster.env(**env),
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        wait_until(lambda: client.xlen(stream) >= 100, 60, "the first relay publishing",
-                   every=0.01)
+        wait_until(lambda: client.xlen(stream) >= 100, 60, "the first relay publishing", every=0.01)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
@@ -98,8 +110,12 @@ def test_a_consumer_killed_mid_stream_loses_nothing(redis_server, tmp_path):
     log = tmp_path / "handled.txt"
     log.touch()
     code = textwrap.dedent(CONSUMER.format(url=url, topic=topic, log=str(log)))
-    doomed = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, start_new_session=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    doomed = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     # When it is SIGKILLed mid-stream, holding delivered but unacknowledged entries
     try:
         wait_until(lambda: len(log.read_text().split()) >= 30, 60, "the consumer handling")
@@ -114,8 +130,9 @@ def test_a_consumer_killed_mid_stream_loses_nothing(redis_server, tmp_path):
     # Then another member of the group claims them and handles every remaining event
     handled_by_doomed = set(log.read_text().split())
     rescued = []
-    broker.consume_sync(lambda e: rescued.append(str(e.event_id)), group="indexer",
-                        consumer="rescuer", timeout=3)
+    broker.consume_sync(
+        lambda e: rescued.append(str(e.event_id)), group="indexer", consumer="rescuer", timeout=3
+    )
     assert set(rescued) | handled_by_doomed == {str(e.event_id) for e in items}
     assert stranded <= set(rescued)
     assert client.xpending(broker.stream, "indexer")["pending"] == 0
@@ -141,11 +158,18 @@ def test_the_relay_beside_a_worker_goes_when_the_worker_dies(redis_cluster):
     worker = redis_cluster.start_worker(concurrency=1)
     relays = wait_until(
         lambda: [p for p, cmd in _children(worker.proc.pid).items() if "events relay" in cmd],
-        20, "the relay process")
+        20,
+        "the relay process",
+    )
     # When only the worker's main process is SIGKILLed (no shutdown hook runs)
     os.kill(worker.proc.pid, signal.SIGKILL)
     worker.proc.wait(timeout=10)
     # Then the relay notices it was orphaned and exits instead of running on
-    wait_until(lambda: not Path(f"/proc/{relays[0]}").exists()
-               or "Z" in Path(f"/proc/{relays[0]}/stat").read_text().rsplit(")", 1)[1][:3],
-               15, "the orphaned relay to exit")
+    wait_until(
+        lambda: (
+            not Path(f"/proc/{relays[0]}").exists()
+            or "Z" in Path(f"/proc/{relays[0]}/stat").read_text().rsplit(")", 1)[1][:3]
+        ),
+        15,
+        "the orphaned relay to exit",
+    )

@@ -102,7 +102,11 @@ def test_killed_worker_on_rabbitmq_task_runs_on_the_next_worker(rabbitmq_cluster
 
 def test_killed_worker_on_redis_task_comes_back_after_visibility_timeout(redis_cluster, tmp_path):
     # Given a short visibility timeout (limits shrunk to match) and a worker mid-task
-    limits = {"TASK_TIME_LIMIT": "20", "TASK_SOFT_TIME_LIMIT": "18", "CELERY_VISIBILITY_TIMEOUT": "24"}
+    limits = {
+        "TASK_TIME_LIMIT": "20",
+        "TASK_SOFT_TIME_LIMIT": "18",
+        "CELERY_VISIBILITY_TIMEOUT": "24",
+    }
     redis_cluster.extra_env.update(limits)
     first = redis_cluster.start_worker(concurrency=1)
     task_id, _ = submit_slow(redis_cluster, tmp_path, 3000)

@@ -37,8 +37,10 @@ def test_worker_metrics_count_exactly_per_task_and_state_under_prefork(redis_clu
     port = free_port()
     folder = tmp_path / "metrics"
     worker = redis_cluster.start_worker(
-        2, (f"--metrics-port={port}", "--max-tasks-per-child=3", *PROBE),
-        METRICS_DIR=str(folder), METRICS_INTERVAL="0.5",
+        2,
+        (f"--metrics-port={port}", "--max-tasks-per-child=3", *PROBE),
+        METRICS_DIR=str(folder),
+        METRICS_INTERVAL="0.5",
     )
     url = f"http://127.0.0.1:{port}/metrics"
     before = scrape(url)
@@ -79,14 +81,20 @@ def test_worker_metrics_count_exactly_per_task_and_state_under_prefork(redis_clu
     assert count("celery_task_received_total", "redundancy.analyze_content", **analyze) == 7
     assert count("celery_task_started_total", "redundancy.analyze_content", **analyze) == 7
     assert count("celery_task_succeeded_total", "redundancy.analyze_content", **analyze) == 6
-    assert count("celery_task_failed_total", "redundancy.analyze_content",
-                 exception="EmptyTextError", **analyze) == 1
+    assert (
+        count(
+            "celery_task_failed_total",
+            "redundancy.analyze_content",
+            exception="EmptyTextError",
+            **analyze,
+        )
+        == 1
+    )
     assert count("celery_task_retried_total", "redundancy.analyze_content", **analyze) == 0
     assert count("celery_task_rejected_total", "redundancy.analyze_content", **analyze) == 0
     assert count("celery_task_revoked_total", "redundancy.analyze_content", **analyze) == 0
     assert count("celery_task_runtime_count", "redundancy.analyze_content", **analyze) == 7
-    assert count("celery_task_queue_wait_time_count", "redundancy.analyze_content",
-                 **analyze) == 7
+    assert count("celery_task_queue_wait_time_count", "redundancy.analyze_content", **analyze) == 7
     similarity = {"queue_name": "similarity"}
     assert count("celery_task_received_total", "redundancy.compare_texts", **similarity) == 2
     assert count("celery_task_succeeded_total", "redundancy.compare_texts", **similarity) == 2
@@ -137,8 +145,11 @@ def _events_written(redis_url):
 
     client = redis.Redis.from_url(redis_url)
     streams = [keys.outbox(), keys.event_stream(Settings().events_topic)]
-    return [parse_event(WireMessage.from_fields(fields).body)
-            for stream in streams for _, fields in client.xrange(stream)]
+    return [
+        parse_event(WireMessage.from_fields(fields).body)
+        for stream in streams
+        for _, fields in client.xrange(stream)
+    ]
 
 
 def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
@@ -146,12 +157,17 @@ def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
 ):
     # Given a worker with JSON logs and tracing to an OTLP endpoint (in-memory receiver)
     probe = tmp_path / "probe.jsonl"
-    tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
-               "OTEL_BSP_SCHEDULE_DELAY": "200", "SERVICE_NAME": "crd-test"}
-    worker = redis_cluster.start_worker(2, ("--log-format=json", *PROBE),
-                                        PROBE_FILE=str(probe), **tracing)
+    tracing = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "SERVICE_NAME": "crd-test",
+    }
+    worker = redis_cluster.start_worker(
+        2, ("--log-format=json", *PROBE), PROBE_FILE=str(probe), **tracing
+    )
     # When a traced producer sends an analysis and a batch, each in its correlation scope
-    out = redis_cluster.producer("""
+    out = redis_cluster.producer(
+        """
         import json
         from redundancy.observability import correlation_scope
         from redundancy.tasks import analyze_content, process_batch
@@ -161,13 +177,18 @@ def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
             batch = process_batch.delay(["A text. A text.", "Another one.", "A text. A text!"])
         one.get(timeout=60), batch.get(timeout=60)
         print(json.dumps({"analysis": one.id, "batch": batch.id}))
-    """, **tracing)
+    """,
+        **tracing,
+    )
 
     # Then the producer's publish span and the worker's run span share one trace ...
     task_id = out["analysis"]
     publish = otlp_receiver.wait_for(
-        lambda s: s.name == "apply_async/redundancy.analyze_content"
-        and s.attributes.get("messaging.message.id") == task_id)[0]
+        lambda s: (
+            s.name == "apply_async/redundancy.analyze_content"
+            and s.attributes.get("messaging.message.id") == task_id
+        )
+    )[0]
     run = otlp_receiver.wait_for(
         lambda s: s.name == "run/redundancy.analyze_content" and s.trace_id == publish.trace_id
     )[0]
@@ -194,16 +215,22 @@ def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
 
     # Every line the worker wrote is one JSON object
     records = [json.loads(line) for line in worker.text().splitlines()]
-    assert records and all({"timestamp", "level", "logger", "message"} <= r.keys()
-                           for r in records)
+    assert records and all({"timestamp", "level", "logger", "message"} <= r.keys() for r in records)
     ran = [r for r in records if r["task_id"] == task_id]
-    assert ran and all(r["correlation_id"] == "corr-analysis" and r["trace_id"] == trace_id
-                       and r["task_name"] == "redundancy.analyze_content" for r in ran)
+    assert ran and all(
+        r["correlation_id"] == "corr-analysis"
+        and r["trace_id"] == trace_id
+        and r["task_name"] == "redundancy.analyze_content"
+        for r in ran
+    )
     assert any(f"{task_id}] succeeded" in r["message"] for r in ran)
     # a batch's sub-tasks (sent by the worker) inherit the producer's correlation id
     batch_lines = [r for r in records if (r["task_name"] or "").startswith("redundancy.batch.")]
     assert {r["task_name"] for r in batch_lines} == {
-        "redundancy.batch.analyze_chunk", "redundancy.batch.pair_shard", "redundancy.batch.merge"}
+        "redundancy.batch.analyze_chunk",
+        "redundancy.batch.pair_shard",
+        "redundancy.batch.merge",
+    }
     assert {r["correlation_id"] for r in batch_lines} == {"corr-batch"}
     assert {seen[t]["correlation_id"] for t in seen if t != task_id} == {"corr-batch"}
 
@@ -228,8 +255,11 @@ def test_queue_lengths_are_measured_on_both_brokers(broker, request):
         found = measure_queues(conn, ["similarity", "analysis", "no-such-queue"])
     # Then it sees the waiting messages; unknown or empty queues count 0
     consumers = 0 if broker == "rabbitmq" else None
-    assert found == {"similarity": (3, consumers), "analysis": (0, consumers),
-                     "no-such-queue": (0, consumers)}
+    assert found == {
+        "similarity": (3, consumers),
+        "analysis": (0, consumers),
+        "no-such-queue": (0, consumers),
+    }
 
 
 def test_one_worker_at_a_time_reports_queue_lengths(redis_server):
@@ -271,14 +301,16 @@ def test_flower_requires_auth_and_lists_a_task_that_ran(redis_cluster, tmp_path)
     log = (tmp_path / "flower.log").open("w")
     flower = subprocess.Popen(
         [sys.executable, "-m", "redundancy", "flower", "--port", str(port)],
-        env=redis_cluster.env(FLOWER_BASIC_AUTH="ops:s3cret", LOG_FORMAT="json"), cwd=ROOT,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=redis_cluster.env(FLOWER_BASIC_AUTH="ops:s3cret", LOG_FORMAT="json"),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
         while not port_open("127.0.0.1", port, 0.2):
-            assert flower.poll() is None and time.monotonic() < deadline, (
-                Path(log.name).read_text())
+            assert flower.poll() is None and time.monotonic() < deadline, Path(log.name).read_text()
             time.sleep(0.2)
         base = f"http://127.0.0.1:{port}"
         # Then it refuses requests without the login

@@ -29,9 +29,20 @@ def test_indexed_batch_of_5000_documents_over_two_processes_matches_in_process(
     out = tmp_path / "out.jsonl"
 
     # When `crd batch --mode indexed` streams it to the cluster
-    proc = redis_cluster.crd("batch", str(source), "--mode", "indexed", "--json", "--out",
-                             str(out), "--no-progress", "--timeout", "400", timeout=450,
-                             BATCH_CHUNK_SIZE="500")
+    proc = redis_cluster.crd(
+        "batch",
+        str(source),
+        "--mode",
+        "indexed",
+        "--json",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--timeout",
+        "400",
+        timeout=450,
+        BATCH_CHUNK_SIZE="500",
+    )
 
     # Then the pairs and clusters equal the in-process indexed search
     assert proc.returncode == 0, proc.stderr
@@ -57,6 +68,9 @@ def test_indexed_batch_of_5000_documents_over_two_processes_matches_in_process(
     # and nothing of the batch is left in Redis (documents, progress, LSH tables)
     import redis
 
-    left = list(redis.Redis.from_url(redis_cluster.backend_url).scan_iter(
-        match=f"redundancy:batch:v1:{result['batch_id']}:*"))
+    left = list(
+        redis.Redis.from_url(redis_cluster.backend_url).scan_iter(
+            match=f"redundancy:batch:v1:{result['batch_id']}:*"
+        )
+    )
     assert left == []

@@ -16,7 +16,8 @@ ANALYZE = """
     import json
     from redundancy.tasks import analyze_content, compare_texts
     a = analyze_content.delay("The cat sat. The cat sat. A dog barked.").get(timeout=60)
-    c = compare_texts.delay("hello world", "hello  World!", algorithm="token_sort_ratio").get(timeout=60)
+    c = compare_texts.delay("hello world", "hello  World!", algorithm="token_sort_ratio")
+    c = c.get(timeout=60)
     print(json.dumps({"analysis": a, "similarity": c}))
 """
 
@@ -114,7 +115,10 @@ def test_process_batch_spreads_over_two_processes_and_matches_in_process(redis_c
     assert result["succeeded"] == len(items) and result["failed"] == 0
     # and the sub-tasks ran in both pool processes
     chunks = -(-len(items) // 8)
-    sub = re.findall(r"ForkPoolWorker-(\d+)\] Task redundancy\.batch\.(?:analyze_chunk|pair_shard)", worker.text())
+    sub = re.findall(
+        r"ForkPoolWorker-(\d+)\] Task redundancy\.batch\.(?:analyze_chunk|pair_shard)",
+        worker.text(),
+    )
     assert len(sub) == chunks + chunks * (chunks + 1) // 2
     assert len(set(sub)) == 2
 
@@ -124,7 +128,8 @@ def test_process_batch_reports_partial_failure(redis_cluster):
     result = redis_cluster.producer("""
         import json
         from redundancy.tasks import process_batch
-        r = process_batch.delay(["Fine text. Fine text.", {"id": "empty", "text": ""}, 42, {"id": "x"}])
+        items = ["Fine text. Fine text.", {"id": "empty", "text": ""}, 42, {"id": "x"}]
+        r = process_batch.delay(items)
         print(json.dumps(r.get(timeout=60)))
     """)
     assert (result["succeeded"], result["failed"]) == (1, 3)
@@ -135,13 +140,15 @@ def test_process_batch_reports_partial_failure(redis_cluster):
 def test_crd_batch_against_a_real_worker(redis_cluster, tmp_path):
     redis_cluster.start_worker(concurrency=2)
     out_file = tmp_path / "pairs.jsonl"
-    proc = redis_cluster.crd("batch", "examples/corpus", "--out", str(out_file), "--json",
-                             BATCH_CHUNK_SIZE="20")
+    proc = redis_cluster.crd(
+        "batch", "examples/corpus", "--out", str(out_file), "--json", BATCH_CHUNK_SIZE="20"
+    )
     assert proc.returncode == 0, proc.stderr
     cluster_result = json.loads(proc.stdout)
     # the same command on the embedded default gives the same pairs and clusters
-    local = redis_cluster.crd("batch", "examples/corpus", "--json",
-                              CELERY_BROKER_URL="", CELERY_RESULT_BACKEND="")
+    local = redis_cluster.crd(
+        "batch", "examples/corpus", "--json", CELERY_BROKER_URL="", CELERY_RESULT_BACKEND=""
+    )
     assert local.returncode == 0, local.stderr
     local_result = json.loads(local.stdout)
     assert cluster_result["pairs"] == local_result["pairs"]

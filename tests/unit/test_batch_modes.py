@@ -51,14 +51,19 @@ def test_stage_batch_rejects_an_unknown_mode():
 def test_crd_batch_writes_pairs_as_found_then_items_and_clusters(corpus, tmp_path):
     # Given a JSONL corpus
     source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n"
-                              for i, t in zip(corpus.ids, corpus.texts, strict=True)))
+    source.write_text(
+        "".join(
+            json.dumps({"id": i, "text": t}) + "\n"
+            for i, t in zip(corpus.ids, corpus.texts, strict=True)
+        )
+    )
     out = tmp_path / "out.jsonl"
     # When crd batch runs it in indexed mode with --out
-    run = CliRunner().invoke(cli, ["batch", str(source), "--mode", "indexed", "--json",
-                                   "--out", str(out)])
+    run = CliRunner().invoke(
+        cli, ["batch", str(source), "--mode", "indexed", "--json", "--out", str(out)]
+    )
     assert run.exit_code == 0, run.output
-    result = json.loads(run.output[run.output.index("{"):])
+    result = json.loads(run.output[run.output.index("{") :])
     records = [json.loads(line) for line in out.read_text().splitlines()]
     kinds = [r["record"] for r in records]
     # Then the pairs come first (written as sub-tasks finished), equal to the result's

@@ -31,7 +31,10 @@ def test_batch_on_the_sample_corpus_finds_its_known_near_duplicates(runner, tmp_
     pairs = {(r["id_a"], r["id_b"]) for r in records if r["record"] == "pair"}
     assert len(items) == len(list(CORPUS.rglob("*.txt")))
     # pairs documented in examples/CORPUS.md
-    assert ("notes/new-hire-onboarding-checklist.txt", "notes/onboarding-checklist-final.txt") in pairs
+    assert (
+        "notes/new-hire-onboarding-checklist.txt",
+        "notes/onboarding-checklist-final.txt",
+    ) in pairs
     assert ("scripture/psalm-23-kjv.txt", "scripture/psalm-23-webster-1833.txt") in pairs
     exact = [r for r in records if r["record"] == "pair" and r["exact"]]
     assert len(exact) == 2  # the byte-identical pair and the case/whitespace pair
@@ -63,10 +66,13 @@ def test_batch_reports_unreadable_and_invalid_items_and_exits_3(runner, tmp_path
 def test_jsonl_input_with_bad_lines(runner, tmp_path):
     src = tmp_path / "docs.jsonl"
     src.write_text(
-        json.dumps({"id": "a", "text": "Hello there, friend."}) + "\n"
+        json.dumps({"id": "a", "text": "Hello there, friend."})
+        + "\n"
         + "not json\n"
-        + json.dumps({"id": "b", "text": "hello there, friend!"}) + "\n"
-        + json.dumps({"id": "c"}) + "\n"
+        + json.dumps({"id": "b", "text": "hello there, friend!"})
+        + "\n"
+        + json.dumps({"id": "c"})
+        + "\n"
     )
     result = runner.invoke(cli, ["batch", str(src), "--json", "--threshold", "0.9"])
     assert result.exit_code == EXIT_ITEMS_FAILED

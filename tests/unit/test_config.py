@@ -55,8 +55,12 @@ def test_reliability_settings_are_on():
         ({"CELERY_BROKER_URL": "reddis://x"}, "CELERY_BROKER_URL: .*did you mean redis://"),
         ({"MESSAGE_BROKER_TYPE": "kafak"}, "MESSAGE_BROKER_TYPE: Input should be"),
         (
-            {"CELERY_BROKER_URL": "redis://h/0", "CELERY_VISIBILITY_TIMEOUT": "60",
-             "TASK_TIME_LIMIT": "120", "TASK_SOFT_TIME_LIMIT": "100"},
+            {
+                "CELERY_BROKER_URL": "redis://h/0",
+                "CELERY_VISIBILITY_TIMEOUT": "60",
+                "TASK_TIME_LIMIT": "120",
+                "TASK_SOFT_TIME_LIMIT": "100",
+            },
             "CELERY_VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT",
         ),
     ],
@@ -71,7 +75,10 @@ def test_bad_values_name_the_variable(monkeypatch, env, message):
 def test_a_bad_setting_stops_the_cli_at_start_with_its_name():
     out = subprocess.run(
         [sys.executable, "-m", "redundancy", "analyze", "-"],
-        input="text", capture_output=True, text=True, check=False,
+        input="text",
+        capture_output=True,
+        text=True,
+        check=False,
         env={"CACHE_DEFAULT_TTL": "soon", "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 2
@@ -80,7 +87,9 @@ def test_a_bad_setting_stops_the_cli_at_start_with_its_name():
 
 def test_ops_override_module_wins(monkeypatch, tmp_path):
     # Given a celeryconfig.py in the working directory that changes one setting
-    (tmp_path / "celeryconfig.py").write_text("worker_max_tasks_per_child = 7\ntask_time_limit = 99\n")
+    (tmp_path / "celeryconfig.py").write_text(
+        "worker_max_tasks_per_child = 7\ntask_time_limit = 99\n"
+    )
     monkeypatch.chdir(tmp_path)
     from redundancy.workers.app import create_app
 

@@ -100,7 +100,9 @@ def test_symmetric_scorers_are_symmetric_and_bounded(algorithm, a, b):
 def test_similarity_threshold_and_common_words():
     result = similarity("the cat sat on the mat", "the dog sat on a log", threshold=0.5)
     assert result.common_words == 3  # the, sat, on
-    assert result.similarity_score == pytest.approx(fuzz.ratio("the cat sat on the mat", "the dog sat on a log") / 100)
+    assert result.similarity_score == pytest.approx(
+        fuzz.ratio("the cat sat on the mat", "the dog sat on a log") / 100
+    )
     assert result.is_similar == (result.similarity_score >= 0.5)
 
 
@@ -155,15 +157,21 @@ def test_analysis_finds_near_duplicate_not_only_exact_sentences():
 
 def test_analysis_matches_a_brute_force_definition_on_random_texts():
     rng = random.Random(7)
-    phrases = ["alpha beta gamma delta.", "alpha beta gamma delts.", "one two three four.",
-               "completely unrelated words here.", "one two three four five."]
+    phrases = [
+        "alpha beta gamma delta.",
+        "alpha beta gamma delts.",
+        "one two three four.",
+        "completely unrelated words here.",
+        "one two three four five.",
+    ]
     for _ in range(20):
         sentences = [rng.choice(phrases) for _ in range(rng.randint(2, 12))]
         text = " ".join(sentences)
         result = analyze(text, threshold=0.85)
         norm = [normalise(s) for s in split_sentences(text)]
         redundant = [
-            any(fuzz.ratio(norm[i], norm[j]) / 100 >= 0.85 for i in range(j)) for j in range(len(norm))
+            any(fuzz.ratio(norm[i], norm[j]) / 100 >= 0.85 for i in range(j))
+            for j in range(len(norm))
         ]
         words = [len(s.split()) for s in norm]
         expected = sum(w for w, r in zip(words, redundant, strict=True) if r) / sum(words)
@@ -172,8 +180,16 @@ def test_analysis_matches_a_brute_force_definition_on_random_texts():
 
 @pytest.mark.parametrize(
     ("score", "level"),
-    [(0.0, "very_low"), (0.29, "very_low"), (0.3, "low"), (0.5, "medium"), (0.7, "high"),
-     (0.89, "high"), (0.9, "very_high"), (1.0, "very_high")],
+    [
+        (0.0, "very_low"),
+        (0.29, "very_low"),
+        (0.3, "low"),
+        (0.5, "medium"),
+        (0.7, "high"),
+        (0.89, "high"),
+        (0.9, "very_high"),
+        (1.0, "very_high"),
+    ],
 )
 def test_redundancy_levels(score, level):
     assert redundancy_level(score) == level
@@ -198,7 +214,7 @@ def test_bad_inputs_raise_documented_errors(text, error, message):
 
 
 def test_default_size_limit_is_one_million_characters():
-    with pytest.raises(TextTooLargeError, match="1,000,000 .*MAX_TEXT_CHARS"):
+    with pytest.raises(TextTooLargeError, match=r"1,000,000 .*MAX_TEXT_CHARS"):
         analyze("a" * 1_000_001)
 
 

@@ -30,9 +30,17 @@ DASHBOARD = json.loads(
 )
 
 DESIGN_ENV = (  # DESIGN §5
-    "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "MESSAGE_BROKER_TYPE", "REDIS_URL",
-    "RABBITMQ_URL", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_CACHE_URL", "CACHE_DEFAULT_TTL",
-    "CACHE_MAX_CONNECTIONS", "OTEL_EXPORTER_OTLP_ENDPOINT", "SERVICE_NAME",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "MESSAGE_BROKER_TYPE",
+    "REDIS_URL",
+    "RABBITMQ_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "REDIS_CACHE_URL",
+    "CACHE_DEFAULT_TTL",
+    "CACHE_MAX_CONNECTIONS",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "SERVICE_NAME",
 )
 APP_SERVICES = ("worker", "flower", "cli")
 
@@ -47,8 +55,21 @@ def known_metrics() -> set[str]:
     return exported_names() | PROMETHEUS_OWN
 
 
-_PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-                 "unless", "bool", "offset", "inf", "nan"}
+_PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
+}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -62,19 +83,25 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_promql_name_extraction():
-    expr = ('histogram_quantile(0.95, sum by (le, name) (rate(celery_task_runtime_bucket'
-            '{queue_name="a b"}[$__rate_interval]))) / on(name) group_left up > bool 1')
+    expr = (
+        "histogram_quantile(0.95, sum by (le, name) (rate(celery_task_runtime_bucket"
+        '{queue_name="a b"}[$__rate_interval]))) / on(name) group_left up > bool 1'
+    )
     assert metric_names(expr) == {"celery_task_runtime_bucket", "up"}
 
 
 def _resolve(value: Any) -> str:
     """Compose interpolation with the documented defaults; required ones get a sample."""
+
     def sub(match: re.Match[str]) -> str:
         name, op, arg = match.group(1), match.group(2), match.group(3)
         if op == ":-":
             return arg
-        return {"RABBITMQ_PASSWORD": "secret", "FLOWER_BASIC_AUTH": "ops:secret",
-                "GRAFANA_ADMIN_PASSWORD": "secret"}[name]
+        return {
+            "RABBITMQ_PASSWORD": "secret",
+            "FLOWER_BASIC_AUTH": "ops:secret",
+            "GRAFANA_ADMIN_PASSWORD": "secret",
+        }[name]
 
     return re.sub(r"\$\{(\w+)(:-|:\?)([^}]*)\}", sub, str(value))
 
@@ -103,8 +130,18 @@ def test_app_services_get_every_design_variable_and_valid_settings(service):
 
 
 def test_services_exist_depend_on_healthy_services_and_mount_real_files():
-    assert {"redis-broker", "redis-cache", "rabbitmq", "kafka", "worker", "flower",
-            "prometheus", "grafana", "otel-collector", "jaeger"} <= set(SERVICES)
+    assert {
+        "redis-broker",
+        "redis-cache",
+        "rabbitmq",
+        "kafka",
+        "worker",
+        "flower",
+        "prometheus",
+        "grafana",
+        "otel-collector",
+        "jaeger",
+    } <= set(SERVICES)
     for name, service in SERVICES.items():
         assert "image" in service or "build" in service, name
         depends = service.get("depends_on", {})
@@ -116,8 +153,16 @@ def test_services_exist_depend_on_healthy_services_and_mount_real_files():
             source = volume.split(":")[0]
             if source.startswith("."):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
-    for name in ("redis-broker", "redis-cache", "rabbitmq", "kafka", "worker", "flower",
-                 "prometheus", "grafana"):
+    for name in (
+        "redis-broker",
+        "redis-cache",
+        "rabbitmq",
+        "kafka",
+        "worker",
+        "flower",
+        "prometheus",
+        "grafana",
+    ):
         assert "healthcheck" in SERVICES[name], f"{name} has no healthcheck"
 
 
@@ -152,9 +197,14 @@ def test_prometheus_scrapes_every_worker_replica_and_loads_the_rules():
 
 def test_alert_rules_cover_the_runbook_and_use_exported_metrics():
     rules = {r["alert"]: r for g in ALERTS["groups"] for r in g["rules"]}
-    assert {"CeleryTaskHighFailRate", "CeleryHighQueueLength", "CeleryWorkerDown",
-            "RedundancyWorkerUnreachable", "RedundancyOutboxBacklog",
-            "RedundancyCacheHitRateLow"} <= set(rules)
+    assert {
+        "CeleryTaskHighFailRate",
+        "CeleryHighQueueLength",
+        "CeleryWorkerDown",
+        "RedundancyWorkerUnreachable",
+        "RedundancyOutboxBacklog",
+        "RedundancyCacheHitRateLow",
+    } <= set(rules)
     known = known_metrics()
     for name, rule in rules.items():
         used = metric_names(rule["expr"])
@@ -178,12 +228,14 @@ def test_dashboard_queries_name_only_metrics_we_export():
 
 def test_dashboard_is_provisioned_and_laid_out():
     datasources = yaml.safe_load(
-        (DEPLOY / "grafana/provisioning/datasources/datasources.yml").read_text())
+        (DEPLOY / "grafana/provisioning/datasources/datasources.yml").read_text()
+    )
     uids = {d["uid"]: d for d in datasources["datasources"]}
     assert urlsplit(uids["prometheus"]["url"]).hostname in SERVICES
     assert urlsplit(uids["jaeger"]["url"]).hostname in SERVICES
     provider = yaml.safe_load(
-        (DEPLOY / "grafana/provisioning/dashboards/dashboards.yml").read_text())
+        (DEPLOY / "grafana/provisioning/dashboards/dashboards.yml").read_text()
+    )
     path = provider["providers"][0]["options"]["path"]
     assert f"./deploy/grafana/dashboards:{path}:ro" in SERVICES["grafana"]["volumes"]
     ids = [p["id"] for p in DASHBOARD["panels"]]
@@ -192,15 +244,23 @@ def test_dashboard_is_provisioned_and_laid_out():
     for panel in DASHBOARD["panels"]:
         g = panel["gridPos"]
         assert g["x"] + g["w"] <= 24
-        area = {(x, y) for x in range(g["x"], g["x"] + g["w"])
-                for y in range(g["y"], g["y"] + g["h"])}
+        area = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
         assert not area & cells, f"{panel['title']} overlaps another panel"
         cells |= area
     for panel in _panels():
         assert panel["datasource"]["uid"] in uids
     titles = " | ".join(p["title"].lower() for p in _panels())
-    for topic in ("task rate", "error rate", "runtime percentiles", "queue depth",
-                  "cache hit rate", "event throughput", "outbox backlog"):
+    for topic in (
+        "task rate",
+        "error rate",
+        "runtime percentiles",
+        "queue depth",
+        "cache hit rate",
+        "event throughput",
+        "outbox backlog",
+    ):
         assert topic in titles, topic
 
 
@@ -213,30 +273,37 @@ def test_collector_receives_what_workers_send_and_exports_to_jaeger():
     exporter = config["exporters"]["otlp/jaeger"]["endpoint"]
     assert exporter.split(":")[0] in SERVICES
     assert config["service"]["pipelines"]["traces"] == {
-        "receivers": ["otlp"], "processors": ["memory_limiter", "batch"],
-        "exporters": ["otlp/jaeger"]}
+        "receivers": ["otlp"],
+        "processors": ["memory_limiter", "batch"],
+        "exporters": ["otlp/jaeger"],
+    }
     volumes = SERVICES["otel-collector"]["volumes"]
     assert any(v.startswith("./deploy/otel-collector/config.yaml:") for v in volumes)
 
 
-
-
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed "
-                                    "(Debian package prometheus)")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (Debian package prometheus)"
+)
 
 
 @needs_promtool
 def test_promtool_accepts_the_config_and_rules():
-    for args in (["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
-                 ["check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")]):
+    for args in (
+        ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
+        ["check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
+    ):
         out = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
 
 
 @needs_promtool
 def test_alerts_fire_on_their_conditions_in_promtool_unit_tests():
-    out = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"],
-                         cwd=ROOT / "tests" / "deploy", capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts_test.yml"],
+        cwd=ROOT / "tests" / "deploy",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

@@ -40,16 +40,36 @@ from redundancy.events.relay import Relay, backoff
 def sample_events(aggregate: str = "agg") -> list:
     """One event of every type."""
     return [
-        AnalysisCompletedEvent(content_hash=aggregate, redundancy_score=0.5,
-                               analysis_result={"content_hash": aggregate, "word_count": 6}),
-        SimilarityCompletedEvent(text1_hash="a", text2_hash="b", similarity_score=0.9,
-                                 is_similar=True, algorithm="ratio", threshold=0.8),
-        BatchProcessingCompletedEvent(batch_id=aggregate, total_jobs=3, completed_jobs=2,
-                                      failed_jobs=1),
-        WebhookDeliveredEvent(endpoint_id="e" * 16, delivery_id="d1", status="delivered",
-                              attempts=3, aggregate_id=aggregate),
-        JobFailedEvent(job="analysis", task_name="redundancy.analyze_content",
-                       error_type="EmptyTextError", error_message="empty", task_id="t1"),
+        AnalysisCompletedEvent(
+            content_hash=aggregate,
+            redundancy_score=0.5,
+            analysis_result={"content_hash": aggregate, "word_count": 6},
+        ),
+        SimilarityCompletedEvent(
+            text1_hash="a",
+            text2_hash="b",
+            similarity_score=0.9,
+            is_similar=True,
+            algorithm="ratio",
+            threshold=0.8,
+        ),
+        BatchProcessingCompletedEvent(
+            batch_id=aggregate, total_jobs=3, completed_jobs=2, failed_jobs=1
+        ),
+        WebhookDeliveredEvent(
+            endpoint_id="e" * 16,
+            delivery_id="d1",
+            status="delivered",
+            attempts=3,
+            aggregate_id=aggregate,
+        ),
+        JobFailedEvent(
+            job="analysis",
+            task_name="redundancy.analyze_content",
+            error_type="EmptyTextError",
+            error_message="empty",
+            task_id="t1",
+        ),
     ]
 
 
@@ -89,8 +109,17 @@ def settings_env(monkeypatch):
 def test_envelope_has_the_design_fields_and_round_trips_as_json():
     for event in sample_events():
         wire = json.loads(event.to_json())
-        assert set(wire) == {"event_id", "event_type", "version", "aggregate_id", "occurred_at",
-                             "correlation_id", "trace_id", "task_id", "payload"}
+        assert set(wire) == {
+            "event_id",
+            "event_type",
+            "version",
+            "aggregate_id",
+            "occurred_at",
+            "correlation_id",
+            "trace_id",
+            "task_id",
+            "payload",
+        }
         assert uuid.UUID(wire["event_id"])
         assert wire["occurred_at"].endswith("Z")
         assert datetime.fromisoformat(wire["occurred_at"]).utcoffset().total_seconds() == 0
@@ -114,10 +143,15 @@ def test_bad_events_are_refused():
     with pytest.raises(InvalidEventError):
         parse_event(b'{"event_type": "analysis.completed", "aggregate_id": "x", "payload": {}}')
     with pytest.raises(ValueError, match="time zone"):
-        AnalysisCompletedEvent(content_hash="h", redundancy_score=0, analysis_result={},
-                               occurred_at=datetime(2024, 1, 1))
-    unknown = parse_event(b'{"event_type": "future.event", "aggregate_id": "x", '
-                          b'"payload": {"k": 1}}')
+        AnalysisCompletedEvent(
+            content_hash="h",
+            redundancy_score=0,
+            analysis_result={},
+            occurred_at=datetime(2024, 1, 1),
+        )
+    unknown = parse_event(
+        b'{"event_type": "future.event", "aggregate_id": "x", "payload": {"k": 1}}'
+    )
     assert unknown.event_type == "future.event" and unknown.payload == {"k": 1}
 
 
@@ -128,8 +162,13 @@ def test_signature_covers_the_exact_body():
     assert message.event(b"key") == event
     with pytest.raises(InvalidEventError, match="signature"):
         message.event(b"other key")
-    tampered = WireMessage(message.event_id, message.event_type, message.key,
-                           message.body.replace(b"0.5", b"0.9"), message.signature)
+    tampered = WireMessage(
+        message.event_id,
+        message.event_type,
+        message.key,
+        message.body.replace(b"0.5", b"0.9"),
+        message.signature,
+    )
     with pytest.raises(InvalidEventError, match="signature"):
         tampered.event(b"key")
     unsigned = WireMessage.of(event)
@@ -235,8 +274,13 @@ def test_type_filter_and_signature_check(memory_broker):
     EventPublisher(memory_broker, signing_key=b"good").publish_many_sync(sample_events())
     memory_broker.send_sync([WireMessage.of(sample_events("forged")[0], b"bad")])
     got = []
-    memory_broker.consume_sync(got.append, from_beginning=True, timeout=0.2,
-                               event_types=["analysis.completed"], signing_key=b"good")
+    memory_broker.consume_sync(
+        got.append,
+        from_beginning=True,
+        timeout=0.2,
+        event_types=["analysis.completed"],
+        signing_key=b"good",
+    )
     assert [e.aggregate_id for e in got] == ["agg"]  # the forged one was rejected
 
 
@@ -260,7 +304,10 @@ def test_finished_jobs_emit_events_with_deterministic_ids(default_broker):
     assert events["similarity.completed"].payload.similarity_score == r2.result["similarity_score"]
     failed = events["job.failed"]
     assert (failed.payload.job, failed.payload.error_type, failed.task_id) == (
-        "analysis", "EmptyTextError", r3.id)
+        "analysis",
+        "EmptyTextError",
+        r3.id,
+    )
 
 
 def test_a_batch_emits_one_event_not_one_per_chunk(default_broker, settings_env):
@@ -273,7 +320,11 @@ def test_a_batch_emits_one_event_not_one_per_chunk(default_broker, settings_env)
     assert [e.event_type for e in events] == ["batch.completed"]
     payload = events[0].payload
     assert (payload.batch_id, payload.total_jobs, payload.completed_jobs, payload.failed_jobs) == (
-        result["batch_id"], 8, 7, 1)
+        result["batch_id"],
+        8,
+        7,
+        1,
+    )
 
 
 def test_a_broken_outbox_never_fails_the_job(default_broker, monkeypatch):
@@ -316,8 +367,12 @@ class FlakyBroker(InMemoryBroker):
 
 
 def _fill(outbox, count, aggregates=3):
-    events = [AnalysisCompletedEvent(content_hash=f"h{i % aggregates}", redundancy_score=0,
-                                     analysis_result={"n": i}) for i in range(count)]
+    events = [
+        AnalysisCompletedEvent(
+            content_hash=f"h{i % aggregates}", redundancy_score=0, analysis_result={"n": i}
+        )
+        for i in range(count)
+    ]
     for event in events:
         outbox.append(WireMessage.of(event))
     return events

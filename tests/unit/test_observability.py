@@ -38,8 +38,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 # --- correlation id ----------------------------------------------------------------------
@@ -81,9 +87,11 @@ def test_scopes_nest_and_tasks_run_under_the_callers_correlation_id():
         task_success.disconnect(record)
     assert current_correlation_id() is None
     assert {cid for _, cid in seen} == {"outer"}
-    assert {name for name, _ in seen} >= {"redundancy.analyze_content",
-                                          "redundancy.batch.analyze_chunk",
-                                          "redundancy.batch.merge"}
+    assert {name for name, _ in seen} >= {
+        "redundancy.analyze_content",
+        "redundancy.batch.analyze_chunk",
+        "redundancy.batch.merge",
+    }
 
 
 def test_a_failing_hook_is_logged_and_counted_never_raised(caplog):
@@ -153,8 +161,11 @@ def test_json_lines_carry_the_jobs_context():
     except ValueError:
         logger.exception("failed")
     context = {"id": "t1", "name": "n", "runtime": 0.5, "args": "('long',)", "return_value": "{}"}
-    logger.info("Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s", context,
-                extra={"data": context})
+    logger.info(
+        "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s",
+        context,
+        extra={"data": context},
+    )
     first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
     assert third["message"] == "Task n[t1] succeeded in 0.5s: {}"
     assert third["data"] == {"id": "t1", "name": "n", "runtime": 0.5}  # no repeats
@@ -167,9 +178,26 @@ def test_json_lines_carry_the_jobs_context():
 
 def test_crd_logs_json_with_the_given_correlation_id():
     out = subprocess.run(
-        [sys.executable, "-m", "redundancy", "--log-format", "json", "--log-level", "INFO",
-         "--correlation-id", "cid-cli", "compare", "--text", "a b", "a c"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "redundancy",
+            "--log-format",
+            "json",
+            "--log-level",
+            "INFO",
+            "--correlation-id",
+            "cid-cli",
+            "compare",
+            "--text",
+            "a b",
+            "a c",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
         env={k: v for k, v in os.environ.items() if not k.startswith("CELERY_")},
     )
     assert out.returncode == 0, out.stderr
@@ -196,15 +224,21 @@ def test_crd_pushes_its_counters_to_a_pushgateway():
     try:
         out = subprocess.run(
             [sys.executable, "-m", "redundancy", "compare", "--text", "a b", "a b"],
-            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
-            env={**os.environ,
-                 "PROMETHEUS_PUSHGATEWAY": f"http://127.0.0.1:{server.server_address[1]}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PROMETHEUS_PUSHGATEWAY": f"http://127.0.0.1:{server.server_address[1]}",
+            },
         )
     finally:
         server.shutdown()
         server.server_close()
     assert out.returncode == 0, out.stderr
-    (_method, path, body), = received
+    ((_method, path, body),) = received
     assert path.startswith("/metrics/job/crd/")
     assert f"/instance/{socket.gethostname()}" in path and "/command/compare" in path
     assert 'redundancy_comparisons_total{algorithm="ratio",similar="true"} 1.0' in body
@@ -214,7 +248,8 @@ def test_crd_pushes_its_counters_to_a_pushgateway():
 
 
 def test_compaction_keeps_totals_of_exited_processes_and_removes_their_files(tmp_path):
-    out = run_python("""
+    out = run_python(
+        """
         import json, os
         from pathlib import Path
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -244,7 +279,9 @@ def test_compaction_keeps_totals_of_exited_processes_and_removes_their_files(tmp
                   for m in registry.collect() for s in m.samples}
         print(json.dumps({"values": values, "files": sorted(p.name for p in folder.iterdir()),
                           "pid": os.getpid()}))
-    """, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    """,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     values = result["values"]
@@ -254,8 +291,11 @@ def test_compaction_keeps_totals_of_exited_processes_and_removes_their_files(tmp
     # gauges of exited processes are dropped: only the live main process's is left
     assert [k for k in values if k.startswith("level")] == [f'level{{"pid": "{result["pid"]}"}}']
     # files: the two archives and the main process's own, nothing of the children
-    own = {f"counter_{result['pid']}.db", f"histogram_{result['pid']}.db",
-           f"gauge_liveall_{result['pid']}.db"}
+    own = {
+        f"counter_{result['pid']}.db",
+        f"histogram_{result['pid']}.db",
+        f"gauge_liveall_{result['pid']}.db",
+    }
     assert set(result["files"]) == own | {"counter_archive.db", "histogram_archive.db"}
 
 
@@ -288,12 +328,16 @@ def test_metrics_folder_is_fresh_per_process_and_cleaned(tmp_path):
 
 
 def test_a_worker_metrics_port_switches_the_app_to_multiprocess_mode(tmp_path):
-    out = run_python("""
+    out = run_python(
+        """
         import redundancy.workers
         from redundancy.observability.metrics import multiprocess_enabled
         from redundancy.observability.multiproc import multiprocess_folder
         print(multiprocess_enabled(), multiprocess_folder().parent)
-    """, WORKER_METRICS_PORT="9808", METRICS_DIR=str(tmp_path))
+    """,
+        WORKER_METRICS_PORT="9808",
+        METRICS_DIR=str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", str(tmp_path)]
 
@@ -301,13 +345,16 @@ def test_a_worker_metrics_port_switches_the_app_to_multiprocess_mode(tmp_path):
 # --- settings, CLI, doctor ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"worker_metrics_port": "99999"}, "WORKER_METRICS_PORT"),
-    ({"log_format": "xml"}, "LOG_FORMAT"),
-    ({"otel_exporter_otlp_endpoint": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
-    ({"prometheus_pushgateway": "ftp://gw"}, "PROMETHEUS_PUSHGATEWAY"),
-    ({"flower_basic_auth": "admin-without-password"}, "FLOWER_BASIC_AUTH"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"worker_metrics_port": "99999"}, "WORKER_METRICS_PORT"),
+        ({"log_format": "xml"}, "LOG_FORMAT"),
+        ({"otel_exporter_otlp_endpoint": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ({"prometheus_pushgateway": "ftp://gw"}, "PROMETHEUS_PUSHGATEWAY"),
+        ({"flower_basic_auth": "admin-without-password"}, "FLOWER_BASIC_AUTH"),
+    ],
+)
 def test_bad_observability_settings_fail_naming_the_variable(env, message):
     with pytest.raises(ConfigurationError, match=message):
         load_settings(**env)
@@ -326,9 +373,16 @@ def test_worker_refuses_a_metrics_port_in_use():
         port = busy.getsockname()[1]
         out = subprocess.run(
             [sys.executable, "-m", "redundancy", "worker", "--metrics-port", str(port)],
-            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
-            env={**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
-                 "METRICS_BIND_ADDRESS": "127.0.0.1"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "CELERY_BROKER_URL": "redis://127.0.0.1:1/0",
+                "METRICS_BIND_ADDRESS": "127.0.0.1",
+            },
         )
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
@@ -342,9 +396,13 @@ def test_doctor_checks_the_otlp_endpoint():
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         port = listening.getsockname()[1]
-        ok, detail = check_tracing(load_settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{port}"))
+        ok, detail = check_tracing(
+            load_settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{port}")
+        )
         assert ok and "accepts connections" in detail
-    ok, detail = check_tracing(load_settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{port}"))
+    ok, detail = check_tracing(
+        load_settings(otel_exporter_otlp_endpoint=f"http://127.0.0.1:{port}")
+    )
     assert not ok and "OTEL_EXPORTER_OTLP_ENDPOINT" in detail
 
 

@@ -67,8 +67,9 @@ words = st.sampled_from(
 @st.composite
 def corpora(draw):
     """Random texts plus edited copies of some of them (so there are pairs to find)."""
-    base = draw(st.lists(st.lists(words, min_size=1, max_size=30).map(" ".join),
-                         min_size=2, max_size=25))
+    base = draw(
+        st.lists(st.lists(words, min_size=1, max_size=30).map(" ".join), min_size=2, max_size=25)
+    )
     copies = []
     for text in draw(st.lists(st.sampled_from(base), max_size=10)):
         tokens = text.split()
@@ -79,11 +80,15 @@ def corpora(draw):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(texts=corpora(), threshold=st.floats(0.3, 1.0), algorithm=st.sampled_from(
-    ["ratio", "token_sort_ratio"]))
+@given(
+    texts=corpora(),
+    threshold=st.floats(0.3, 1.0),
+    algorithm=st.sampled_from(["ratio", "token_sort_ratio"]),
+)
 def test_exact_mode_equals_brute_force_on_random_corpora(texts, threshold, algorithm):
-    assert triples(exact_pairs(texts, algorithm=algorithm, threshold=threshold, block_size=7)) \
-        == brute(texts, algorithm=algorithm, threshold=threshold)
+    assert triples(
+        exact_pairs(texts, algorithm=algorithm, threshold=threshold, block_size=7)
+    ) == brute(texts, algorithm=algorithm, threshold=threshold)
 
 
 @settings(max_examples=30, deadline=None)
@@ -91,15 +96,17 @@ def test_exact_mode_equals_brute_force_on_random_corpora(texts, threshold, algor
 def test_exact_mode_equals_brute_force_across_two_sides(texts, threshold):
     half = len(texts) // 2
     left, right = texts[:half] or texts[:1], texts[half:]
-    assert triples(exact_pairs(left, right, algorithm="ratio", threshold=threshold,
-                               block_size=5)) == brute(left, right, threshold=threshold)
+    assert triples(
+        exact_pairs(left, right, algorithm="ratio", threshold=threshold, block_size=5)
+    ) == brute(left, right, threshold=threshold)
 
 
 def test_exact_mode_on_scorers_without_bounds_is_all_pairs():
     texts = [normalise(t) for t in ["the cat sat", "the cat sat on the mat", "a dog", "cat"]]
     for algorithm in ("partial_ratio", "token_set_ratio", "WRatio"):
         assert triples(exact_pairs(texts, algorithm=algorithm, threshold=0.6)) == brute(
-            texts, algorithm=algorithm, threshold=0.6)
+            texts, algorithm=algorithm, threshold=0.6
+        )
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +175,12 @@ def test_colliding_pairs_are_every_pair_sharing_a_key():
     keys = rng.integers(0, 40, size=300).astype(np.uint64)
     positions = np.arange(300, dtype=np.int64) // 3  # three keys per position
     lo, hi = colliding_pairs(keys, positions)
-    naive = {(min(int(positions[i]), int(positions[j])), max(int(positions[i]), int(positions[j])))
-             for i in range(300) for j in range(300)
-             if keys[i] == keys[j] and positions[i] != positions[j]}
+    naive = {
+        (min(int(positions[i]), int(positions[j])), max(int(positions[i]), int(positions[j])))
+        for i in range(300)
+        for j in range(300)
+        if keys[i] == keys[j] and positions[i] != positions[j]
+    }
     assert set(zip(lo.tolist(), hi.tolist(), strict=True)) == naive
 
 

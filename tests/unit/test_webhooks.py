@@ -27,9 +27,13 @@ def bus():
 @pytest.fixture
 def hooks(monkeypatch):
     """A webhook server, with the settings a deployment would use for it."""
-    for name, value in {"WEBHOOK_SECRET": SECRET, "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
-                        "WEBHOOK_BACKOFF": "0.05", "WEBHOOK_TIMEOUT": "0.5",
-                        "WEBHOOK_MAX_ATTEMPTS": "4"}.items():
+    for name, value in {
+        "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "WEBHOOK_BACKOFF": "0.05",
+        "WEBHOOK_TIMEOUT": "0.5",
+        "WEBHOOK_MAX_ATTEMPTS": "4",
+    }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     server = WebhookServer(SECRET.encode()).start()
@@ -129,8 +133,20 @@ def test_crd_batch_webhook(hooks, bus, tmp_path):
     assert json.loads(hooks.received[0].body)["payload"]["total_jobs"] == 3
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1",
-                                  "169.254.169.254", "[::1]", "[fe80::1]", "0.0.0.0", "localhost"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "169.254.169.254",
+        "[::1]",
+        "[fe80::1]",
+        "0.0.0.0",
+        "localhost",
+    ],
+)
 def test_non_public_addresses_are_refused(host):
     with pytest.raises(WebhookRefusedError):
         resolve_target(f"http://{host}/hook", allow_list=())
@@ -138,7 +154,8 @@ def test_non_public_addresses_are_refused(host):
 
 def test_allow_list_by_host_or_network():
     assert resolve_target("http://127.0.0.1:9/x", ["127.0.0.1"]) == [
-        ipaddress.ip_address("127.0.0.1")]
+        ipaddress.ip_address("127.0.0.1")
+    ]
     assert resolve_target("http://10.1.2.3/x", ["10.0.0.0/8"])
     assert resolve_target("http://localhost/x", ["localhost"])
     with pytest.raises(WebhookRefusedError):

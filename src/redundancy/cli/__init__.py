@@ -41,12 +41,20 @@ class _Group(click.Group):
 
 
 threshold_option = click.option(
-    "--threshold", "-t", type=click.FloatRange(0.01, 1.0), default=0.8, show_default=True,
+    "--threshold",
+    "-t",
+    type=click.FloatRange(0.01, 1.0),
+    default=0.8,
+    show_default=True,
     help="similarity (0..1) at which two sentences/texts count as near duplicates",
 )
 algorithm_option = click.option(
-    "--algorithm", "-a", type=click.Choice(list(SCORERS)), default=DEFAULT_ALGORITHM,
-    show_default=True, help="rapidfuzz scorer",
+    "--algorithm",
+    "-a",
+    type=click.Choice(list(SCORERS)),
+    default=DEFAULT_ALGORITHM,
+    show_default=True,
+    help="rapidfuzz scorer",
 )
 timeout_option = click.option(
     "--timeout", type=float, default=None, help="seconds to wait for a cluster result"
@@ -75,14 +83,22 @@ def _set_env(**values: object) -> None:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="crd")
-@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
-              help="log lines on stderr: text or one JSON object per line (env LOG_FORMAT)")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    help="log lines on stderr: text or one JSON object per line (env LOG_FORMAT)",
+)
 @click.option("--log-level", default="WARNING", show_default=True, help="log level on stderr")
-@click.option("--correlation-id", default=None,
-              help="correlation id of the jobs this command sends (default: a new one)")
+@click.option(
+    "--correlation-id",
+    default=None,
+    help="correlation id of the jobs this command sends (default: a new one)",
+)
 @click.pass_context
-def cli(ctx: click.Context, log_format: str | None, log_level: str,
-        correlation_id: str | None) -> None:
+def cli(
+    ctx: click.Context, log_format: str | None, log_level: str, correlation_id: str | None
+) -> None:
     """Find redundant and near-duplicate text.
 
     Without CELERY_BROKER_URL every command runs in-process (the embedded default);
@@ -101,7 +117,11 @@ def _mode() -> str:
     from redundancy.config import get_settings
 
     s = get_settings()
-    return "embedded default (in-process)" if s.embedded else f"Celery at {maybe_sanitize_url(s.broker_url)}"
+    return (
+        "embedded default (in-process)"
+        if s.embedded
+        else f"Celery at {maybe_sanitize_url(s.broker_url)}"
+    )
 
 
 def _print_json(data: Any) -> None:
@@ -128,7 +148,9 @@ def analyze(file: Any, threshold: float, algorithm: str, timeout: float | None) 
     from redundancy.tasks import analyze_content
 
     text = file.read()
-    _print_json(_wait(analyze_content.delay(text, threshold=threshold, algorithm=algorithm), timeout))
+    _print_json(
+        _wait(analyze_content.delay(text, threshold=threshold, algorithm=algorithm), timeout)
+    )
 
 
 @cli.command()
@@ -138,7 +160,9 @@ def analyze(file: Any, threshold: float, algorithm: str, timeout: float | None) 
 @threshold_option
 @algorithm_option
 @timeout_option
-def compare(a: str, b: str, literal: bool, threshold: float, algorithm: str, timeout: float | None) -> None:
+def compare(
+    a: str, b: str, literal: bool, threshold: float, algorithm: str, timeout: float | None
+) -> None:
     """Similarity of files A and B (or of two texts with --text), as JSON."""
     from redundancy.tasks import compare_texts
 
@@ -158,15 +182,26 @@ def compare(a: str, b: str, literal: bool, threshold: float, algorithm: str, tim
 @click.argument("paths", nargs=-1, required=True)
 @threshold_option
 @algorithm_option
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path),
-              help="write every item, pair and cluster (.jsonl) or the pairs (.csv)")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
-              help="output format (default: from --out's extension)")
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write every item, pair and cluster (.jsonl) or the pairs (.csv)",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default=None,
+    help="output format (default: from --out's extension)",
+)
 @click.option("--webhook", "webhook_url", default=None, help="POST the summary here when done")
 @click.option("--json", "as_json", is_flag=True, help="print the full result as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a TTY)")
 @click.option(
-    "--mode", type=click.Choice(["auto", "exact", "indexed", "all-pairs"]), default="auto",
+    "--mode",
+    type=click.Choice(["auto", "exact", "indexed", "all-pairs"]),
+    default="auto",
     show_default=True,
     help="near-duplicate search: exact finds every pair; indexed (MinHash LSH) scales "
     "further with estimated recall; auto = exact below 10,000 documents, else indexed",
@@ -228,16 +263,32 @@ def batch(
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option("--concurrency", "-c", type=int, default=None, help="worker processes (default: CPUs)")
+@click.option(
+    "--concurrency", "-c", type=int, default=None, help="worker processes (default: CPUs)"
+)
 @click.option("--queues", "-Q", default=None, help="comma-separated queues (default: all)")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
-@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
-              help="serve Prometheus /metrics on this port (env WORKER_METRICS_PORT)")
-@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
-              help="text (Celery's) or json lines (env LOG_FORMAT)")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="serve Prometheus /metrics on this port (env WORKER_METRICS_PORT)",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    help="text (Celery's) or json lines (env LOG_FORMAT)",
+)
 @click.pass_context
-def worker(ctx: click.Context, concurrency: int | None, queues: str | None, loglevel: str,
-           metrics_port: int | None, log_format: str | None) -> None:
+def worker(
+    ctx: click.Context,
+    concurrency: int | None,
+    queues: str | None,
+    loglevel: str,
+    metrics_port: int | None,
+    log_format: str | None,
+) -> None:
     """Start a Celery worker for our app (extra arguments go to `celery worker`)."""
     from redundancy.config import get_settings
 
@@ -255,8 +306,12 @@ def worker(ctx: click.Context, concurrency: int | None, queues: str | None, logl
     from redundancy.workers import app
     from redundancy.workers.routing import QUEUES
 
-    argv = ["worker", f"--loglevel={loglevel}", f"--queues={queues or ','.join(QUEUES)}",
-            "--hostname=crd@%h"]
+    argv = [
+        "worker",
+        f"--loglevel={loglevel}",
+        f"--queues={queues or ','.join(QUEUES)}",
+        "--hostname=crd@%h",
+    ]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")
     if settings.log_format == "json":

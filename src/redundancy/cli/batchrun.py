@@ -80,20 +80,35 @@ def run_batch(
         raw = _execute(staged, show_progress, timeout, on_pairs)
         result = BatchResult.model_validate(raw)
     else:
-        result = BatchResult(batch_id="", document_count=0, succeeded=0, failed=0, unique_count=0,
-                             threshold=threshold, algorithm=algorithm, items=[], pairs=[], clusters=[])
+        result = BatchResult(
+            batch_id="",
+            document_count=0,
+            succeeded=0,
+            failed=0,
+            unique_count=0,
+            threshold=threshold,
+            algorithm=algorithm,
+            items=[],
+            pairs=[],
+            clusters=[],
+        )
     if not unreadable:
         return result
     extra = [
-        BatchItemResult(position=result.document_count + n, id=i.id,
-                        error=ItemError(type="UnreadableInput", message=i.error or ""))
+        BatchItemResult(
+            position=result.document_count + n,
+            id=i.id,
+            error=ItemError(type="UnreadableInput", message=i.error or ""),
+        )
         for n, i in enumerate(unreadable)
     ]
-    return result.model_copy(update={
-        "document_count": result.document_count + len(extra),
-        "failed": result.failed + len(extra),
-        "items": [*result.items, *extra],
-    })
+    return result.model_copy(
+        update={
+            "document_count": result.document_count + len(extra),
+            "failed": result.failed + len(extra),
+            "items": [*result.items, *extra],
+        }
+    )
 
 
 def _execute(
@@ -191,8 +206,13 @@ def _progress(total: int, enabled: bool, mode: str = "") -> Iterator[Callable[[i
         yield lambda _n: None
         return
     label = f"[bold]batch ({mode})" if mode else "[bold]batch"
-    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(),
-               TextColumn("sub-tasks"), TimeElapsedColumn())
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("sub-tasks"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, transient=True) as bar:
         task = bar.add_task("batch", total=total)
         yield lambda n: bar.advance(task, n)

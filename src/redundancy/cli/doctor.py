@@ -35,7 +35,10 @@ def _redis_ping(url: str, variable: str) -> tuple[bool, str]:
         client.ping()
         return True, f"{_sanitize(url)} answers ({(time.perf_counter() - started) * 1000:.1f} ms)"
     except Exception as exc:
-        return False, f"{_sanitize(url)} unreachable ({type(exc).__name__}: {exc}); check {variable}"
+        return (
+            False,
+            f"{_sanitize(url)} unreachable ({type(exc).__name__}: {exc}); check {variable}",
+        )
 
 
 def check_mode(s: Settings) -> CheckResult:
@@ -54,8 +57,10 @@ def check_broker(s: Settings) -> CheckResult:
             conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
         return True, f"{_sanitize(s.broker_url or '')} accepts connections"
     except Exception as exc:
-        return False, (f"{_sanitize(s.broker_url or '')} unreachable ({type(exc).__name__}: {exc}); "
-                       "check CELERY_BROKER_URL and that the server runs")
+        return False, (
+            f"{_sanitize(s.broker_url or '')} unreachable ({type(exc).__name__}: {exc}); "
+            "check CELERY_BROKER_URL and that the server runs"
+        )
 
 
 def check_backend(s: Settings) -> CheckResult:
@@ -81,8 +86,11 @@ def check_workers(s: Settings) -> CheckResult:
 
 def check_cache(s: Settings) -> CheckResult:
     if not s.cache_url:
-        return True, ("in-memory, per process (set REDIS_CACHE_URL to share results "
-                      "between workers)" if not s.embedded else "in-memory (embedded default)")
+        return True, (
+            "in-memory, per process (set REDIS_CACHE_URL to share results between workers)"
+            if not s.embedded
+            else "in-memory (embedded default)"
+        )
     variable = "REDIS_CACHE_URL" if s.redis_cache_url else "REDIS_URL"
     ok, detail = _redis_ping(s.cache_url, variable)
     if ok and not s.cache_results:
@@ -95,6 +103,7 @@ def check_sessions(s: Settings) -> CheckResult:
         return None if not s.embedded else (True, "in-memory (embedded default)")
     return _redis_ping(s.sessions_url, "REDIS_URL")
 
+
 def check_event_broker(s: Settings) -> CheckResult:
     if not s.events_enabled:
         return True, "EVENTS_ENABLED=false: no events are emitted"
@@ -104,15 +113,18 @@ def check_event_broker(s: Settings) -> CheckResult:
     if broker.kind == "memory":
         return True, "in-memory (events stay in the process that ran the job)"
     variable = {"kafka": "KAFKA_BOOTSTRAP_SERVERS", "rabbitmq": "RABBITMQ_URL"}.get(
-        broker.kind, "REDIS_URL")
+        broker.kind, "REDIS_URL"
+    )
     try:
         started = time.perf_counter()
         broker.connect_sync()
         took = (time.perf_counter() - started) * 1000
         return True, f"{broker.describe()} answers ({took:.0f} ms)"
     except Exception as exc:
-        return False, (f"{broker.describe()} unreachable ({type(exc).__name__}: {exc}); check "
-                       f"MESSAGE_BROKER_TYPE and {variable}; events wait in the outbox meanwhile")
+        return False, (
+            f"{broker.describe()} unreachable ({type(exc).__name__}: {exc}); check "
+            f"MESSAGE_BROKER_TYPE and {variable}; events wait in the outbox meanwhile"
+        )
     finally:
         broker.disconnect_sync()
 
@@ -143,8 +155,10 @@ def check_tracing(s: Settings) -> CheckResult:
         with socket.create_connection((url.hostname or "", port), timeout=TIMEOUT):
             return True, f"OTLP endpoint {s.otel_exporter_otlp_endpoint} accepts connections"
     except OSError as exc:
-        return False, (f"OTLP endpoint {s.otel_exporter_otlp_endpoint} unreachable ({exc}); "
-                       "check OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP, usually port 4318)")
+        return False, (
+            f"OTLP endpoint {s.otel_exporter_otlp_endpoint} unreachable ({exc}); "
+            "check OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP, usually port 4318)"
+        )
 
 
 CHECKS: list[tuple[str, Check]] = [
@@ -156,8 +170,6 @@ CHECKS: list[tuple[str, Check]] = [
     ("sessions", check_sessions),
     ("event broker", check_event_broker),
     ("event outbox", check_outbox),
-
-
     ("tracing", check_tracing),
 ]
 

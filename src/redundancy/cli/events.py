@@ -42,17 +42,35 @@ def _stop_on_signals() -> threading.Event:
 
 
 @events.command()
-@click.option("--type", "-t", "types", multiple=True,
-              help="only these event types (repeatable), e.g. analysis.completed")
-@click.option("--group", "-g", default=None,
-              help="read as this consumer group (acknowledged; resumes where it stopped)")
+@click.option(
+    "--type",
+    "-t",
+    "types",
+    multiple=True,
+    help="only these event types (repeatable), e.g. analysis.completed",
+)
+@click.option(
+    "--group",
+    "-g",
+    default=None,
+    help="read as this consumer group (acknowledged; resumes where it stopped)",
+)
 @click.option("--from-beginning", is_flag=True, help="without --group: start at the oldest event")
 @click.option("--max", "max_events", type=int, default=None, help="stop after N events")
 @click.option("--timeout", type=float, default=None, help="stop after N seconds without events")
-@click.option("--verify/--no-verify", default=None,
-              help="drop events without a valid signature (default: with EVENTS_SIGNING_KEY)")
-def tail(types: tuple[str, ...], group: str | None, from_beginning: bool, max_events: int | None,
-         timeout: float | None, verify: bool | None) -> None:
+@click.option(
+    "--verify/--no-verify",
+    default=None,
+    help="drop events without a valid signature (default: with EVENTS_SIGNING_KEY)",
+)
+def tail(
+    types: tuple[str, ...],
+    group: str | None,
+    from_beginning: bool,
+    max_events: int | None,
+    timeout: float | None,
+    verify: bool | None,
+) -> None:
     """Print events from the configured broker as JSON lines (one envelope per line)."""
     from redundancy.events.publisher import configured_signing_key
 
@@ -66,10 +84,16 @@ def tail(types: tuple[str, ...], group: str | None, from_beginning: bool, max_ev
         sys.stdout.flush()
 
     try:
-        broker.consume_sync(show, group=group, event_types=types or None, max_events=max_events,
-                            timeout=timeout, from_beginning=from_beginning,
-                            signing_key=key if verify is not False else None,
-                            stop=_stop_on_signals())
+        broker.consume_sync(
+            show,
+            group=group,
+            event_types=types or None,
+            max_events=max_events,
+            timeout=timeout,
+            from_beginning=from_beginning,
+            signing_key=key if verify is not False else None,
+            stop=_stop_on_signals(),
+        )
     except RedundancyError:
         raise
     except Exception as exc:  # a client library's error: one line, not a traceback
@@ -94,10 +118,20 @@ def _watch_parent(parent: int, stop: threading.Event) -> None:
 
 @events.command()
 @click.option("--drain", is_flag=True, help="relay what is waiting, then exit")
-@click.option("--timeout", type=float, default=60.0, show_default=True,
-              help="with --drain: give up after this many seconds")
-@click.option("--parent", type=int, default=None, hidden=True,
-              help="exit when this process (the worker that started the relay) is gone")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="with --drain: give up after this many seconds",
+)
+@click.option(
+    "--parent",
+    type=int,
+    default=None,
+    hidden=True,
+    help="exit when this process (the worker that started the relay) is gone",
+)
 def relay(drain: bool, timeout: float, parent: int | None) -> None:
     """Relay the outbox to the event broker (workers do this too unless
     EVENTS_RELAY_IN_WORKER=false). Several relays may run: one works, the others stand by."""
@@ -110,8 +144,10 @@ def relay(drain: bool, timeout: float, parent: int | None) -> None:
     from redundancy.observability.logs import configure_logging
 
     if get_settings().embedded:
-        raise ConfigurationError("CELERY_BROKER_URL is not set: the embedded default relays "
-                                 "inline, there is no outbox to relay")
+        raise ConfigurationError(
+            "CELERY_BROKER_URL is not set: the embedded default relays "
+            "inline, there is no outbox to relay"
+        )
     configure_logging(get_settings().log_format, logging.INFO)  # a worker's relay logs like it
     worker = Relay(get_outbox(), broker_from_settings())
     if drain:
@@ -135,10 +171,14 @@ def status() -> None:
     age = outbox.oldest_age()
     from kombu.utils.url import maybe_sanitize_url
 
-    click.echo(json.dumps({
-        "broker": str(maybe_sanitize_url(broker_url())),
-        "outbox_durable": outbox.durable,
-        "backlog": outbox.backlog(),
-        "oldest_age_seconds": None if age is None else round(age, 3),
-        "dead_letters": outbox.dead_letters(),
-    }))
+    click.echo(
+        json.dumps(
+            {
+                "broker": str(maybe_sanitize_url(broker_url())),
+                "outbox_durable": outbox.durable,
+                "backlog": outbox.backlog(),
+                "oldest_age_seconds": None if age is None else round(age, 3),
+                "dead_letters": outbox.dead_letters(),
+            }
+        )
+    )

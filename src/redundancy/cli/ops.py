@@ -36,8 +36,9 @@ def push_metrics(gateway: str, command: str) -> None:
     from redundancy.observability.metrics import push_to_gateway
 
     try:
-        push_to_gateway(gateway, job="crd", grouping_key={"instance": socket.gethostname(),
-                                                          "command": command})
+        push_to_gateway(
+            gateway, job="crd", grouping_key={"instance": socket.gethostname(), "command": command}
+        )
     except Exception as exc:
         log.warning("could not push metrics to %s: %s: %s", gateway, type(exc).__name__, exc)
 
@@ -56,10 +57,17 @@ def check_port_free(address: str, port: int) -> None:
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option("--port", type=click.IntRange(1, 65535), default=5555, show_default=True)
-@click.option("--address", default="127.0.0.1", show_default=True,
-              help="interface to listen on (0.0.0.0 in a container)")
-@click.option("--no-auth", is_flag=True,
-              help="run without FLOWER_BASIC_AUTH (only on a trusted, local network)")
+@click.option(
+    "--address",
+    default="127.0.0.1",
+    show_default=True,
+    help="interface to listen on (0.0.0.0 in a container)",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="run without FLOWER_BASIC_AUTH (only on a trusted, local network)",
+)
 @click.pass_context
 def flower(ctx: click.Context, port: int, address: str, no_auth: bool) -> None:
     """Flower, Celery's web monitor, on our app (extra arguments go to Flower).

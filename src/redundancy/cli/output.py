@@ -39,7 +39,14 @@ def write_result(result: BatchResult, path: Path, fmt: str) -> None:
                 writer.writerow([p.id_a, p.id_b, f"{p.score:.4f}", p.exact, cluster_of[p.id_a]])
             return
         for item in result.items:
-            _line(fh, {"record": "item", "cluster": cluster_of.get(item.id), **item.model_dump(mode="json")})
+            _line(
+                fh,
+                {
+                    "record": "item",
+                    "cluster": cluster_of.get(item.id),
+                    **item.model_dump(mode="json"),
+                },
+            )
         for p in result.pairs:
             _line(fh, {"record": "pair", **p.model_dump(mode="json")})
         for n, ids in enumerate(result.clusters):
@@ -64,17 +71,32 @@ class JsonlStream:
 
     def pairs(self, found: list[list[Any]]) -> None:
         for a, b, score in found:
-            _line(self._fh, {"record": "pair", "a": a, "b": b, "id_a": self._ids[a],
-                             "id_b": self._ids[b], "score": score / 100.0,
-                             "exact": self._hashes[a] == self._hashes[b]})
+            _line(
+                self._fh,
+                {
+                    "record": "pair",
+                    "a": a,
+                    "b": b,
+                    "id_a": self._ids[a],
+                    "id_b": self._ids[b],
+                    "score": score / 100.0,
+                    "exact": self._hashes[a] == self._hashes[b],
+                },
+            )
         self.pairs_written += len(found)
         self._fh.flush()
 
     def finish(self, result: BatchResult) -> None:
         cluster_of = {doc: n for n, ids in enumerate(result.clusters) for doc in ids}
         for item in result.items:
-            _line(self._fh, {"record": "item", "cluster": cluster_of.get(item.id),
-                             **item.model_dump(mode="json")})
+            _line(
+                self._fh,
+                {
+                    "record": "item",
+                    "cluster": cluster_of.get(item.id),
+                    **item.model_dump(mode="json"),
+                },
+            )
         for n, ids in enumerate(result.clusters):
             _line(self._fh, {"record": "cluster", "cluster": n, "size": len(ids), "ids": ids})
         self.close()
@@ -132,8 +154,12 @@ def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: 
         for item in redundant[:10]:
             a = item.analysis
             assert a is not None
-            table.add_row(item.id, f"{a.redundancy_score:.3f}", a.redundancy_level,
-                          f"{a.redundant_sentence_count}/{a.sentence_count}")
+            table.add_row(
+                item.id,
+                f"{a.redundancy_score:.3f}",
+                a.redundancy_level,
+                f"{a.redundant_sentence_count}/{a.sentence_count}",
+            )
         console.print(table)
 
     failed = result.failed_items

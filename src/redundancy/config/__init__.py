@@ -52,7 +52,9 @@ class Settings(BaseSettings):
         default=None, description="redis://...; defaults to a Redis broker URL or REDIS_URL"
     )
     celery_visibility_timeout: int | None = Field(
-        default=None, gt=0, description="Redis broker redelivery delay (s); must exceed TASK_TIME_LIMIT"
+        default=None,
+        gt=0,
+        description="Redis broker redelivery delay (s); must exceed TASK_TIME_LIMIT",
     )
     task_time_limit: int = Field(default=600, gt=0, description="hard per-task limit (s)")
     task_soft_time_limit: int = Field(default=540, gt=0, description="soft per-task limit (s)")
@@ -78,7 +80,9 @@ class Settings(BaseSettings):
     batch_chunk_size: int = Field(
         default=500, gt=0, description="documents per batch sub-task (analysis and pair shards)"
     )
-    batch_ttl: int = Field(default=86_400, gt=0, description="lifetime of staged batch documents (s)")
+    batch_ttl: int = Field(
+        default=86_400, gt=0, description="lifetime of staged batch documents (s)"
+    )
 
     # --- Events, outbox and webhooks (issue 3) ---
     events_enabled: bool = Field(
@@ -114,15 +118,17 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="longest back-off between relay attempts (s)"
     )
     events_relay_lease_ttl: float = Field(
-        default=30.0, gt=0,
+        default=30.0,
+        gt=0,
         description="relay leadership lease (s); must exceed EVENTS_PUBLISH_TIMEOUT",
     )
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key of X-Webhook-Signature"
     )
     webhook_allowed_hosts: str = Field(
-        default="", description="comma-separated hosts, IPs or CIDRs a webhook may target "
-        "even though they are loopback or private"
+        default="",
+        description="comma-separated hosts, IPs or CIDRs a webhook may target "
+        "even though they are loopback or private",
     )
     webhook_max_attempts: int = Field(default=5, ge=1, le=20)
     webhook_timeout: float = Field(default=10.0, gt=0, description="per attempt (s)")
@@ -155,22 +161,25 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _event_broker(self) -> Settings:
-        needs = {"rabbitmq": ("rabbitmq_url", "RABBITMQ_URL"),
-                 "kafka": ("kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS")}
+        needs = {
+            "rabbitmq": ("rabbitmq_url", "RABBITMQ_URL"),
+            "kafka": ("kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
+        }
         if self.events_enabled and self.message_broker_type in needs:
             field, variable = needs[self.message_broker_type]
             if not getattr(self, field):
-                raise ValueError(
-                    f"MESSAGE_BROKER_TYPE={self.message_broker_type} needs {variable}"
-                )
+                raise ValueError(f"MESSAGE_BROKER_TYPE={self.message_broker_type} needs {variable}")
         if self.events_relay_lease_ttl <= self.events_publish_timeout + 1:
             raise ValueError(
                 "EVENTS_RELAY_LEASE_TTL must exceed EVENTS_PUBLISH_TIMEOUT + 1 s, or a relay "
                 f"loses its lease while it waits for the broker ({self.events_relay_lease_ttl} "
                 f"<= {self.events_publish_timeout} + 1)"
             )
-        if (self.events_enabled and self.message_broker_type == "redis_streams"
-                and not (self.redis_url or self.job_store_url)):
+        if (
+            self.events_enabled
+            and self.message_broker_type == "redis_streams"
+            and not (self.redis_url or self.job_store_url)
+        ):
             raise ValueError("MESSAGE_BROKER_TYPE=redis_streams needs REDIS_URL")
         return self
 
@@ -178,7 +187,6 @@ class Settings(BaseSettings):
     def webhook_allow_list(self) -> tuple[str, ...]:
         """WEBHOOK_ALLOWED_HOSTS as entries (hosts, IPs, CIDRs), lower case."""
         return tuple(e.lower() for e in _split(self.webhook_allowed_hosts))
-
 
     # --- Cache and sessions (issue 4) ---
     cache_results: bool = Field(
@@ -188,11 +196,15 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, description="connect/reply timeout, cache and sessions Redis (s)"
     )
     cache_retry_after: float = Field(
-        default=5.0, ge=0, le=3600,
+        default=5.0,
+        ge=0,
+        le=3600,
         description="after a cache connection error, skip the cache this long (s; counted)",
     )
     cache_lock_timeout: float = Field(
-        default=60.0, gt=0, le=86_400,
+        default=60.0,
+        gt=0,
+        le=86_400,
         description="get_or_set: lifetime of the compute-once lock; waiters give up after it (s)",
     )
     cache_memory_max_keys: int = Field(
@@ -212,7 +224,9 @@ class Settings(BaseSettings):
 
     # --- Observability: metrics, tracing, logs, Flower (issue 5) ---
     worker_metrics_port: int | None = Field(
-        default=None, ge=1, le=65535,
+        default=None,
+        ge=1,
+        le=65535,
         description="the worker main process serves Prometheus /metrics on this port",
     )
     metrics_bind_address: str = Field(
@@ -223,7 +237,9 @@ class Settings(BaseSettings):
         description="base folder of the per-worker prometheus multiprocess folders (default: temp)",
     )
     metrics_interval: float = Field(
-        default=15.0, gt=0, le=3600,
+        default=15.0,
+        gt=0,
+        le=3600,
         description="seconds between queue-length probes and metric-file compaction in a worker",
     )
     prometheus_pushgateway: str | None = Field(
@@ -238,12 +254,14 @@ class Settings(BaseSettings):
 
     # --- Near-duplicate search modes (issue 6) ---
     lsh_bucket_records: int = Field(
-        default=2_000_000, ge=10_000,
+        default=2_000_000,
+        ge=10_000,
         description="LSH band records (12 bytes each) one bucket task holds at most; sets "
         "how many bucket tasks an indexed batch gets",
     )
     lsh_verify_pairs: int = Field(
-        default=20_000, ge=100,
+        default=20_000,
+        ge=100,
         description="candidate pairs an indexed batch's verify task loads texts for at once",
     )
 

@@ -215,8 +215,12 @@ class BoundPlan:
         total = np.zeros(ii.size, dtype=np.int64)
         for pl, pr in zip(left.projections, right.projections, strict=True):
             total += process.cpdist(
-                pl[ii], pr[jj], scorer=LCSseq.similarity, processor=None,
-                dtype=np.int32, workers=workers,
+                pl[ii],
+                pr[jj],
+                scorer=LCSseq.similarity,
+                processor=None,
+                dtype=np.int32,
+                workers=workers,
             )
         return total >= _need(left.lengths[ii], right.lengths[jj], threshold)
 
@@ -283,14 +287,19 @@ class BoundPlan:
                     queries = pl[rows[ri]]
                     choices = queries if diagonal else pr[cols[ci]]
                     total += process.cdist(
-                        queries, choices, scorer=LCSseq.similarity, processor=None,
-                        dtype=np.int32, workers=workers,
+                        queries,
+                        choices,
+                        scorer=LCSseq.similarity,
+                        processor=None,
+                        dtype=np.int32,
+                        workers=workers,
                     )
                 keep[sub] &= total >= need[sub]
             elif ri.size:
                 bi, bj = np.nonzero(keep)
-                ok = self._partition_keep(left, right, rows[bi], cols[bj], threshold,
-                                          workers=workers)
+                ok = self._partition_keep(
+                    left, right, rows[bi], cols[bj], threshold, workers=workers
+                )
                 keep[bi[~ok], bj[~ok]] = False
         bi, bj = np.nonzero(keep)
         if bi.size == 0:
@@ -340,8 +349,13 @@ def score_pairs(
     that cannot reach it; the scores it returns for the others are the full scores.
     """
     scores = process.cpdist(
-        left[ii], right[jj], scorer=fuzz.ratio, processor=None,
-        score_cutoff=uint8_cutoff(threshold), dtype=np.float64, workers=workers,
+        left[ii],
+        right[jj],
+        scorer=fuzz.ratio,
+        processor=None,
+        score_cutoff=uint8_cutoff(threshold),
+        dtype=np.float64,
+        workers=workers,
     )
     keep = scores / 100.0 >= threshold
     return PairArrays(ii[keep].astype(np.int64), jj[keep].astype(np.int64), scores[keep])
@@ -362,8 +376,9 @@ def exact_pairs(
     Scorers without proven bounds fall back to ``find_pairs`` (all-pairs).
     """
     if not bounds_apply(algorithm):
-        return find_pairs(rows, columns, scorer=get_scorer(algorithm), threshold=threshold,
-                          workers=workers)
+        return find_pairs(
+            rows, columns, scorer=get_scorer(algorithm), threshold=threshold, workers=workers
+        )
     within = columns is None
     left_texts = prepare(rows, algorithm)
     right_texts = left_texts if columns is None else prepare(columns, algorithm)
@@ -383,8 +398,11 @@ def exact_pairs(
         lo_len, hi_len = int(llen[r0]), int(llen[min(r0 + block_size, lorder.size) - 1])
         # partner lengths that bound 1 allows for any row of this block
         c_lo = int(np.searchsorted(rlen, lo_len * threshold / (2.0 - threshold) * (1 - MARGIN)))
-        c_hi = int(np.searchsorted(rlen, hi_len * (2.0 - threshold) / threshold * (1 + MARGIN),
-                                   side="right"))
+        c_hi = int(
+            np.searchsorted(
+                rlen, hi_len * (2.0 - threshold) / threshold * (1 + MARGIN), side="right"
+            )
+        )
         start = max(c_lo, r0) if within else c_lo
         for c0 in range(start, c_hi, block_size):
             c1 = min(c0 + block_size, c_hi)
@@ -395,8 +413,9 @@ def exact_pairs(
                 allowed = np.arange(r0, r0 + rows_idx.size)[:, None] < np.arange(c0, c1)[None, :]
                 if c0 == r0 and c1 == r0 + rows_idx.size:
                     cols_idx = rows_idx  # the same object marks a diagonal block
-            part = plan.verify_block(left, right, rows_idx, cols_idx, threshold,
-                                     allowed=allowed, workers=workers)
+            part = plan.verify_block(
+                left, right, rows_idx, cols_idx, threshold, allowed=allowed, workers=workers
+            )
             if within and len(part):
                 a, b = np.minimum(part.left, part.right), np.maximum(part.left, part.right)
                 part = PairArrays(a, b, part.scores)

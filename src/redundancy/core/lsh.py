@@ -136,8 +136,14 @@ class LSHParams:
             if best is None or cost < best[0]:
                 best = (cost, bands, rows)
         if best is None:  # the target needs more bands than allowed: use the most allowed
-            rows = max(1, math.floor(math.log(1 - MISS_AT_TARGET ** (1 / MAX_BANDS))
-                                     / math.log(target))) if target < 1 else 1
+            rows = (
+                max(
+                    1,
+                    math.floor(math.log(1 - MISS_AT_TARGET ** (1 / MAX_BANDS)) / math.log(target)),
+                )
+                if target < 1
+                else 1
+            )
             return cls(bands=MAX_BANDS, rows=min(rows, MAX_ROWS))
         return cls(bands=best[1], rows=best[2])
 
@@ -313,8 +319,14 @@ def indexed_pairs(
     subset = [texts[i] for i in involved.tolist()]
     plan = BoundPlan.build(subset, threshold)
     feats = plan.features(subset)
-    found = plan.verify(feats, feats, np.searchsorted(involved, lo),
-                        np.searchsorted(involved, hi), threshold, workers=workers)
+    found = plan.verify(
+        feats,
+        feats,
+        np.searchsorted(involved, lo),
+        np.searchsorted(involved, hi),
+        threshold,
+        workers=workers,
+    )
     left, right = involved[found.left], involved[found.right]
     if columns is not None:
         right = right - split

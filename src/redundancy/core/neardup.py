@@ -62,6 +62,7 @@ def resolve_mode(
         return "exact"  # shingles carry too little signal: LSH would propose most pairs
     return cast(SearchMode, mode)
 
+
 ScoredPair = tuple[int, int, float]
 """(position a, position b, score 0..100) with a < b."""
 
@@ -114,7 +115,13 @@ def near_duplicates(
     # the same documents uses, so both find the same candidates
     lsh = LSHParams.for_threshold(threshold, len(docs)) if used == "indexed" else None
     scored = pairs_between(
-        docs, None, threshold, algorithm, block_size=block_size, workers=workers, mode=used,
+        docs,
+        None,
+        threshold,
+        algorithm,
+        block_size=block_size,
+        workers=workers,
+        mode=used,
         lsh=lsh,
     )
     return assemble(names, hashes, scored, threshold, algorithm, mode=used)
@@ -152,14 +159,22 @@ def pairs_between(
         right_reps = [g[0].normalised for g in right_groups]
     rows = [d.normalised for d in left_reps]
     if mode == "exact":
-        found = exact_pairs(rows, right_reps, algorithm=algorithm, threshold=threshold,
-                            workers=workers)
+        found = exact_pairs(
+            rows, right_reps, algorithm=algorithm, threshold=threshold, workers=workers
+        )
     elif mode == "indexed" and bounds_apply(algorithm):
-        found = indexed_pairs(rows, right_reps, algorithm=algorithm, threshold=threshold,
-                              params=lsh, workers=workers)
+        found = indexed_pairs(
+            rows, right_reps, algorithm=algorithm, threshold=threshold, params=lsh, workers=workers
+        )
     else:
-        found = find_pairs(rows, right_reps, scorer=scorer, threshold=threshold,
-                           block_size=block_size, workers=workers)
+        found = find_pairs(
+            rows,
+            right_reps,
+            scorer=scorer,
+            threshold=threshold,
+            block_size=block_size,
+            workers=workers,
+        )
     for li, ri, score in zip(
         found.left.tolist(), found.right.tolist(), found.scores.tolist(), strict=True
     ):

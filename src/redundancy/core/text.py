@@ -63,7 +63,6 @@ def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_CHARS, name: str
         raise EmptyTextError(f"{name} is empty or whitespace only")
     if len(text) > max_chars:
         raise TextTooLargeError(
-            f"{name} has {len(text):,} characters, over the limit of {max_chars:,} "
-            "(MAX_TEXT_CHARS)"
+            f"{name} has {len(text):,} characters, over the limit of {max_chars:,} (MAX_TEXT_CHARS)"
         )
     return text

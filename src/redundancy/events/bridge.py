@@ -32,7 +32,6 @@ from typing import Any
 from celery.signals import task_failure, task_success, worker_ready, worker_shutdown
 
 from redundancy.correlation import correlation_id_of
-from redundancy.observability.context import current_trace_id
 from redundancy.events import metrics
 from redundancy.events.models import (
     ANALYSIS_COMPLETED,
@@ -49,6 +48,7 @@ from redundancy.events.models import (
     event_id_for,
 )
 from redundancy.events.wire import WireMessage
+from redundancy.observability.context import current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,9 @@ def analysis_event(request: Any, result: dict[str, Any]) -> AnalysisCompletedEve
     )
     if len(event.to_json()) > MAX_EVENT_BYTES:
         analysis.update(near_duplicate_sentences=[], repeated_phrases=[], truncated=True)
-        event = event.model_copy(update={"payload": event.payload.model_copy(
-            update={"analysis_result": analysis})})
+        event = event.model_copy(
+            update={"payload": event.payload.model_copy(update={"analysis_result": analysis})}
+        )
     return event
 
 
@@ -141,18 +142,25 @@ def _batch_id(name: str, request: Any, args: Any, kwargs: Any) -> str:
     return str(request.id)
 
 
-def failure_event(name: str, request: Any, exc: BaseException, args: Any,
-                  kwargs: Any) -> DomainEvent | None:
+def failure_event(
+    name: str, request: Any, exc: BaseException, args: Any, kwargs: Any
+) -> DomainEvent | None:
     message = f"{exc}"[:ERROR_MESSAGE_CHARS]
     if name == WEBHOOK_TASK:
         from redundancy.events.webhooks import endpoint_id
 
         kw, url = kwargs or {}, (list(args or []) or [""])[0]
-        return webhook_event(request, {
-            "delivery_id": kw.get("delivery_id") or request.id, "endpoint_id": endpoint_id(url),
-            "status": "failed", "attempts": (request.retries or 0) + 1,
-            "error": f"{type(exc).__name__}: {message}", "aggregate_id": kw.get("aggregate_id"),
-        })
+        return webhook_event(
+            request,
+            {
+                "delivery_id": kw.get("delivery_id") or request.id,
+                "endpoint_id": endpoint_id(url),
+                "status": "failed",
+                "attempts": (request.retries or 0) + 1,
+                "error": f"{type(exc).__name__}: {message}",
+                "aggregate_id": kw.get("aggregate_id"),
+            },
+        )
     if name in (ANALYZE_TASK, COMPARE_TASK):
         job, aggregate = ("analysis" if name == ANALYZE_TASK else "similarity"), str(request.id)
     elif name == BATCH_TASK or name.startswith(BATCH_SUBTASK_PREFIX):
@@ -227,8 +235,11 @@ def _flush_at_exit() -> None:
         return
     left = _relay.drain(timeout=_relay.broker.publish_timeout)
     if left:
-        log.error("%d events could not reach the event broker before exit and are lost "
-                  "(the embedded default keeps its outbox in memory)", left)
+        log.error(
+            "%d events could not reach the event broker before exit and are lost "
+            "(the embedded default keeps its outbox in memory)",
+            left,
+        )
 
 
 def emit_safely(event: DomainEvent | None) -> None:
@@ -239,8 +250,11 @@ def emit_safely(event: DomainEvent | None) -> None:
         emit(event)
     except Exception:
         metrics.EVENTS_FAILED.labels("outbox").inc()
-        log.exception("event %s (%s) could not be written to the outbox and is lost",
-                      event.event_id, event.event_type)
+        log.exception(
+            "event %s (%s) could not be written to the outbox and is lost",
+            event.event_id,
+            event.event_type,
+        )
 
 
 @task_success.connect(weak=False)
@@ -258,14 +272,18 @@ def _on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
 
 
 @task_failure.connect(weak=False)
-def _on_task_failure(sender: Any = None, exception: BaseException | None = None,
-                     args: Any = None, kwargs: Any = None, **_: Any) -> None:
+def _on_task_failure(
+    sender: Any = None,
+    exception: BaseException | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    **_: Any,
+) -> None:
     name = getattr(sender, "name", "")
     if not _enabled() or not name.startswith("redundancy."):
         return
     try:
-        event = failure_event(name, sender.request, exception or Exception("unknown"),
-                              args, kwargs)
+        event = failure_event(name, sender.request, exception or Exception("unknown"), args, kwargs)
     except Exception:
         metrics.EVENTS_FAILED.labels("outbox").inc()
         log.exception("cannot build the failure event of %s", name)

@@ -10,7 +10,8 @@ from prometheus_client import Counter, Gauge
 
 EVENTS_PUBLISHED = Counter(
     "redundancy_events_published_total",
-    "Events the event broker confirmed", ["broker"],
+    "Events the event broker confirmed",
+    ["broker"],
 )
 EVENTS_FAILED = Counter(
     "redundancy_events_failed_total",
@@ -19,7 +20,8 @@ EVENTS_FAILED = Counter(
 )
 EVENTS_DEAD_LETTERED = Counter(
     "redundancy_events_dead_lettered_total",
-    "Outbox entries moved aside because no retry can publish them", ["reason"],
+    "Outbox entries moved aside because no retry can publish them",
+    ["reason"],
 )
 EVENTS_CONSUMED = Counter(
     "redundancy_events_consumed_total",
@@ -30,14 +32,17 @@ OUTBOX_WRITTEN = Counter(
     "redundancy_outbox_written_total", "Events written to the outbox by finished jobs"
 )
 OUTBOX_BACKLOG = Gauge(
-    "redundancy_outbox_backlog", "Events in the outbox not yet confirmed by the event broker",
+    "redundancy_outbox_backlog",
+    "Events in the outbox not yet confirmed by the event broker",
     multiprocess_mode="livemax",
 )
 OUTBOX_OLDEST_AGE = Gauge(
-    "redundancy_outbox_oldest_age_seconds", "Age of the oldest event waiting in the outbox",
+    "redundancy_outbox_oldest_age_seconds",
+    "Age of the oldest event waiting in the outbox",
     multiprocess_mode="livemax",
 )
 WEBHOOK_DELIVERIES = Counter(
     "redundancy_webhook_deliveries_total",
-    "Webhook deliveries by final status (delivered, failed, refused)", ["status"],
+    "Webhook deliveries by final status (delivered, failed, refused)",
+    ["status"],
 )

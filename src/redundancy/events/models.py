@@ -68,8 +68,10 @@ class DomainEvent(BaseModel):
             return data
         data = dict(data)
         payload_type = cls.model_fields["payload"].annotation
-        if "payload" not in data and isinstance(payload_type, type) and issubclass(
-            payload_type, BaseModel
+        if (
+            "payload" not in data
+            and isinstance(payload_type, type)
+            and issubclass(payload_type, BaseModel)
         ):
             names = set(payload_type.model_fields)
             data["payload"] = {k: data.pop(k) for k in list(data) if k in names}
@@ -77,10 +79,14 @@ class DomainEvent(BaseModel):
             payload = data.get("payload")
             if isinstance(payload, BaseModel):
                 payload = payload.model_dump()
-            value = payload.get(cls.aggregate_field) if cls.aggregate_field and isinstance(
-                payload, dict) else None
-            data["aggregate_id"] = value or data.get("task_id") or str(
-                data.setdefault("event_id", uuid.uuid4()))
+            value = (
+                payload.get(cls.aggregate_field)
+                if cls.aggregate_field and isinstance(payload, dict)
+                else None
+            )
+            data["aggregate_id"] = (
+                value or data.get("task_id") or str(data.setdefault("event_id", uuid.uuid4()))
+            )
         return data
 
     @field_validator("occurred_at")
@@ -192,8 +198,13 @@ class JobFailedEvent(DomainEvent):
 
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {
     cls.model_fields["event_type"].default: cls
-    for cls in (AnalysisCompletedEvent, SimilarityCompletedEvent, BatchProcessingCompletedEvent,
-                WebhookDeliveredEvent, JobFailedEvent)
+    for cls in (
+        AnalysisCompletedEvent,
+        SimilarityCompletedEvent,
+        BatchProcessingCompletedEvent,
+        WebhookDeliveredEvent,
+        JobFailedEvent,
+    )
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
 

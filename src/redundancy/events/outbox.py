@@ -62,8 +62,9 @@ class RedisOutbox:
         import redis
 
         self.url = url
-        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5,
-                                           health_check_interval=30)
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
         self.key = keys.outbox()
 
     def append(self, message: WireMessage) -> None:
@@ -89,8 +90,12 @@ class RedisOutbox:
 
     def dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        pipe.xadd(keys.outbox_dead_letters(), {**fields, "reason": reason, "outbox_id": entry_id},
-                  maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        pipe.xadd(
+            keys.outbox_dead_letters(),
+            {**fields, "reason": reason, "outbox_id": entry_id},
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
         pipe.xdel(self.key, entry_id)
         pipe.execute()
 
@@ -118,8 +123,9 @@ class _RedisLease:
     """redis-py's Lock as a leadership lease: held by one relay, renewed while it works."""
 
     def __init__(self, client: Any, ttl: float) -> None:
-        self._lock = client.lock(keys.relay_lease(), timeout=ttl, blocking=False,
-                                 thread_local=False)
+        self._lock = client.lock(
+            keys.relay_lease(), timeout=ttl, blocking=False, thread_local=False
+        )
         self.held = False
 
     def acquire(self) -> bool:
@@ -157,8 +163,9 @@ class MemoryOutbox:
 
     def append(self, message: WireMessage) -> None:
         with self._changed:
-            self._entries.append((f"{int(time.time() * 1000)}-{next(self._ids)}",
-                                  dict(message.fields())))
+            self._entries.append(
+                (f"{int(time.time() * 1000)}-{next(self._ids)}", dict(message.fields()))
+            )
             self._changed.notify_all()
         metrics.OUTBOX_WRITTEN.inc()
 

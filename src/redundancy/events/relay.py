@@ -40,8 +40,15 @@ def backoff(failures: int, cap: float, start: float = RETRY_START) -> float:
 
 
 class Relay:
-    def __init__(self, outbox: Outbox, broker: EventBroker, *, batch: int | None = None,
-                 retry_max: float | None = None, lease_ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        broker: EventBroker,
+        *,
+        batch: int | None = None,
+        retry_max: float | None = None,
+        lease_ttl: float | None = None,
+    ) -> None:
         from redundancy.config import get_settings
 
         s = get_settings()
@@ -119,8 +126,15 @@ class Relay:
         delay = backoff(self.failures, self.retry_max)
         self.retry_at = time.monotonic() + delay
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
-        log.log(level, "event broker %s unavailable (%s); %d events wait in the outbox, "
-                "retry %d in %.1f s", self.broker.kind, exc, self._backlog(), self.failures, delay)
+        log.log(
+            level,
+            "event broker %s unavailable (%s); %d events wait in the outbox, retry %d in %.1f s",
+            self.broker.kind,
+            exc,
+            self._backlog(),
+            self.failures,
+            delay,
+        )
         return delay
 
     def _backlog(self) -> int:

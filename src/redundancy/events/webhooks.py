@@ -100,8 +100,9 @@ def resolve_target(url: str, allow_list: Sequence[str]) -> list[IPAddress]:
     return addresses
 
 
-def signed_headers(body: bytes, secret: bytes | None, *, event_id: str, event_type: str,
-                   delivery: str) -> dict[str, str]:
+def signed_headers(
+    body: bytes, secret: bytes | None, *, event_id: str, event_type: str, delivery: str
+) -> dict[str, str]:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
@@ -115,8 +116,9 @@ def signed_headers(body: bytes, secret: bytes | None, *, event_id: str, event_ty
     return headers
 
 
-def post_once(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
-              allow_list: Sequence[str]) -> Attempt:
+def post_once(
+    url: str, body: bytes, headers: dict[str, str], *, timeout: float, allow_list: Sequence[str]
+) -> Attempt:
     """One POST to the checked address. Raises WebhookRefusedError for a refused target."""
     import httpx
 
@@ -130,8 +132,12 @@ def post_once(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-            response = client.post(pinned, content=body, headers={**headers, "Host": host_header},
-                                   extensions=extensions)
+            response = client.post(
+                pinned,
+                content=body,
+                headers={**headers, "Host": host_header},
+                extensions=extensions,
+            )
     except httpx.TransportError as exc:  # timeouts, refused connections, resets
         return Attempt(False, True, None, f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
     code = response.status_code

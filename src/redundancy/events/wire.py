@@ -52,16 +52,23 @@ class WireMessage:
 
     def transport_headers(self) -> dict[str, str]:
         """Headers for Kafka/AMQP: consumers can filter by type without parsing the body."""
-        headers = {"event_id": self.event_id, "event_type": self.event_type,
-                   "content_type": CONTENT_TYPE}
+        headers = {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "content_type": CONTENT_TYPE,
+        }
         if self.signature:
             headers["signature"] = self.signature
         return headers
 
     def fields(self) -> dict[str, str | bytes]:
         """Flat fields for a Redis stream entry (the outbox and the Redis Streams broker)."""
-        out: dict[str, str | bytes] = {"event_id": self.event_id, "event_type": self.event_type,
-                                       "key": self.key, "body": self.body}
+        out: dict[str, str | bytes] = {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "key": self.key,
+            "body": self.body,
+        }
         if self.signature:
             out["signature"] = self.signature
         return out
@@ -70,8 +77,9 @@ class WireMessage:
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> WireMessage:
         f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
         try:
-            text = {k: (v.decode() if isinstance(v, bytes) and k != "body" else v)
-                    for k, v in f.items()}
+            text = {
+                k: (v.decode() if isinstance(v, bytes) and k != "body" else v) for k, v in f.items()
+            }
             body = text["body"]
             return cls(
                 event_id=str(text["event_id"]),

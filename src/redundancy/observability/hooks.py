@@ -123,8 +123,12 @@ def _stamp_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 @signals.after_task_publish.connect(weak=False)
 @guarded("metrics")
-def _count_sent(sender: Any = None, headers: dict[str, Any] | None = None,
-                routing_key: str | None = None, **_: Any) -> None:
+def _count_sent(
+    sender: Any = None,
+    headers: dict[str, Any] | None = None,
+    routing_key: str | None = None,
+    **_: Any,
+) -> None:
     name = (headers or {}).get("task") or str(sender)
     m.TASK_SENT.labels(name, _host(), routing_key or "").inc()
 
@@ -163,8 +167,11 @@ def _start_endpoint(sender: Any = None, **_: Any) -> None:
         return
     registry = m.worker_registry(_state)
     _server = m.serve(registry, settings.worker_metrics_port, settings.metrics_bind_address)
-    log.info("metrics at http://%s:%s/metrics", settings.metrics_bind_address,
-             settings.worker_metrics_port)
+    log.info(
+        "metrics at http://%s:%s/metrics",
+        settings.metrics_bind_address,
+        settings.worker_metrics_port,
+    )
 
 
 @signals.worker_ready.connect(weak=False)
@@ -295,8 +302,9 @@ def _queue_wait(request: Any) -> float | None:
 
 @signals.task_postrun.connect(weak=False)
 @guarded("task_postrun")
-def _postrun(task_id: str | None = None, task: Any = None, state: str | None = None,
-             **_: Any) -> None:
+def _postrun(
+    task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
+) -> None:
     if task_id is None:
         return
     started = _pop(_started, task_id)

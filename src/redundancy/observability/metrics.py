@@ -48,7 +48,8 @@ TASK_SUCCEEDED = Counter(
     "celery_task_succeeded", "Sent if the task executed successfully.", TASK_LABELS
 )
 TASK_FAILED = Counter(
-    "celery_task_failed", "Sent if the execution of the task failed.",
+    "celery_task_failed",
+    "Sent if the execution of the task failed.",
     ("name", "hostname", "exception", "queue_name"),
 )
 TASK_REJECTED = Counter(
@@ -59,29 +60,61 @@ TASK_REJECTED = Counter(
 )
 TASK_REVOKED = Counter("celery_task_revoked", "Sent if the task has been revoked.", TASK_LABELS)
 TASK_RETRIED = Counter(
-    "celery_task_retried", "Sent if the task failed, but will be retried in the future.",
+    "celery_task_retried",
+    "Sent if the task failed, but will be retried in the future.",
     TASK_LABELS,
 )
-SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                   7.5, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+SECONDS_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
 """prometheus_client's default buckets (celery-exporter's) extended to an hour: batch
 shards run for minutes and a backlog waits longer, beyond the default 10 s top bucket."""
 TASK_RUNTIME = Histogram(
-    "celery_task_runtime", "Histogram of task runtime measurements.", TASK_LABELS,
+    "celery_task_runtime",
+    "Histogram of task runtime measurements.",
+    TASK_LABELS,
     buckets=SECONDS_BUCKETS,
 )
 TASK_QUEUE_WAIT = Histogram(
     "celery_task_queue_wait_time",
     "Histogram of task queue wait time measurements (publish, or ETA, to start).",
-    TASK_LABELS, buckets=SECONDS_BUCKETS,
+    TASK_LABELS,
+    buckets=SECONDS_BUCKETS,
 )
-STATE_COUNTERS = (TASK_RECEIVED, TASK_STARTED, TASK_SUCCEEDED, TASK_REJECTED, TASK_REVOKED,
-                  TASK_RETRIED)
+STATE_COUNTERS = (
+    TASK_RECEIVED,
+    TASK_STARTED,
+    TASK_SUCCEEDED,
+    TASK_REJECTED,
+    TASK_REVOKED,
+    TASK_RETRIED,
+)
 """Counters celery-exporter shows at 0 for every task it has seen (failed has no such row)."""
 
 # --- ours ------------------------------------------------------------------------------
 REDUNDANCY_SCORE = Histogram(
-    "redundancy_score", "redundancy_score of every text analysed (0..1).",
+    "redundancy_score",
+    "redundancy_score of every text analysed (0..1).",
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
 DOCUMENTS_ANALYSED = Counter(
@@ -102,7 +135,6 @@ COMPARISONS = Counter(
 BATCHES_COMPLETED = Counter("redundancy_batches_completed", "Batches merged into a result.")
 HOOK_ERRORS_HELP = "Errors caught in observability hooks (they never fail a job)."
 HOOK_ERRORS = Counter("redundancy_hook_errors", HOOK_ERRORS_HELP, ("hook",))
-
 
 
 class _ThreadErrors:
@@ -131,11 +163,20 @@ class _ThreadErrors:
 THREAD_ERRORS = _ThreadErrors()
 
 OWN_METRICS: tuple[Collector, ...] = (
-    REDUNDANCY_SCORE, DOCUMENTS_ANALYSED, DOCUMENTS_FAILED, NEAR_DUPLICATE_PAIRS,
-    COMPARISONS, BATCHES_COMPLETED, HOOK_ERRORS,
+    REDUNDANCY_SCORE,
+    DOCUMENTS_ANALYSED,
+    DOCUMENTS_FAILED,
+    NEAR_DUPLICATE_PAIRS,
+    COMPARISONS,
+    BATCHES_COMPLETED,
+    HOOK_ERRORS,
 )
 CELERY_METRICS: tuple[Collector, ...] = (
-    TASK_SENT, *STATE_COUNTERS, TASK_FAILED, TASK_RUNTIME, TASK_QUEUE_WAIT,
+    TASK_SENT,
+    *STATE_COUNTERS,
+    TASK_FAILED,
+    TASK_RUNTIME,
+    TASK_QUEUE_WAIT,
 )
 
 
@@ -211,18 +252,36 @@ class WorkerStateCollector:
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
         return (
-            GaugeMetricFamily("celery_worker_up", "Indicates if a worker has recently sent a "
-                              "heartbeat.", labels=["hostname"]),
-            GaugeMetricFamily("celery_worker_tasks_active", "The number of tasks the worker "
-                              "is currently processing", labels=["hostname"]),
-            GaugeMetricFamily("celery_active_worker_count", "The number of active workers in "
-                              "broker queue.", labels=["queue_name"]),
-            GaugeMetricFamily("celery_active_process_count", "The number of active processes "
-                              "in broker queue.", labels=["queue_name"]),
-            GaugeMetricFamily("celery_queue_length", "The number of message in broker queue.",
-                              labels=["queue_name"]),
-            GaugeMetricFamily("celery_active_consumer_count", "The number of active consumer "
-                              "in broker queue.", labels=["queue_name"]),
+            GaugeMetricFamily(
+                "celery_worker_up",
+                "Indicates if a worker has recently sent a heartbeat.",
+                labels=["hostname"],
+            ),
+            GaugeMetricFamily(
+                "celery_worker_tasks_active",
+                "The number of tasks the worker is currently processing",
+                labels=["hostname"],
+            ),
+            GaugeMetricFamily(
+                "celery_active_worker_count",
+                "The number of active workers in broker queue.",
+                labels=["queue_name"],
+            ),
+            GaugeMetricFamily(
+                "celery_active_process_count",
+                "The number of active processes in broker queue.",
+                labels=["queue_name"],
+            ),
+            GaugeMetricFamily(
+                "celery_queue_length",
+                "The number of message in broker queue.",
+                labels=["queue_name"],
+            ),
+            GaugeMetricFamily(
+                "celery_active_consumer_count",
+                "The number of active consumer in broker queue.",
+                labels=["queue_name"],
+            ),
         )
 
 
@@ -247,7 +306,8 @@ def compact_dead_processes(folder: Path) -> int:
     removed = 0
     with _compact_lock:
         dead = {
-            pid for f in folder.glob("*.db")
+            pid
+            for f in folder.glob("*.db")
             if (pid := _file_pid(f)) is not None and pid != os.getpid() and not pid_alive(pid)
         }
         for pid in sorted(dead):

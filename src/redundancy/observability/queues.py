@@ -91,16 +91,21 @@ class Lease:
 def reporter_lease(url: str, owner: str, interval: float) -> Lease:
     import redis
 
-    client = redis.Redis.from_url(url, socket_timeout=PROBE_TIMEOUT,
-                                  socket_connect_timeout=PROBE_TIMEOUT, decode_responses=True)
+    client = redis.Redis.from_url(
+        url,
+        socket_timeout=PROBE_TIMEOUT,
+        socket_connect_timeout=PROBE_TIMEOUT,
+        decode_responses=True,
+    )
     return Lease(client, keys.metrics_queue_reporter(), owner, ttl=max(3, int(interval * 3)))
 
 
 class WorkerMonitor(threading.Thread):
     """The main process's background chores for metrics (see the module docstring)."""
 
-    def __init__(self, app: Any, state: WorkerState, queues: list[str], interval: float,
-                 lease: Lease | None) -> None:
+    def __init__(
+        self, app: Any, state: WorkerState, queues: list[str], interval: float, lease: Lease | None
+    ) -> None:
         super().__init__(name="redundancy-metrics-monitor", daemon=True)
         self.app, self.state, self.queues = app, state, queues
         self.interval, self.lease = interval, lease
@@ -146,8 +151,9 @@ class WorkerMonitor(threading.Thread):
             return
         if self._connection is None:
             self._connection = probe_connection(self.app)
-            self._connection.ensure_connection(max_retries=1, interval_start=0,
-                                               timeout=PROBE_TIMEOUT)
+            self._connection.ensure_connection(
+                max_retries=1, interval_start=0, timeout=PROBE_TIMEOUT
+            )
         found = measure_queues(self._connection, self.queues)
         self.state.queue_lengths = {q: n for q, (n, _) in found.items()}
         consumers = {q: c for q, (_, c) in found.items() if c is not None}

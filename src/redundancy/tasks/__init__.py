@@ -1,7 +1,7 @@
 """Celery tasks (thin: validate -> core -> JSON dict) and batch submission helpers.
 
-    from redundancy.tasks import analyze_content, compare_texts, process_batch
-    analyze_content.delay("Some text. Some text.").get()
+from redundancy.tasks import analyze_content, compare_texts, process_batch
+analyze_content.delay("Some text. Some text.").get()
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from redundancy.tasks.batch import (
     process_batch,
     stage_batch,
 )
-from redundancy.tasks.webhooks import deliver_webhook
 from redundancy.tasks.search import lsh_bucket, lsh_sign, lsh_verify
+from redundancy.tasks.webhooks import deliver_webhook
 
 __all__ = [
     "StagedBatch",

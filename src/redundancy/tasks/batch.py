@@ -95,8 +95,9 @@ def stage_batch(
     Producers with large batches call this (the CLI does), then ``canvas.apply_async()``;
     ``process_batch`` does the same on a worker for callers that pass items inline.
     """
-    opts = validate(BatchOptions, threshold=threshold, algorithm=algorithm,
-                    webhook_url=webhook_url, mode=mode)
+    opts = validate(
+        BatchOptions, threshold=threshold, algorithm=algorithm, webhook_url=webhook_url, mode=mode
+    )
     settings = get_settings()
     batch_id = batch_id or uuid.uuid4().hex
     store = get_job_store()
@@ -110,8 +111,12 @@ def stage_batch(
     used = resolve_mode(opts.mode, count, opts.algorithm, opts.threshold)
     size = settings.batch_chunk_size
     chunks = chunk_count(count, size)
-    params = {"count": count, "chunk_size": size, "threshold": opts.threshold,
-              "algorithm": opts.algorithm}
+    params = {
+        "count": count,
+        "chunk_size": size,
+        "threshold": opts.threshold,
+        "algorithm": opts.algorithm,
+    }
     analyses = [analyze_chunk.si(batch_id, c, **params) for c in range(chunks)]
     body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **params)
     if used == "indexed":
@@ -119,19 +124,23 @@ def stage_batch(
 
         lsh = LSHParams.for_threshold(opts.threshold, count)
         parts = partition_count(count, lsh)
-        lsh_args = {"bands": lsh.bands, "rows": lsh.rows, "shingle": lsh.shingle,
-                    "seed": lsh.seed}
-        sign = [lsh_sign.si(batch_id, c, lsh=lsh_args, partitions=parts, **params)
-                for c in range(chunks)]
+        lsh_args = {"bands": lsh.bands, "rows": lsh.rows, "shingle": lsh.shingle, "seed": lsh.seed}
+        sign = [
+            lsh_sign.si(batch_id, c, lsh=lsh_args, partitions=parts, **params)
+            for c in range(chunks)
+        ]
         bucket = [lsh_bucket.si(batch_id, p, **params) for p in range(parts)]
-        pairing = [lsh_verify.si(batch_id, c, **params).set(task_id=uuid.uuid4().hex)
-                   for c in range(chunks)]
+        pairing = [
+            lsh_verify.si(batch_id, c, **params).set(task_id=uuid.uuid4().hex)
+            for c in range(chunks)
+        ]
         canvas: Signature = chain(group(sign), group(bucket), chord(analyses + pairing, body))
         task_count = len(sign) + len(bucket) + len(analyses) + len(pairing)
     else:
         pairing = [
             pair_shard.si(batch_id, i, j, mode=used, **params).set(task_id=uuid.uuid4().hex)
-            for i in range(chunks) for j in range(i, chunks)
+            for i in range(chunks)
+            for j in range(i, chunks)
         ]
         canvas = chord(analyses + pairing, body)
         task_count = len(analyses) + len(pairing)
@@ -163,8 +172,9 @@ def process_batch(
     search, ``auto`` (default), ``exact``, ``indexed`` or ``all-pairs``. The result (a
     BatchResult dict) arrives on this task's AsyncResult; the batch id is this task's id.
     """
-    staged = stage_batch(items, threshold, algorithm, webhook_url, batch_id=self.request.id,
-                         mode=mode)
+    staged = stage_batch(
+        items, threshold, algorithm, webhook_url, batch_id=self.request.id, mode=mode
+    )
     if self.request.is_eager:
         # Embedded default: run the chord inline (Celery's eager replace would refuse to
         # join a group from inside a task).
@@ -213,7 +223,9 @@ def analyze_chunk(
             if not isinstance(exc, InvalidInputError):
                 log.exception("batch %s item %s failed", batch_id, doc_id)
             item = BatchItemResult(
-                position=position, id=doc_id, error=ItemError(type=type(exc).__name__, message=str(exc))
+                position=position,
+                id=doc_id,
+                error=ItemError(type=type(exc).__name__, message=str(exc)),
             )
         items.append(item.model_dump(mode="json"))
     advance_progress(batch_id)
@@ -275,7 +287,12 @@ def merge_batch(
     repeats the event with the same ``event_id``.
     """
     items = sorted(
-        (BatchItemResult.model_validate(i) for p in parts if p["kind"] == "analysis" for i in p["items"]),
+        (
+            BatchItemResult.model_validate(i)
+            for p in parts
+            if p["kind"] == "analysis"
+            for i in p["items"]
+        ),
         key=lambda item: item.position,
     )
     if len(items) != count:
@@ -283,8 +300,14 @@ def merge_batch(
     scored = [tuple(pair) for p in parts if p["kind"] == "pairs" for pair in p["pairs"]]
     names = [item.id for item in items]
     hashes = [item.analysis.content_hash if item.analysis else None for item in items]
-    found = assemble(names, hashes, scored, threshold, algorithm,  # type: ignore[arg-type]
-                     mode=mode)
+    found = assemble(
+        names,
+        hashes,
+        scored,
+        threshold,
+        algorithm,  # type: ignore[arg-type]
+        mode=mode,
+    )
     failed = sum(1 for item in items if item.error is not None)
     result = BatchResult(
         batch_id=batch_id,
@@ -316,6 +339,11 @@ def _schedule_webhook(url: str, event: BatchProcessingCompletedEvent) -> None:
     from redundancy.tasks.webhooks import deliver_webhook
 
     event_id = str(event.event_id)
-    deliver_webhook.delay(url, event.model_dump_json(), event_id=event_id,
-                          event_type=event.event_type, delivery_id=delivery_id(event_id, url),
-                          aggregate_id=event.aggregate_id)
+    deliver_webhook.delay(
+        url,
+        event.model_dump_json(),
+        event_id=event_id,
+        event_type=event.event_type,
+        delivery_id=delivery_id(event_id, url),
+        aggregate_id=event.aggregate_id,
+    )

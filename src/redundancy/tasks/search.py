@@ -163,8 +163,11 @@ def lsh_verify(
         triples = [(int(p), doc[0], doc[1]) for p, doc in zip(needed, loaded, strict=True) if doc]
         positions, texts = _valid_texts(triples, algorithm)
         index = {int(p): i for i, p in enumerate(positions.tolist())}
-        usable = np.fromiter((int(x) in index and int(y) in index for x, y in zip(a, b,
-                             strict=True)), dtype=bool, count=a.size)
+        usable = np.fromiter(
+            (int(x) in index and int(y) in index for x, y in zip(a, b, strict=True)),
+            dtype=bool,
+            count=a.size,
+        )
         a, b = a[usable], b[usable]
         if a.size == 0:
             continue
@@ -175,8 +178,9 @@ def lsh_verify(
         found = plan.verify(feats, feats, ia, ib, threshold, workers=settings.cdist_workers)
         out += [
             [int(positions[i]), int(positions[j]), score]
-            for i, j, score in zip(found.left.tolist(), found.right.tolist(),
-                                   found.scores.tolist(), strict=True)
+            for i, j, score in zip(
+                found.left.tolist(), found.right.tolist(), found.scores.tolist(), strict=True
+            )
         ]
     _advance(batch_id)
     return {"kind": "pairs", "left": chunk, "right": None, "pairs": out}

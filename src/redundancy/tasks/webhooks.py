@@ -46,23 +46,36 @@ def deliver_webhook(
         log.warning("WEBHOOK_SECRET is not set: webhook %s goes out unsigned", delivery_id)
     payload = body.encode()
     report: dict[str, Any] = {
-        "endpoint_id": endpoint_id(url), "delivery_id": delivery_id,
-        "delivered_event_id": event_id, "host": urlsplit(url).hostname,
+        "endpoint_id": endpoint_id(url),
+        "delivery_id": delivery_id,
+        "delivered_event_id": event_id,
+        "host": urlsplit(url).hostname,
         "aggregate_id": aggregate_id,
     }
-    headers = signed_headers(payload, secret, event_id=event_id, event_type=event_type,
-                             delivery=delivery_id)
+    headers = signed_headers(
+        payload, secret, event_id=event_id, event_type=event_type, delivery=delivery_id
+    )
     try:
-        outcome = post_once(url, payload, headers, timeout=settings.webhook_timeout,
-                            allow_list=settings.webhook_allow_list)
+        outcome = post_once(
+            url,
+            payload,
+            headers,
+            timeout=settings.webhook_timeout,
+            allow_list=settings.webhook_allow_list,
+        )
     except WebhookRefusedError as exc:
         log.warning("webhook %s refused: %s", delivery_id, exc)
         metrics.WEBHOOK_DELIVERIES.labels("refused").inc()
         return {**report, "status": "refused", "attempts": attempt - 1, "error": str(exc)}
     if outcome.retryable and attempt < settings.webhook_max_attempts:
         delay = backoff(attempt, settings.webhook_backoff)
-        log.info("webhook %s attempt %d failed (%s); retry in %.1f s",
-                 delivery_id, attempt, outcome.error, delay)
+        log.info(
+            "webhook %s attempt %d failed (%s); retry in %.1f s",
+            delivery_id,
+            attempt,
+            outcome.error,
+            delay,
+        )
         if self.request.is_eager:
             time.sleep(delay)
         raise self.retry(countdown=delay, max_retries=settings.webhook_max_attempts - 1)
@@ -70,5 +83,10 @@ def deliver_webhook(
     metrics.WEBHOOK_DELIVERIES.labels(status).inc()
     if not outcome.delivered:
         log.warning("webhook %s failed after %d attempts: %s", delivery_id, attempt, outcome.error)
-    return {**report, "status": status, "attempts": attempt, "status_code": outcome.status_code,
-            "error": outcome.error}
+    return {
+        **report,
+        "status": status,
+        "attempts": attempt,
+        "status_code": outcome.status_code,
+        "error": outcome.error,
+    }

@@ -80,8 +80,9 @@ class EventBroker(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, url: str, *, topic: str | None = None,
-                 publish_timeout: float | None = None) -> None:
+    def __init__(
+        self, url: str, *, topic: str | None = None, publish_timeout: float | None = None
+    ) -> None:
         from redundancy.config import get_settings
 
         settings = get_settings()
@@ -105,8 +106,13 @@ class EventBroker(ABC):
         """Publish in order and return only when the broker confirmed every message."""
 
     @abstractmethod
-    def _open_reader(self, group: str | None, event_types: frozenset[str] | None,
-                     from_beginning: bool, consumer: str) -> Reader: ...
+    def _open_reader(
+        self,
+        group: str | None,
+        event_types: frozenset[str] | None,
+        from_beginning: bool,
+        consumer: str,
+    ) -> Reader: ...
 
     def _ensure_group(self, group: str, event_types: frozenset[str] | None) -> None:  # noqa: B027
         """Make ``group`` exist so it receives every event published from now on."""
@@ -214,8 +220,14 @@ class EventBroker(ABC):
             reader.close()
         return handled
 
-    def _dispatch(self, delivery: Delivery, handler: Handler, types: frozenset[str] | None,
-                  seen: SeenIds, signing_key: bytes | None) -> bool:
+    def _dispatch(
+        self,
+        delivery: Delivery,
+        handler: Handler,
+        types: frozenset[str] | None,
+        seen: SeenIds,
+        signing_key: bytes | None,
+    ) -> bool:
         message = delivery.message
         if message is None:
             log.error("%s: unreadable event skipped: %s", self.kind, delivery.problem)

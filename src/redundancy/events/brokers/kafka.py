@@ -42,8 +42,14 @@ class KafkaBroker(EventBroker):
 
     kind = "kafka"
 
-    def __init__(self, url: str, *, config: dict[str, Any] | None = None,
-                 consumer_config: dict[str, Any] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        config: dict[str, Any] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
         from redundancy.config import get_settings
 
         _kafka()  # fail early with the install hint
@@ -62,14 +68,16 @@ class KafkaBroker(EventBroker):
     def _connect(self) -> None:
         ck = _kafka()
         timeout_ms = int(self.publish_timeout * 1000)
-        producer = ck.Producer({
-            **self._base(),
-            "enable.idempotence": True,  # no duplicates or reordering from internal retries
-            "acks": "all",
-            "linger.ms": 5,
-            "message.timeout.ms": timeout_ms,  # a delivery report (ok or error) within this
-            "socket.connection.setup.timeout.ms": min(timeout_ms, 10_000),
-        })
+        producer = ck.Producer(
+            {
+                **self._base(),
+                "enable.idempotence": True,  # no duplicates or reordering from internal retries
+                "acks": "all",
+                "linger.ms": 5,
+                "message.timeout.ms": timeout_ms,  # a delivery report (ok or error) within this
+                "socket.connection.setup.timeout.ms": min(timeout_ms, 10_000),
+            }
+        )
         try:
             metadata = producer.list_topics(timeout=min(self.publish_timeout, 10.0))
             if self.topic not in metadata.topics:
@@ -83,9 +91,13 @@ class KafkaBroker(EventBroker):
 
         admin = AdminClient(self._base())
         futures = admin.create_topics(
-            [NewTopic(self.topic, num_partitions=self.partitions,
-                      replication_factor=self.replication)],
-            operation_timeout=self.publish_timeout, request_timeout=self.publish_timeout,
+            [
+                NewTopic(
+                    self.topic, num_partitions=self.partitions, replication_factor=self.replication
+                )
+            ],
+            operation_timeout=self.publish_timeout,
+            request_timeout=self.publish_timeout,
         )
         try:
             futures[self.topic].result(timeout=self.publish_timeout)
@@ -113,8 +125,13 @@ class KafkaBroker(EventBroker):
             headers = list(message.transport_headers().items())
             while True:
                 try:
-                    self._producer.produce(self.topic, value=message.body, key=message.key,
-                                           headers=headers, on_delivery=on_delivery)
+                    self._producer.produce(
+                        self.topic,
+                        value=message.body,
+                        key=message.key,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
                     break
                 except BufferError:  # local queue full: let deliveries drain, then retry
                     self._producer.poll(0.1)
@@ -122,9 +139,16 @@ class KafkaBroker(EventBroker):
         self._producer.flush(self.publish_timeout + 1.0)
         if pending or errors:
             first = errors[0] if errors else None
-            if first is not None and not first.retriable() and first.code() in (
-                ck.KafkaError.MSG_SIZE_TOO_LARGE, ck.KafkaError.INVALID_MSG,
-                ck.KafkaError.INVALID_MSG_SIZE, ck.KafkaError.RECORD_LIST_TOO_LARGE,
+            if (
+                first is not None
+                and not first.retriable()
+                and first.code()
+                in (
+                    ck.KafkaError.MSG_SIZE_TOO_LARGE,
+                    ck.KafkaError.INVALID_MSG,
+                    ck.KafkaError.INVALID_MSG_SIZE,
+                    ck.KafkaError.RECORD_LIST_TOO_LARGE,
+                )
             ):
                 raise PublishRejectedError(f"Kafka refused an event: {first}")
             raise BrokerUnavailableError(
@@ -133,21 +157,28 @@ class KafkaBroker(EventBroker):
             )
 
     def _consumer(self, group: str, extra: dict[str, Any]) -> Any:
-        return _kafka().Consumer({
-            **self._base(),
-            "group.id": group,
-            "enable.auto.commit": True,
-            "enable.auto.offset.store": False,  # only offsets we stored after the handler
-            "auto.offset.reset": "earliest",
-            **self.consumer_config,
-            **extra,
-        })
+        return _kafka().Consumer(
+            {
+                **self._base(),
+                "group.id": group,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,  # only offsets we stored after the handler
+                "auto.offset.reset": "earliest",
+                **self.consumer_config,
+                **extra,
+            }
+        )
 
     def _ensure_group(self, group: str, event_types: frozenset[str] | None) -> None:
         """Kafka keeps the log: a new group reads from the earliest retained event anyway."""
 
-    def _open_reader(self, group: str | None, event_types: frozenset[str] | None,
-                     from_beginning: bool, consumer: str) -> Reader:
+    def _open_reader(
+        self,
+        group: str | None,
+        event_types: frozenset[str] | None,
+        from_beginning: bool,
+        consumer: str,
+    ) -> Reader:
         ck = _kafka()
         self.connect_sync()  # makes sure the topic exists
         if group is not None:
@@ -158,8 +189,12 @@ class KafkaBroker(EventBroker):
         client = self._consumer(f"crd-tail-{uuid.uuid4().hex}", {"enable.auto.commit": False})
         metadata = client.list_topics(self.topic, timeout=self.publish_timeout)
         offset = ck.OFFSET_BEGINNING if from_beginning else ck.OFFSET_END
-        client.assign([ck.TopicPartition(self.topic, p, offset)
-                       for p in metadata.topics[self.topic].partitions])
+        client.assign(
+            [
+                ck.TopicPartition(self.topic, p, offset)
+                for p in metadata.topics[self.topic].partitions
+            ]
+        )
         return _KafkaReader(client, committed=False)
 
 

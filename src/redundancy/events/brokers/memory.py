@@ -55,8 +55,13 @@ class InMemoryBroker(EventBroker):
         with self._log.changed:
             self._log.offsets.setdefault(group, 0)
 
-    def _open_reader(self, group: str | None, event_types: frozenset[str] | None,
-                     from_beginning: bool, consumer: str) -> Reader:
+    def _open_reader(
+        self,
+        group: str | None,
+        event_types: frozenset[str] | None,
+        from_beginning: bool,
+        consumer: str,
+    ) -> Reader:
         return _MemoryReader(self._log, group, from_beginning)
 
     # Helpers for tests and the embedded default.

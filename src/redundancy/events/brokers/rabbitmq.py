@@ -32,14 +32,18 @@ class RabbitMQBroker(EventBroker):
     def _connection(self) -> Any:
         from kombu import Connection
 
-        return Connection(self.url, connect_timeout=min(5.0, self.publish_timeout),
-                          transport_options={"confirm_publish": True})
+        return Connection(
+            self.url,
+            connect_timeout=min(5.0, self.publish_timeout),
+            transport_options={"confirm_publish": True},
+        )
 
     def _exchange(self) -> Any:
         from kombu import Exchange
 
-        return Exchange(self.topic, type="topic", durable=True,
-                        arguments={"alternate-exchange": self.unrouted})
+        return Exchange(
+            self.topic, type="topic", durable=True, arguments={"alternate-exchange": self.unrouted}
+        )
 
     def _declare(self, channel: Any) -> None:
         from kombu import Exchange, Queue
@@ -71,8 +75,12 @@ class RabbitMQBroker(EventBroker):
     def _send(self, messages: Sequence[WireMessage]) -> None:
         from amqp.exceptions import MessageNacked
 
-        errors = (OSError, socket.timeout, *self._conn.connection_errors,
-                  *self._conn.channel_errors)
+        errors = (
+            OSError,
+            socket.timeout,
+            *self._conn.connection_errors,
+            *self._conn.channel_errors,
+        )
         for message in messages:
             try:
                 self._producer.publish(
@@ -95,14 +103,22 @@ class RabbitMQBroker(EventBroker):
         from kombu import Queue, binding
 
         keys = sorted(event_types) if event_types else ["#"]
-        return Queue(f"{self.topic}.{group}", durable=True,
-                     bindings=[binding(self._exchange(), routing_key=k) for k in keys])
+        return Queue(
+            f"{self.topic}.{group}",
+            durable=True,
+            bindings=[binding(self._exchange(), routing_key=k) for k in keys],
+        )
 
     def _ensure_group(self, group: str, event_types: frozenset[str] | None) -> None:
         self._queue(group, event_types)(self._conn.channel()).declare()
 
-    def _open_reader(self, group: str | None, event_types: frozenset[str] | None,
-                     from_beginning: bool, consumer: str) -> Reader:
+    def _open_reader(
+        self,
+        group: str | None,
+        event_types: frozenset[str] | None,
+        from_beginning: bool,
+        consumer: str,
+    ) -> Reader:
         from kombu import Queue, binding
 
         conn = self._connection()
@@ -117,8 +133,11 @@ class RabbitMQBroker(EventBroker):
             queue = self._queue(group, event_types)
         else:  # a live tail: a private queue that disappears with the connection
             keys = sorted(event_types) if event_types else ["#"]
-            queue = Queue(exclusive=True, auto_delete=True,
-                          bindings=[binding(self._exchange(), routing_key=k) for k in keys])
+            queue = Queue(
+                exclusive=True,
+                auto_delete=True,
+                bindings=[binding(self._exchange(), routing_key=k) for k in keys],
+            )
         return _QueueReader(conn, channel, queue)
 
 
@@ -130,8 +149,9 @@ class _QueueReader(Reader):
         self._buffer: list[Any] = []
         channel.basic_qos(0, PREFETCH, False)
         # on_message: the raw message (body bytes untouched), acknowledged by us later.
-        self._consumer = Consumer(channel, queues=[queue], on_message=self._buffer.append,
-                                  no_ack=False)
+        self._consumer = Consumer(
+            channel, queues=[queue], on_message=self._buffer.append, no_ack=False
+        )
         self._consumer.consume()
 
     def fetch(self, limit: int, wait: float) -> list[Delivery]:

@@ -24,8 +24,9 @@ CLAIM_IDLE = 60.0
 class RedisStreamBroker(EventBroker):
     kind = "redis_streams"
 
-    def __init__(self, url: str, *, maxlen: int | None = None, claim_idle: float = CLAIM_IDLE,
-                 **options: Any) -> None:
+    def __init__(
+        self, url: str, *, maxlen: int | None = None, claim_idle: float = CLAIM_IDLE, **options: Any
+    ) -> None:
         from redundancy.config import get_settings
 
         super().__init__(url, **options)
@@ -38,8 +39,10 @@ class RedisStreamBroker(EventBroker):
         import redis
 
         return redis.Redis.from_url(
-            self.url, socket_timeout=self.publish_timeout,
-            socket_connect_timeout=min(5.0, self.publish_timeout), health_check_interval=30,
+            self.url,
+            socket_timeout=self.publish_timeout,
+            socket_connect_timeout=min(5.0, self.publish_timeout),
+            health_check_interval=30,
         )
 
     def _connect(self) -> None:
@@ -72,8 +75,13 @@ class RedisStreamBroker(EventBroker):
     def _ensure_group(self, group: str, event_types: frozenset[str] | None) -> None:
         _create_group(self._redis, self.stream, group)
 
-    def _open_reader(self, group: str | None, event_types: frozenset[str] | None,
-                     from_beginning: bool, consumer: str) -> Reader:
+    def _open_reader(
+        self,
+        group: str | None,
+        event_types: frozenset[str] | None,
+        from_beginning: bool,
+        consumer: str,
+    ) -> Reader:
         self.connect_sync()
         client = self._client()  # its own connection: a blocking read never holds up publishing
         if group is None:
@@ -103,8 +111,9 @@ def _delivery(entry_id: bytes, fields: dict[bytes, bytes] | None) -> Delivery:
 
 
 class _GroupReader(Reader):
-    def __init__(self, client: Any, stream: str, group: str, consumer: str,
-                 claim_idle: float) -> None:
+    def __init__(
+        self, client: Any, stream: str, group: str, consumer: str, claim_idle: float
+    ) -> None:
         self._redis, self._stream, self._group, self._consumer = client, stream, group, consumer
         self._claim_idle_ms = int(claim_idle * 1000)
         self._own_pending = True
@@ -124,15 +133,21 @@ class _GroupReader(Reader):
         return self._read(">", limit, max(1, int(wait * 1000)))
 
     def _read(self, start: str, limit: int, block_ms: int | None) -> list[Delivery]:
-        reply = self._redis.xreadgroup(self._group, self._consumer, {self._stream: start},
-                                       count=limit, block=block_ms)
+        reply = self._redis.xreadgroup(
+            self._group, self._consumer, {self._stream: start}, count=limit, block=block_ms
+        )
         return [_delivery(i, f) for _, entries in reply or [] for i, f in entries]
 
     def _claim(self, limit: int) -> list[Delivery]:
         """Entries idle at other (dead) members longer than the claim time become ours."""
-        reply = self._redis.xautoclaim(self._stream, self._group, self._consumer,
-                                       self._claim_idle_ms, start_id=self._claim_cursor,
-                                       count=limit)
+        reply = self._redis.xautoclaim(
+            self._stream,
+            self._group,
+            self._consumer,
+            self._claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=limit,
+        )
         cursor, entries = reply[0], reply[1]
         self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
         if self._claim_cursor == "0-0":  # scanned the whole pending list
@@ -158,8 +173,9 @@ class _TailReader(Reader):
                 self._last = newest[0][0]
 
     def fetch(self, limit: int, wait: float) -> list[Delivery]:
-        reply = self._redis.xread({self._stream: self._last}, count=limit,
-                                  block=max(1, int(wait * 1000)))
+        reply = self._redis.xread(
+            {self._stream: self._last}, count=limit, block=max(1, int(wait * 1000))
+        )
         out = [_delivery(i, f) for _, entries in reply or [] for i, f in entries]
         if out:
             self._last = out[-1].token
