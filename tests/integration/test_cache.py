@@ -1,6 +1,6 @@
 """The cache on real Redis -- and the same contract on the in-memory twin.
 
-Every test that takes ``cache_url`` runs twice: against the test database of the shared
+Every test that takes ``kv_url`` runs twice: against the test database of the shared
 Redis (``REDIS_CACHE_DB``, flushed) and against ``memory://``.
 """
 
@@ -19,16 +19,6 @@ from redundancy.cache import CacheUnavailableError, RedisCache, SyncRedisCache
 from tests.services import REDIS_CACHE_DB, flush_db, redis_url
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["redis", "memory"])
-def cache_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
-    request.getfixturevalue("redis_server")
-    url = redis_url(REDIS_CACHE_DB)
-    flush_db(url)
-    return url
 
 
 @pytest.fixture
@@ -54,8 +44,8 @@ def errors(ctype: str, operation: str) -> float:
 # --- values, TTLs, namespaces ------------------------------------------------------------
 
 
-def test_values_round_trip_as_json_and_every_entry_has_a_ttl(cache_url):
-    cache = new_cache(cache_url, default_ttl=30)
+def test_values_round_trip_as_json_and_every_entry_has_a_ttl(kv_url):
+    cache = new_cache(kv_url, default_ttl=30)
     value = {"score": 0.125, "words": ["ä", "b"], "n": None, "ok": True}
     assert cache.set("analysis:a", value)
     assert cache.get("analysis:a") == value
@@ -69,8 +59,8 @@ def test_values_round_trip_as_json_and_every_entry_has_a_ttl(cache_url):
         cache.set("analysis:b", 1, ttl=0)
 
 
-def test_ttl_expiry_really_happens(cache_url):
-    cache = new_cache(cache_url)
+def test_ttl_expiry_really_happens(kv_url):
+    cache = new_cache(kv_url)
     cache.set("t:short", "v", ttl=0.3)
     cache.set("t:long", "v", ttl=30)
     assert cache.get("t:short") == "v"
@@ -79,8 +69,8 @@ def test_ttl_expiry_really_happens(cache_url):
     assert cache.get("t:long") == "v"
 
 
-def test_keys_are_namespaced_and_prefixes_of_other_areas_are_refused(cache_url):
-    cache = new_cache(cache_url)
+def test_keys_are_namespaced_and_prefixes_of_other_areas_are_refused(kv_url):
+    cache = new_cache(kv_url)
     cache.set("k", 1)
     cache.set("k", 2, prefix="thumbs")
     backend = cache.core.connector.sync()
@@ -91,8 +81,8 @@ def test_keys_are_namespaced_and_prefixes_of_other_areas_are_refused(cache_url):
             cache.get("k", prefix=bad)
 
 
-def test_a_corrupt_stored_value_is_an_error_and_a_miss_then_overwritten(cache_url):
-    cache = new_cache(cache_url)
+def test_a_corrupt_stored_value_is_an_error_and_a_miss_then_overwritten(kv_url):
+    cache = new_cache(kv_url)
     backend = cache.core.connector.sync()
     backend.execute(("SET", keys.cache_key("cache", "bad:1"), b"\xff not json", "PX", 10_000))
     assert cache.get_or_set("bad:1", lambda: {"fresh": 1}) == {"fresh": 1}
@@ -103,8 +93,8 @@ def test_a_corrupt_stored_value_is_an_error_and_a_miss_then_overwritten(cache_ur
 # --- statistics --------------------------------------------------------------------------
 
 
-def test_stats_are_exact_after_a_known_sequence(cache_url):
-    cache = new_cache(cache_url)
+def test_stats_are_exact_after_a_known_sequence(kv_url):
+    cache = new_cache(kv_url)
     cache.set("analysis:a", 1)  # sets 1
     cache.get("analysis:a")  # hit
     cache.get("analysis:b")  # miss
@@ -139,8 +129,8 @@ def test_stats_are_exact_after_a_known_sequence(cache_url):
     assert cache.shared_stats() == stats
 
 
-def test_async_and_sync_faces_share_one_implementation_and_statistics(cache_url):
-    cache = RedisCache(redis_url=cache_url, default_ttl=60)
+def test_async_and_sync_faces_share_one_implementation_and_statistics(kv_url):
+    cache = RedisCache(redis_url=kv_url, default_ttl=60)
 
     async def scenario():
         await cache.set("analysis:x", {"v": 1})
@@ -169,8 +159,8 @@ async def async_factory_for_sync():
 # --- get_or_set under concurrency ----------------------------------------------------------
 
 
-def test_get_or_set_with_20_concurrent_threads_computes_once(cache_url):
-    cache = new_cache(cache_url)
+def test_get_or_set_with_20_concurrent_threads_computes_once(kv_url):
+    cache = new_cache(kv_url)
     calls = []
     start = threading.Barrier(20)
 
@@ -196,8 +186,8 @@ def test_get_or_set_with_20_concurrent_threads_computes_once(cache_url):
     assert (row["misses"], row["hits"], row["sets"]) == (1, 19, 1)
 
 
-def test_get_or_set_with_20_concurrent_asyncio_tasks_computes_once(cache_url):
-    cache = RedisCache(redis_url=cache_url, default_ttl=60)
+def test_get_or_set_with_20_concurrent_asyncio_tasks_computes_once(kv_url):
+    cache = RedisCache(redis_url=kv_url, default_ttl=60)
     calls = 0
 
     async def factory():
@@ -215,8 +205,8 @@ def test_get_or_set_with_20_concurrent_asyncio_tasks_computes_once(cache_url):
     assert calls == 1
 
 
-def test_a_failing_factory_releases_the_lock_for_the_next_caller(cache_url):
-    cache = new_cache(cache_url, lock_timeout=30)
+def test_a_failing_factory_releases_the_lock_for_the_next_caller(kv_url):
+    cache = new_cache(kv_url, lock_timeout=30)
 
     def boom():
         raise RuntimeError("factory failed")
@@ -231,9 +221,9 @@ def test_a_failing_factory_releases_the_lock_for_the_next_caller(cache_url):
     )
 
 
-def test_a_dead_lock_holder_delays_others_only_until_its_lock_expires(cache_url):
+def test_a_dead_lock_holder_delays_others_only_until_its_lock_expires(kv_url):
     # Given a lock left behind by a holder that died (its token is not ours)
-    cache = new_cache(cache_url, lock_timeout=5)
+    cache = new_cache(kv_url, lock_timeout=5)
     backend = cache.core.connector.sync()
     backend.execute(("SET", keys.cache_lock("cache", "analysis:orphan"), "dead-token", "PX", 400))
     # When a caller misses, it waits for the lock to expire, then computes and stores
@@ -277,8 +267,8 @@ def test_delete_pattern_among_100000_keys_removes_exactly_its_own(cache_db):
     assert cache.stats()["namespaces"]["analysis"]["deletes"] == 40_000
 
 
-def test_delete_pattern_on_a_few_keys_and_the_async_face(cache_url):
-    cache = RedisCache(redis_url=cache_url, default_ttl=60)
+def test_delete_pattern_on_a_few_keys_and_the_async_face(kv_url):
+    cache = RedisCache(redis_url=kv_url, default_ttl=60)
 
     async def scenario():
         for i in range(25):

@@ -24,22 +24,12 @@ from tests.services import REDIS_CACHE_DB, flush_db, redis_url
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["redis", "memory"])
-def store_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
-    request.getfixturevalue("redis_server")
-    url = redis_url(REDIS_CACHE_DB)
-    flush_db(url)
-    return url
-
-
 def manager(url: str, **kw) -> SyncSessionManager:
     return SyncSessionManager(url, **kw)
 
 
-def test_create_get_update_delete_round_trip(store_url):
-    sessions = manager(store_url)
+def test_create_get_update_delete_round_trip(kv_url):
+    sessions = manager(kv_url)
     sid = sessions.create_session(
         user_id="ana", ip_address="203.0.113.7", ttl=120, data={"theme": "dark"}
     )
@@ -62,8 +52,8 @@ def test_create_get_update_delete_round_trip(store_url):
     assert sessions.get_session("not-a-session-id") is None
 
 
-def test_async_api_matches_the_original(store_url):
-    sessions = SessionManager(store_url)
+def test_async_api_matches_the_original(kv_url):
+    sessions = SessionManager(kv_url)
 
     async def scenario():
         sid = await sessions.create_session(user_id="u1", ip_address="10.1.2.3", ttl=3600)
@@ -76,8 +66,8 @@ def test_async_api_matches_the_original(store_url):
     assert asyncio.run(scenario()) == ({"key": "value"}, True)
 
 
-def test_ids_are_unique_and_ttl_limits_are_enforced(store_url):
-    sessions = manager(store_url, max_ttl=600)
+def test_ids_are_unique_and_ttl_limits_are_enforced(kv_url):
+    sessions = manager(kv_url, max_ttl=600)
     ids = {sessions.create_session(user_id="many") for _ in range(300)}
     assert len(ids) == 300
     for bad in (0, -5, 601, 1.5, True):
@@ -89,8 +79,8 @@ def test_ids_are_unique_and_ttl_limits_are_enforced(store_url):
         sessions.create_session(user_id="")
 
 
-def test_ttl_expiry_and_sliding_refresh_really_happen(store_url):
-    sessions = manager(store_url)
+def test_ttl_expiry_and_sliding_refresh_really_happen(kv_url):
+    sessions = manager(kv_url)
     idle = sessions.create_session(user_id="u", ttl=1)
     used = sessions.create_session(user_id="u", ttl=1)
     for _ in range(3):  # used every 0.5 s: stays alive past its 1 s TTL
@@ -102,8 +92,8 @@ def test_ttl_expiry_and_sliding_refresh_really_happen(store_url):
     assert sessions.get_session(used) is None
 
 
-def test_sliding_refresh_stops_at_the_maximum_lifetime(store_url):
-    sessions = manager(store_url, default_ttl=1, max_ttl=1, max_lifetime=2)
+def test_sliding_refresh_stops_at_the_maximum_lifetime(kv_url):
+    sessions = manager(kv_url, default_ttl=1, max_ttl=1, max_lifetime=2)
     sid = sessions.create_session(user_id="u")
     started = time.monotonic()
     while sessions.get_session(sid) is not None:
@@ -112,8 +102,8 @@ def test_sliding_refresh_stops_at_the_maximum_lifetime(store_url):
     assert time.monotonic() - started >= 1.8
 
 
-def test_an_ip_bound_session_refuses_another_ip(store_url):
-    sessions = manager(store_url)
+def test_an_ip_bound_session_refuses_another_ip(kv_url):
+    sessions = manager(kv_url)
     bound = sessions.create_session(user_id="u", ip_address="198.51.100.4", bind_ip=True)
     assert sessions.get_session(bound, ip_address="198.51.100.4").bound_ip
     with pytest.raises(SessionRefusedError):
@@ -123,7 +113,7 @@ def test_an_ip_bound_session_refuses_another_ip(store_url):
     assert sessions.get_session(bound, ip_address=" 198.51.100.4 ") is not None  # normalised
     free = sessions.create_session(user_id="u", ip_address="198.51.100.4")
     assert sessions.get_session(free, ip_address="192.0.2.1") is not None
-    on_by_setting = manager(store_url, bind_ip=True)
+    on_by_setting = manager(kv_url, bind_ip=True)
     sid = on_by_setting.create_session(user_id="u", ip_address="2001:db8::1")
     with pytest.raises(SessionRefusedError):
         on_by_setting.get_session(sid, ip_address="2001:db8::2")
@@ -131,8 +121,8 @@ def test_an_ip_bound_session_refuses_another_ip(store_url):
         on_by_setting.create_session(user_id="u")  # binding without an IP
 
 
-def test_list_and_revoke_all_sessions_of_a_user(store_url):
-    sessions = manager(store_url)
+def test_list_and_revoke_all_sessions_of_a_user(kv_url):
+    sessions = manager(kv_url)
     mine = [sessions.create_session(user_id="ana", ip_address=f"10.0.0.{i}") for i in range(3)]
     other = sessions.create_session(user_id="bob")
     sessions.delete_session(mine[1])
@@ -145,8 +135,8 @@ def test_list_and_revoke_all_sessions_of_a_user(store_url):
     assert sessions.get_session(other) is not None
 
 
-def test_a_users_index_is_pruned_and_expires(store_url):
-    sessions = manager(store_url, default_ttl=1, max_ttl=1, max_lifetime=2)
+def test_a_users_index_is_pruned_and_expires(kv_url):
+    sessions = manager(kv_url, default_ttl=1, max_ttl=1, max_lifetime=2)
     sid = sessions.create_session(user_id="gone")
     backend = sessions.connector.sync()
     assert 0 < backend.execute(("PTTL", keys.user_sessions("gone"))) <= 2000
@@ -155,12 +145,12 @@ def test_a_users_index_is_pruned_and_expires(store_url):
     assert backend.execute(("ZSCORE", keys.user_sessions("gone"), sid)) is None
 
 
-def test_job_ids_per_session_from_any_instance(store_url):
-    here = manager(store_url, max_jobs=5)
+def test_job_ids_per_session_from_any_instance(kv_url):
+    here = manager(kv_url, max_jobs=5)
     sid = here.create_session(user_id="u")
     for i in range(7):
         assert here.add_job(sid, f"job-{i}")
-    elsewhere = manager(store_url) if store_url != "memory://" else here
+    elsewhere = manager(kv_url) if kv_url != "memory://" else here
     assert elsewhere.list_jobs(sid) == [f"job-{i}" for i in range(2, 7)]  # newest 5 kept
     backend = here.connector.sync()
     assert 0 < backend.execute(("PTTL", keys.session_jobs(sid))) <= 3600 * 1000
@@ -196,8 +186,8 @@ def test_two_processes_updating_one_session_1000_times_each_lose_nothing(redis_s
     assert data["last"] in {"a", "b"}
 
 
-def test_threads_updating_one_session_lose_nothing(store_url):
-    sessions = manager(store_url)
+def test_threads_updating_one_session_lose_nothing(kv_url):
+    sessions = manager(kv_url)
     sid = sessions.create_session(user_id="u")
     go = threading.Event()
     threads = [

