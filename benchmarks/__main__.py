@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUPPORT = {"common", "noop_tasks"}
+SUPPORT = {"common", "corpora", "noop_tasks"}
 """Modules here that are helpers, not benchmarks."""
 
 
