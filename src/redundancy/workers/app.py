@@ -47,7 +47,12 @@ def _override_module() -> ModuleType | None:
 def _overrides(module: ModuleType | None) -> dict[str, Any]:
     if module is None:
         return {}
-    return {k: v for k, v in vars(module).items() if k.islower() and not k.startswith("_")}
+    return {
+        k: v
+        for k, v in vars(module).items()
+        if k.islower() and not k.startswith("_") and not callable(v)
+        and not isinstance(v, ModuleType)
+    }  # fmt: skip
 
 
 def _prepare_metrics_folder() -> None:
