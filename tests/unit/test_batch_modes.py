@@ -74,3 +74,37 @@ def test_crd_batch_writes_pairs_as_found_then_items_and_clusters(corpus, tmp_pat
     # followed by every item and cluster
     assert kinds.count("item") == 400 and kinds.count("cluster") == len(result["clusters"])
     assert result["mode"] == "indexed"
+
+
+def test_indexed_batch_with_many_identical_copies_equals_in_process(corpus):
+    # Given a corpus where a few texts come back many times (boilerplate), some only
+    # differing in case and spacing
+    texts = list(corpus.texts[:120])
+    for n in range(150):
+        original = corpus.texts[n % 3]
+        texts.append(original if n % 2 else "  " + original.upper())
+    items = [{"id": f"d{n}", "text": t} for n, t in enumerate(texts)]
+    # When the batch runs in indexed mode (LSH phases on the workers' side)
+    result = process_batch.apply(args=(items, 0.8), kwargs={"mode": "indexed"}).get()
+    # Then it finds exactly the in-process pairs, copies included
+    expected = near_duplicates(texts, 0.8, ids=[i["id"] for i in items], mode="indexed")
+    assert result["mode"] == "indexed"
+    assert len(expected.pairs) > 3 * (51 * 50 // 2)  # three texts, 51 copies each
+    assert [(p["a"], p["b"], p["score"]) for p in result["pairs"]] == [
+        (p.a, p.b, p.score) for p in expected.pairs
+    ]
+
+
+def test_a_bucket_keeps_one_record_per_identical_text():
+    import numpy as np
+
+    from redundancy.tasks.search import RECORD, first_copies
+
+    # 1,000 copies of one text and 3 other texts, all sharing one band key
+    records = np.zeros(1003, dtype=RECORD)
+    records["key"] = 7
+    records["text"] = [42] * 1000 + [1, 2, 3]
+    records["pos"] = np.arange(1003)[::-1]
+    kept = first_copies(records)
+    assert sorted(kept["text"].tolist()) == [1, 2, 3, 42]
+    assert kept["pos"][kept["text"] == 42].tolist() == [3]  # the lowest position

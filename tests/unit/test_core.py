@@ -272,3 +272,17 @@ def test_find_pairs_never_allocates_more_than_a_block(monkeypatch):
     assert shapes and all(a <= 16 and b <= 16 and d is np.uint8 for a, b, d in shapes)
     # and the upper triangle of blocks is covered exactly once: 7 row blocks -> 28 blocks
     assert len(shapes) == 28
+
+
+def test_expand_identical_gives_every_copy_its_first_copys_pairs():
+    from redundancy.core import expand_identical
+
+    # positions 0, 2, 4 hold one text; 1 and 3 another; 5 a third (no copies)
+    hashes = ["x", "y", "x", "y", "x", "z"]
+    found_among_first_copies = [(0, 1, 90.0), (1, 5, 85.0)]
+    out = expand_identical(found_among_first_copies, hashes, lambda first: 100.0, 0.8)
+    assert sorted(out) == sorted([
+        (0, 1, 90.0), (1, 2, 90.0), (1, 4, 90.0), (0, 3, 90.0), (2, 3, 90.0), (3, 4, 90.0),
+        (1, 5, 85.0), (3, 5, 85.0),
+        (0, 2, 100.0), (0, 4, 100.0), (2, 4, 100.0), (1, 3, 100.0),
+    ])  # fmt: skip

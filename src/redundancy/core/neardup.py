@@ -19,7 +19,7 @@ Modes (``mode=``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Final, cast
@@ -219,6 +219,38 @@ def assemble(
         pairs=pairs,
         clusters=[[names[i] for i in comp] for comp in components],
     )
+
+
+def expand_identical(
+    scored: Sequence[ScoredPair],
+    hashes: Sequence[str | None],
+    self_score: Callable[[int], float],
+    threshold: float,
+) -> list[ScoredPair]:
+    """Pairs found among first copies, extended to every copy of identical texts.
+
+    ``scored`` pairs texts by the lowest position of their content hash (as a search that
+    skipped the copies finds them); every other copy inherits its first copy's pairs, and
+    the copies pair with each other at ``self_score(first position)`` (a text against
+    itself), so the result equals a search over every document.
+    """
+    groups: dict[str, list[int]] = {}
+    for position, digest in enumerate(hashes):
+        if digest is not None:
+            groups.setdefault(digest, []).append(position)
+    copies = {group[0]: group for group in groups.values() if len(group) > 1}
+    if not copies:
+        return list(scored)
+    out: list[ScoredPair] = []
+    for a, b, score in scored:
+        out.extend(
+            (min(x, y), max(x, y), score) for x in copies.get(a, (a,)) for y in copies.get(b, (b,))
+        )
+    for first, group in copies.items():
+        score = self_score(first)
+        if is_similar(score, threshold):
+            out.extend((x, y, score) for x, y in combinations(group, 2))
+    return out
 
 
 def _group_by_hash(docs: Sequence[Document]) -> list[list[Document]]:

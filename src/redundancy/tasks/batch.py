@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,9 @@ from redundancy.core import (
     SearchMode,
     analyze,
     assemble,
+    expand_identical,
+    get_scorer,
+    normalise,
     pairs_between,
     resolve_mode,
     validate_text,
@@ -300,6 +303,8 @@ def merge_batch(
     scored = [tuple(pair) for p in parts if p["kind"] == "pairs" for pair in p["pairs"]]
     names = [item.id for item in items]
     hashes = [item.analysis.content_hash if item.analysis else None for item in items]
+    if mode == "indexed":  # the LSH phases searched first copies only
+        scored = expand_identical(scored, hashes, _self_score(batch_id, algorithm), threshold)
     found = assemble(
         names,
         hashes,
@@ -332,6 +337,20 @@ def merge_batch(
     except Exception:  # the TTL removes them anyway
         log.warning("could not delete staged documents of batch %s", batch_id, exc_info=True)
     return summary
+
+
+def _self_score(batch_id: str, algorithm: str) -> Callable[[int], float]:
+    """Score of the staged text at a position against itself (identical copies' pairs)."""
+    scorer = get_scorer(algorithm)
+
+    def score(position: int) -> float:
+        (found,) = get_job_store().load(batch_id, [position])
+        if found is None:
+            raise StagedDocumentsMissingError(f"batch {batch_id}: document {position} is gone")
+        text = normalise(found[1])
+        return float(scorer(text, text, processor=None))
+
+    return score
 
 
 def _schedule_webhook(url: str, event: BatchProcessingCompletedEvent) -> None:

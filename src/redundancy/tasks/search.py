@@ -7,6 +7,9 @@
     3. lsh_verify(chunk)     candidate pairs of one chunk checked exactly (bounds, then
                              rapidfuzz)                   -> pairs, into merge_batch
 
+Identical texts are searched once, as in-process: a bucket keeps the first copy of each
+text, and merge_batch adds the pairs of the copies (``expand_identical``).
+
 Every task holds a bounded amount: one chunk of documents (1, 3 in slices of
 ``LSH_VERIFY_PAIRS`` candidate pairs) or one partition of band records (2, about
 ``LSH_BUCKET_RECORDS``). Tables are raw little-endian numpy arrays in Redis hashes keyed by
@@ -28,12 +31,16 @@ from redundancy.config import get_settings
 from redundancy.core import LSHParams, normalise, validate_text
 from redundancy.core.bounds import BoundPlan, prepare
 from redundancy.core.lsh import band_keys, colliding_pairs, unique_pairs
+from redundancy.core.text import hash_normalised
 from redundancy.errors import InvalidInputError
 from redundancy.workers import app
 from redundancy.workers.jobstore import get_job_store
 
-RECORD = np.dtype([("key", "<u8"), ("pos", "<u4")])
-"""One band record: a band key and the document's position (12 bytes)."""
+RECORD = np.dtype([("key", "<u8"), ("text", "<u8"), ("pos", "<u4")])
+"""One band record: a band key, the first 8 bytes of the document's content hash, and its
+position (20 bytes). Identical texts share every key *and* the hash, so a bucket keeps
+one of them (the lowest position) and merge_batch pairs the copies back in: k copies of a
+boilerplate text cost one record per band, not k(k-1)/2 candidate pairs."""
 
 PAIR = np.dtype("<i8")
 """A candidate pair packed as ``low << 32 | high``."""
@@ -47,19 +54,38 @@ def partition_count(count: int, params: LSHParams) -> int:
 
 def _valid_texts(
     loaded: list[tuple[int, str, Any]], algorithm: str
-) -> tuple[np.ndarray, list[str]]:
-    """Positions and comparison-ready texts of the loaded documents that are valid text
-    (invalid ones are reported by analyze_chunk and never paired)."""
+) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Positions, comparison-ready texts and content-hash prefixes of the loaded documents
+    that are valid text (invalid ones are reported by analyze_chunk and never paired)."""
     settings = get_settings()
-    positions, texts = [], []
+    positions, texts, hashes = [], [], []
     for position, _id, text in loaded:
         try:
             validate_text(text, max_chars=settings.max_text_chars)
         except InvalidInputError:
             continue
+        norm = normalise(text)
         positions.append(position)
-        texts.append(normalise(text))
-    return np.asarray(positions, dtype=np.int64), prepare(texts, algorithm)
+        texts.append(norm)
+        hashes.append(int(hash_normalised(norm)[:16], 16))
+    return (
+        np.asarray(positions, dtype=np.int64),
+        prepare(texts, algorithm),
+        np.asarray(hashes, dtype=np.uint64),
+    )
+
+
+def first_copies(records: np.ndarray) -> np.ndarray:
+    """One record per (band key, text): the lowest position among identical texts."""
+    if records.size == 0:
+        return records
+    order = np.lexsort((records["pos"], records["text"], records["key"]))
+    ordered = records[order]
+    first = np.ones(ordered.size, dtype=bool)
+    first[1:] = (ordered["key"][1:] != ordered["key"][:-1]) | (
+        ordered["text"][1:] != ordered["text"][:-1]
+    )
+    return ordered[first]
 
 
 def _advance(batch_id: str) -> None:
@@ -84,12 +110,14 @@ def lsh_sign(
     from redundancy.tasks.batch import load_chunk
 
     params = LSHParams(**lsh)
-    positions, texts = _valid_texts(load_chunk(batch_id, chunk, chunk_size, count), algorithm)
+    loaded = load_chunk(batch_id, chunk, chunk_size, count)
+    positions, texts, hashes = _valid_texts(loaded, algorithm)
     parts: list[list[np.ndarray]] = [[] for _ in range(partitions)]
     for round_ in range(params.rounds if texts else 0):
         found = band_keys(texts, params, round_)
         records = np.empty(found.size, dtype=RECORD)
         records["key"] = found.ravel()
+        records["text"] = np.repeat(hashes, found.shape[1])
         records["pos"] = np.repeat(positions, found.shape[1])
         owner = records["key"] % np.uint64(partitions)
         for p in range(partitions):
@@ -117,7 +145,7 @@ def lsh_bucket(
     """Candidate pairs of one partition (documents sharing a band key), by chunk."""
     store = get_job_store()
     blobs = store.get_blobs(keys.batch_lsh_partition(batch_id, partition))
-    records = np.frombuffer(b"".join(blobs), dtype=RECORD)
+    records = first_copies(np.frombuffer(b"".join(blobs), dtype=RECORD))
     lo, hi = colliding_pairs(records["key"], records["pos"].astype(np.int64))
     packed = (lo << 32) | hi
     owner = lo // chunk_size
@@ -161,7 +189,7 @@ def lsh_verify(
                 "BATCH_TTL seconds"
             )
         triples = [(int(p), doc[0], doc[1]) for p, doc in zip(needed, loaded, strict=True) if doc]
-        positions, texts = _valid_texts(triples, algorithm)
+        positions, texts, _ = _valid_texts(triples, algorithm)
         index = {int(p): i for i, p in enumerate(positions.tolist())}
         usable = np.fromiter(
             (int(x) in index and int(y) in index for x, y in zip(a, b, strict=True)),
