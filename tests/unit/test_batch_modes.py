@@ -108,3 +108,31 @@ def test_a_bucket_keeps_one_record_per_identical_text():
     kept = first_copies(records)
     assert sorted(kept["text"].tolist()) == [1, 2, 3, 42]
     assert kept["pos"][kept["text"] == 42].tolist() == [3]  # the lowest position
+
+
+def test_items_that_are_not_text_fail_alone_and_the_batch_completes():
+    # Given a batch with bytes, a lone surrogate (possible in JSON), a missing text
+    items = [
+        "Fine text. Fine text.",
+        {"id": "bytes", "text": b"raw bytes"},
+        {"id": "surrogate", "text": "half a pair \ud800 here"},
+        {"id": "missing"},
+        {"id": "number", "text": 42},
+    ]
+    result = process_batch.apply(args=(items,)).get()
+    errors = {
+        i["id"]: (i["error"]["type"], i["error"]["message"]) for i in result["items"] if i["error"]
+    }
+    assert errors == {
+        "bytes": ("NotTextError", "text must be a string, got bytes"),
+        "surrogate": ("NotTextError", "text is not valid Unicode (unpaired surrogate at character 12)"),
+        "missing": ("NotTextError", "item has no text"),
+        "number": ("NotTextError", "text must be a string, got int"),
+    }  # fmt: skip
+    assert (result["succeeded"], result["failed"]) == (1, 4)
+
+
+@pytest.mark.parametrize("items", ["one long text", b"bytes", {"id": "a", "text": "t"}])
+def test_items_must_be_a_list_not_one_text(items):
+    with pytest.raises(InvalidInputError, match="items must be a list"):
+        stage_batch(items)

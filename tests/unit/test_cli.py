@@ -133,3 +133,16 @@ def test_importing_the_cli_loads_no_metrics_library():
     code = "import sys, redundancy.cli; print('prometheus_client' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_jsonl_line_that_is_not_utf8_is_a_failed_item(runner, tmp_path):
+    src = tmp_path / "docs.jsonl"
+    src.write_bytes(
+        json.dumps({"id": "a", "text": "fine"}).encode() + b"\n"
+        + b'{"id": "b", "text": "caf\xe9"}\n'
+    )  # fmt: skip
+    result = runner.invoke(cli, ["batch", str(src), "--json"])
+    assert result.exit_code == EXIT_ITEMS_FAILED
+    data = json.loads(result.output)
+    failed = {i["id"]: i["error"]["message"] for i in data["items"] if i["error"]}
+    assert list(failed) == [f"{src}:2"] and "not UTF-8" in failed[f"{src}:2"]

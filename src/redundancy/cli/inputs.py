@@ -33,7 +33,7 @@ def read_inputs(paths: list[str]) -> Iterator[InputItem]:
     single = len(paths) == 1
     for raw in paths:
         if raw == "-":
-            yield from _jsonl(sys.stdin, "stdin")
+            yield from _jsonl(sys.stdin.buffer, "stdin")
             continue
         path = Path(raw)
         if path.is_dir():
@@ -41,7 +41,7 @@ def read_inputs(paths: list[str]) -> Iterator[InputItem]:
                 yield _file(file, str(file.relative_to(path) if single else file))
         elif path.is_file():
             if path.suffix.lower() in JSONL_SUFFIXES:
-                with path.open(encoding="utf-8", errors="replace") as fh:
+                with path.open("rb") as fh:
                     yield from _jsonl(fh, str(path))
             else:
                 yield _file(path, str(path))
@@ -67,10 +67,16 @@ def _file(path: Path, doc_id: str) -> InputItem:
 
 
 def _jsonl(lines: Any, source: str) -> Iterator[InputItem]:
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
+    """Records of a JSONL byte stream; a line that is not UTF-8 is a failed item."""
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         where = f"{source}:{lineno}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield InputItem(where, None, f"not UTF-8 text (byte {exc.start} of the line)")
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -61,6 +61,12 @@ def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_CHARS, name: str
         raise NotTextError(f"{name} must be a string, got {type(text).__name__}")
     if not text.strip():
         raise EmptyTextError(f"{name} is empty or whitespace only")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from JSON "\ud800"
+        raise NotTextError(
+            f"{name} is not valid Unicode (unpaired surrogate at character {exc.start})"
+        ) from None
     if len(text) > max_chars:
         raise TextTooLargeError(
             f"{name} has {len(text):,} characters, over the limit of {max_chars:,} (MAX_TEXT_CHARS)"

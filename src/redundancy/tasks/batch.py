@@ -50,7 +50,7 @@ from redundancy.errors import InvalidInputError, RedundancyError
 from redundancy.events.bridge import batch_event, emit
 from redundancy.events.models import BatchProcessingCompletedEvent
 from redundancy.events.webhooks import delivery_id
-from redundancy.tasks.schemas import BatchOptions, iter_items, validate
+from redundancy.tasks.schemas import BatchOptions, iter_items, staged_text, validate
 from redundancy.workers import app
 from redundancy.workers.jobstore import get_job_store
 
@@ -215,7 +215,7 @@ def analyze_chunk(
     for position, doc_id, text in load_chunk(batch_id, chunk, chunk_size, count):
         try:
             result = analyze(
-                text,
+                staged_text(text),
                 threshold,
                 algorithm=algorithm,
                 max_chars=settings.max_text_chars,

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from redundancy.core.scorers import DEFAULT_ALGORITHM, MIN_THRESHOLD
-from redundancy.errors import InvalidInputError
+from redundancy.errors import InvalidInputError, NotTextError
 
 Algorithm = Literal["ratio", "partial_ratio", "token_sort_ratio", "token_set_ratio", "WRatio"]
 
@@ -63,6 +63,14 @@ def validate(model: type[M], **fields: Any) -> M:
         raise InvalidInputError(f"invalid {model.__name__}: {problems}") from None
 
 
+NOT_TEXT = "not_text"
+"""Staged in place of an item's text when it is not a string: the type's name, so the
+item fails alone with a clear error and the rest of the batch stays JSON."""
+
+
+_MISSING = object()
+
+
 def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
     """Batch items (texts or ``{"id", "text"}``) as ``(id, text)``, one at a time.
 
@@ -70,11 +78,15 @@ def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
     duplicate id fails the whole batch, because results could not be told apart. Only the
     ids are remembered, so the items may be a stream of any length.
     """
+    if isinstance(items, str | bytes | bytearray | dict):
+        raise InvalidInputError(
+            f"items must be a list of texts or {{id, text}} objects, got {type(items).__name__}"
+        )
     seen: dict[str, int] = {}
     for position, item in enumerate(items):
         if isinstance(item, dict):
             doc_id = str(item.get("id", position))
-            text = item.get("text")
+            text = item.get("text", _MISSING)
         else:
             doc_id, text = str(position), item
         if doc_id in seen:
@@ -82,4 +94,16 @@ def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
                 f"duplicate item id {doc_id!r} at positions {seen[doc_id]} and {position}"
             )
         seen[doc_id] = position
-        yield doc_id, text
+        if isinstance(text, str):
+            yield doc_id, text
+        else:
+            yield doc_id, {NOT_TEXT: "no text" if text is _MISSING else type(text).__name__}
+
+
+def staged_text(text: Any) -> str:
+    """The text of a staged item, or NotTextError for what ``iter_items`` marked."""
+    if isinstance(text, dict) and NOT_TEXT in text:
+        got = text[NOT_TEXT]
+        raise NotTextError("item has no text" if got == "no text" else
+                           f"text must be a string, got {got}")  # fmt: skip
+    return text  # type: ignore[no-any-return]
