@@ -57,15 +57,21 @@ def test_invalid_input_fails_at_once_without_retry(redis_cluster):
             outcome = "no error"
         except Exception as exc:
             outcome = f"{type(exc).__module__}.{type(exc).__name__}: {exc}"
-        print(json.dumps({"state": r.state, "error": outcome, "retries": r.retries, "id": r.id}))
+        print(json.dumps({"state": r.state, "error": outcome, "id": r.id}))
     """)
     assert out["state"] == "FAILURE"
     assert out["error"] == "redundancy.errors.EmptyTextError: text is empty or whitespace only"
-    assert out["retries"] == 0
     # the worker received it exactly once and never scheduled a retry
     log = worker.text()
     assert log.count(f"[{out['id']}] received") == 1
     assert "Retry in" not in log
+    import redis
+
+    from redundancy import keys
+
+    backend = redis.Redis.from_url(redis_cluster.backend_url)
+    assert backend.get(keys.delivery_counter(out["id"], 0)) == b"1"  # delivered once
+    assert backend.get(keys.delivery_counter(out["id"], 1)) is None  # no retry attempt
 
 
 def test_bad_threshold_is_reported_through_async_result(redis_cluster):

@@ -49,7 +49,9 @@ def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
         "task_default_queue": DEFAULT_QUEUE,
         "task_routes": TASK_ROUTES,
         "task_track_started": True,
-        "result_extended": True,
+        # Not result_extended: it would keep every input text (up to MAX_TEXT_CHARS) in the
+        # result backend for a day; Flower shows arguments from task events instead.
+        "result_extended": False,
         "result_expires": 86_400,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
