@@ -23,11 +23,6 @@ def batch_docs(batch_id: str) -> str:
     return f"{BATCH}{batch_id}:docs"
 
 
-def batch_meta(batch_id: str) -> str:
-    """Hash of batch facts (count, created_at) next to the staged documents."""
-    return f"{BATCH}{batch_id}:meta"
-
-
 def batch_pattern(batch_id: str) -> str:
     """SCAN pattern of every key of one batch (documents, progress, search tables)."""
     return f"{BATCH}{batch_id}:*"
@@ -137,11 +132,6 @@ def outbox_dead_letters() -> str:
 def relay_lease() -> str:
     """Lock held by the one relay that drains the outbox (order per aggregate needs one)."""
     return f"{EVENTS}outbox:lease"
-
-
-def seen_event(group: str, event_id: str) -> str:
-    """Marks an event a consumer group has handled (cross-process dedupe)."""
-    return f"{EVENTS}seen:{group}:{event_id}"
 
 
 METRICS = area_prefix("metrics")

@@ -16,7 +16,9 @@ import click
 from rich.console import Console
 
 from redundancy import __version__
-from redundancy.core import DEFAULT_ALGORITHM, SCORERS
+from redundancy.config import LOG_FORMATS
+from redundancy.core import DEFAULT_ALGORITHM, MODES, SCORERS
+from redundancy.core.scorers import MIN_THRESHOLD
 from redundancy.errors import ConfigurationError, RedundancyError
 
 EXIT_FAILED = 1
@@ -43,7 +45,7 @@ class _Group(click.Group):
 threshold_option = click.option(
     "--threshold",
     "-t",
-    type=click.FloatRange(0.01, 1.0),
+    type=click.FloatRange(MIN_THRESHOLD, 1.0),
     default=0.8,
     show_default=True,
     help="similarity (0..1) at which two sentences/texts count as near duplicates",
@@ -61,7 +63,6 @@ timeout_option = click.option(
 )
 
 
-LOG_FORMATS = ("text", "json")
 PRODUCER_COMMANDS = frozenset({"analyze", "compare", "batch"})
 
 
@@ -200,7 +201,7 @@ def compare(
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a TTY)")
 @click.option(
     "--mode",
-    type=click.Choice(["auto", "exact", "indexed", "all-pairs"]),
+    type=click.Choice(list(MODES)),
     default="auto",
     show_default=True,
     help="near-duplicate search: exact finds every pair; indexed (MinHash LSH) scales "

@@ -15,17 +15,11 @@ from redundancy.cli.inputs import InputItem
 from redundancy.config import get_settings
 from redundancy.core import BatchItemResult, BatchResult, ItemError
 from redundancy.errors import InvalidInputError
+from redundancy.workers import routing as names
 
 POLL_SECONDS = 0.5
-HEADER_TASKS = (
-    # every batch sub-task before the merge, of every search mode and phase
-    "redundancy.batch.analyze_chunk",
-    "redundancy.batch.pair_shard",
-    "redundancy.batch.lsh_sign",
-    "redundancy.batch.lsh_bucket",
-    "redundancy.batch.lsh_verify",
-)
-PAIR_TASKS = ("redundancy.batch.pair_shard", "redundancy.batch.lsh_verify")
+HEADER_TASKS = names.BATCH_HEADER_TASKS
+PAIR_TASKS = names.PAIR_TASKS
 FETCH_PER_POLL = 256
 """Pair sub-task results a cluster poll reads at most (keeps each poll cheap)."""
 

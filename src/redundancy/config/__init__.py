@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -21,11 +21,32 @@ from redundancy.errors import ConfigurationError
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 EventBrokerType = Literal["redis_streams", "rabbitmq", "kafka", "memory"]
 
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+SECRET_WORDS = ("KEY", "SECRET", "AUTH", "PASSWORD", "TOKEN")
+"""A setting whose name holds one of these is never echoed in an error."""
+
+
+def redact(value: object) -> str:
+    """``repr`` of a setting's value for an error message, with a URL's password hidden."""
+    text = str(value)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return repr(value)
+    if parts.password:
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        return repr(parts._replace(netloc=f"{user}{host}{port}").geturl())
+    return repr(value)
 
 
 def _check_scheme(value: str | None, allowed: tuple[str, ...], what: str) -> str | None:
@@ -35,7 +56,9 @@ def _check_scheme(value: str | None, allowed: tuple[str, ...], what: str) -> str
     if scheme not in allowed:
         close = difflib.get_close_matches(scheme, allowed, n=1)
         hint = f" (did you mean {close[0]}://?)" if close else ""
-        raise ValueError(f"expected a {what} URL ({'|'.join(allowed)}://...), got {value!r}{hint}")
+        raise ValueError(
+            f"expected a {what} URL ({'|'.join(allowed)}://...), got {redact(value)}{hint}"
+        )
     return value
 
 
@@ -245,7 +268,7 @@ class Settings(BaseSettings):
     prometheus_pushgateway: str | None = Field(
         default=None, description="http(s)://... a Pushgateway the crd CLI pushes its counters to"
     )
-    log_format: Literal["text", "json"] = Field(
+    log_format: LogFormat = Field(
         default="text", description="text (Celery's format) or json (one object per line)"
     )
     flower_basic_auth: str | None = Field(
@@ -391,7 +414,9 @@ def load_settings(**overrides: object) -> Settings:
             loc = ".".join(str(p) for p in err["loc"]).upper()
             msg = str(err["msg"]).removeprefix("Value error, ")
             got = err.get("input")
-            shown = "" if "got " in msg or isinstance(got, dict) else f" (got {got!r})"
+            secret = any(word in loc for word in SECRET_WORDS)
+            hidden = "got " in msg or isinstance(got, dict) or secret
+            shown = "" if hidden else f" (got {redact(got)})"
             problems.append(f"{loc or 'settings'}: {msg}{shown}")
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
 

@@ -14,7 +14,7 @@ Which jobs emit (batch sub-tasks emit nothing, or a batch would flood the bus):
     redundancy.compare_texts    -> similarity.completed   (aggregate: hash1:hash2)
     redundancy.batch.merge      -> batch.completed        (emitted by the merge itself,
                                                             so its webhook carries it)
-    redundancy.webhooks.deliver -> webhook.delivered      (aggregate: the delivery)
+    redundancy.webhooks.deliver -> webhook.delivered      (aggregate: the batch announced)
     any of those failing for good, or a batch's sub-task -> job.failed
 
 The relay runs beside every worker, as a child process of its main process
@@ -49,15 +49,16 @@ from redundancy.events.models import (
 )
 from redundancy.events.wire import WireMessage
 from redundancy.observability.context import current_trace_id
+from redundancy.workers import routing as names
 
 log = logging.getLogger(__name__)
 
-ANALYZE_TASK = "redundancy.analyze_content"
-COMPARE_TASK = "redundancy.compare_texts"
-BATCH_TASK = "redundancy.process_batch"
-MERGE_TASK = "redundancy.batch.merge"
-WEBHOOK_TASK = "redundancy.webhooks.deliver"
-BATCH_SUBTASK_PREFIX = "redundancy.batch."
+ANALYZE_TASK = names.ANALYZE_CONTENT
+COMPARE_TASK = names.COMPARE_TEXTS
+BATCH_TASK = names.PROCESS_BATCH
+MERGE_TASK = names.BATCH_MERGE
+WEBHOOK_TASK = names.WEBHOOK_DELIVER
+BATCH_SUBTASK_PREFIX = names.BATCH_SUBTASK_PREFIX
 
 MAX_EVENT_BYTES = 512 * 1024
 """Larger analysis events drop their sentence and phrase lists (Kafka's default limit is 1 MiB)."""

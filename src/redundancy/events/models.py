@@ -174,7 +174,11 @@ class WebhookDeliveredPayload(_Payload):
 
 
 class WebhookDeliveredEvent(DomainEvent):
-    """The final outcome of one webhook delivery; aggregate: the subject (the batch id)."""
+    """The final outcome of one webhook delivery.
+
+    Aggregate: the subject the webhook announced (the batch id, given by the bridge), so
+    it shares a Kafka partition with that batch's ``batch.completed``; the delivery id is
+    only the fallback when no subject is given."""
 
     event_type: Literal["webhook.delivered"] = WEBHOOK_DELIVERED
     payload: WebhookDeliveredPayload

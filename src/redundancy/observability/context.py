@@ -69,19 +69,12 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-def current_span_id() -> str | None:
-    """Span id of the active span as 16 hex digits, None when nothing is traced."""
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.span_id, "016x") if ctx.is_valid else None
-
-
 __all__ = [
     "CORRELATION_HEADER",
     "SENT_AT_HEADER",
     "bind_correlation_id",
     "correlation_scope",
     "current_correlation_id",
-    "current_span_id",
     "current_trace_id",
     "new_correlation_id",
     "unbind_correlation_id",

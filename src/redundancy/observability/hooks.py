@@ -53,6 +53,7 @@ from redundancy.observability.context import (
 )
 from redundancy.observability.logs import use_json
 from redundancy.observability.tracing import configure_tracing, shutdown_tracing
+from redundancy.workers import routing as names
 
 log = logging.getLogger(__name__)
 
@@ -351,22 +352,22 @@ def _observe_analysis(analysis: dict[str, Any]) -> None:
 
 
 def _domain_metrics(name: str, result: dict[str, Any]) -> None:
-    if name == "redundancy.analyze_content":
+    if name == names.ANALYZE_CONTENT:
         _observe_analysis(result)
-    elif name == "redundancy.compare_texts":
+    elif name == names.COMPARE_TEXTS:
         similar = "true" if result.get("is_similar") else "false"
         m.COMPARISONS.labels(str(result.get("algorithm")), similar).inc()
-    elif name == "redundancy.batch.analyze_chunk":
+    elif name == names.BATCH_ANALYZE_CHUNK:
         for item in result.get("items", []):
             if item.get("analysis"):
                 _observe_analysis(item["analysis"])
             else:
                 m.DOCUMENTS_FAILED.inc()
-    elif name == "redundancy.batch.pair_shard":
+    elif name in names.PAIR_TASKS:  # pair shards (exact, all-pairs) and LSH verification
         pairs = len(result.get("pairs", []))
         if pairs:
             m.NEAR_DUPLICATE_PAIRS.labels("document").inc(pairs)
-    elif name == "redundancy.batch.merge":
+    elif name == names.BATCH_MERGE:
         m.BATCHES_COMPLETED.inc()
 
 
@@ -379,7 +380,7 @@ def _failed(sender: Any = None, exception: BaseException | None = None, **_: Any
     if not request.is_eager:
         name, host, queue = _labels(sender.name, request)
         m.TASK_FAILED.labels(name, host, type(exception).__name__, queue).inc()
-    if sender.name == "redundancy.analyze_content" and isinstance(exception, InvalidInputError):
+    if sender.name == names.ANALYZE_CONTENT and isinstance(exception, InvalidInputError):
         m.DOCUMENTS_FAILED.inc()
 
 

@@ -20,9 +20,9 @@ from typing import Final
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
+from redundancy.config import LOG_FORMATS
 from redundancy.observability.context import current_correlation_id
 
-LOG_FORMATS: Final = ("text", "json")
 CONTEXT_FIELDS: Final = ("correlation_id", "task_id", "task_name", "trace_id", "span_id")
 
 

@@ -162,23 +162,6 @@ class _ThreadErrors:
 
 THREAD_ERRORS = _ThreadErrors()
 
-OWN_METRICS: tuple[Collector, ...] = (
-    REDUNDANCY_SCORE,
-    DOCUMENTS_ANALYSED,
-    DOCUMENTS_FAILED,
-    NEAR_DUPLICATE_PAIRS,
-    COMPARISONS,
-    BATCHES_COMPLETED,
-    HOOK_ERRORS,
-)
-CELERY_METRICS: tuple[Collector, ...] = (
-    TASK_SENT,
-    *STATE_COUNTERS,
-    TASK_FAILED,
-    TASK_RUNTIME,
-    TASK_QUEUE_WAIT,
-)
-
 
 def sample_names(family: Metric) -> set[str]:
     """The names a metric family is exposed under (``_total``, ``_bucket`` ...)."""
@@ -415,8 +398,6 @@ def push_to_gateway(url: str, job: str, grouping_key: dict[str, str]) -> None:
 
 
 __all__ = [
-    "CELERY_METRICS",
-    "OWN_METRICS",
     "CompactingMultiProcessCollector",
     "WorkerState",
     "WorkerStateCollector",

@@ -10,9 +10,10 @@ from redundancy.config import get_settings
 from redundancy.core import analyze, similarity, validate_text
 from redundancy.tasks.schemas import AnalyzeRequest, CompareRequest, validate
 from redundancy.workers import app
+from redundancy.workers import routing as names
 
 
-@app.task(name="redundancy.analyze_content")
+@app.task(name=names.ANALYZE_CONTENT)
 def analyze_content(text: str, threshold: float = 0.8, algorithm: str = "ratio") -> dict[str, Any]:
     """How much ``text`` repeats itself: an AnalysisResult as a JSON dict."""
     req = validate(AnalyzeRequest, text=text, threshold=threshold, algorithm=algorithm)
@@ -32,7 +33,7 @@ def analyze_content(text: str, threshold: float = 0.8, algorithm: str = "ratio")
     return cached(analysis_key(req.text, req.threshold, req.algorithm), compute)
 
 
-@app.task(name="redundancy.compare_texts")
+@app.task(name=names.COMPARE_TEXTS)
 def compare_texts(
     text_a: str, text_b: str, algorithm: str = "ratio", threshold: float = 0.8
 ) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from redundancy.events.models import BatchProcessingCompletedEvent
 from redundancy.events.webhooks import delivery_id
 from redundancy.tasks.schemas import BatchOptions, iter_items, staged_text, validate
 from redundancy.workers import app
+from redundancy.workers import routing as names
 from redundancy.workers.jobstore import get_job_store
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def advance_progress(batch_id: str) -> None:
         log.warning("could not count progress of batch %s", batch_id, exc_info=True)
 
 
-@app.task(name="redundancy.process_batch", bind=True)
+@app.task(name=names.PROCESS_BATCH, bind=True)
 def process_batch(
     self: Any,
     items: list[Any],
@@ -205,7 +206,7 @@ def load_chunk(
     return [(p, doc[0], doc[1]) for p, doc in zip(positions, loaded, strict=True) if doc]
 
 
-@app.task(name="redundancy.batch.analyze_chunk")
+@app.task(name=names.BATCH_ANALYZE_CHUNK)
 def analyze_chunk(
     batch_id: str, chunk: int, *, count: int, chunk_size: int, threshold: float, algorithm: str
 ) -> dict[str, Any]:
@@ -235,7 +236,7 @@ def analyze_chunk(
     return {"kind": "analysis", "chunk": chunk, "items": items}
 
 
-@app.task(name="redundancy.batch.pair_shard")
+@app.task(name=names.BATCH_PAIR_SHARD)
 def pair_shard(
     batch_id: str,
     left: int,
@@ -270,7 +271,7 @@ def pair_shard(
     return {"kind": "pairs", "left": left, "right": right, "pairs": [list(p) for p in pairs]}
 
 
-@app.task(name="redundancy.batch.merge", bind=True)
+@app.task(name=names.BATCH_MERGE, bind=True)
 def merge_batch(
     self: Any,
     parts: list[dict[str, Any]],

@@ -7,14 +7,13 @@ request fails at once (no retry) and the caller reads why from ``AsyncResult``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
-from redundancy.core.scorers import DEFAULT_ALGORITHM, MIN_THRESHOLD
+from redundancy.core import MODES
+from redundancy.core.scorers import DEFAULT_ALGORITHM, MIN_THRESHOLD, get_scorer
 from redundancy.errors import InvalidInputError, NotTextError
-
-Algorithm = Literal["ratio", "partial_ratio", "token_sort_ratio", "token_set_ratio", "WRatio"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -23,7 +22,13 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     threshold: float = Field(default=0.8, ge=MIN_THRESHOLD, le=1.0)
-    algorithm: Algorithm = DEFAULT_ALGORITHM
+    algorithm: str = DEFAULT_ALGORITHM
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_scorer(cls, v: str) -> str:
+        get_scorer(v)  # the scorer table is the one list (did-you-mean on a typo)
+        return v
 
 
 class AnalyzeRequest(_Request):
@@ -35,14 +40,18 @@ class CompareRequest(_Request):
     text_b: StrictStr
 
 
-Mode = Literal["auto", "exact", "indexed", "all-pairs"]
-
-
 class BatchOptions(_Request):
     """Everything about a batch except its items (which may be a stream)."""
 
     webhook_url: str | None = None
-    mode: Mode = "auto"
+    mode: str = "auto"
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, v: str) -> str:
+        if v not in MODES:
+            raise ValueError(f"unknown mode {v!r}; choose one of {', '.join(MODES)}")
+        return v
 
     @field_validator("webhook_url")
     @classmethod

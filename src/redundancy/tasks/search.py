@@ -34,6 +34,7 @@ from redundancy.core.lsh import band_keys, colliding_pairs, unique_pairs
 from redundancy.core.text import hash_normalised
 from redundancy.errors import InvalidInputError
 from redundancy.workers import app
+from redundancy.workers import routing as names
 from redundancy.workers.jobstore import get_job_store
 
 RECORD = np.dtype([("key", "<u8"), ("text", "<u8"), ("pos", "<u4")])
@@ -94,7 +95,7 @@ def _advance(batch_id: str) -> None:
     advance_progress(batch_id)
 
 
-@app.task(name="redundancy.batch.lsh_sign")
+@app.task(name=names.BATCH_LSH_SIGN)
 def lsh_sign(
     batch_id: str,
     chunk: int,
@@ -132,7 +133,7 @@ def lsh_sign(
     return {"kind": "lsh_sign", "chunk": chunk, "documents": len(texts)}
 
 
-@app.task(name="redundancy.batch.lsh_bucket")
+@app.task(name=names.BATCH_LSH_BUCKET)
 def lsh_bucket(
     batch_id: str,
     partition: int,
@@ -159,7 +160,7 @@ def lsh_bucket(
     return {"kind": "lsh_bucket", "partition": partition, "candidates": int(lo.size)}
 
 
-@app.task(name="redundancy.batch.lsh_verify")
+@app.task(name=names.BATCH_LSH_VERIFY)
 def lsh_verify(
     batch_id: str,
     chunk: int,

@@ -22,11 +22,12 @@ from redundancy.events.webhooks import (
     signed_headers,
 )
 from redundancy.workers import app
+from redundancy.workers import routing as names
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="redundancy.webhooks.deliver", bind=True, autoretry_for=())
+@app.task(name=names.WEBHOOK_DELIVER, bind=True, autoretry_for=())
 def deliver_webhook(
     self: Any,
     url: str,
