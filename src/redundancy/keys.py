@@ -23,11 +23,6 @@ def batch_docs(batch_id: str) -> str:
     return f"{BATCH}{batch_id}:docs"
 
 
-def batch_pattern(batch_id: str) -> str:
-    """SCAN pattern of every key of one batch (documents, progress, search tables)."""
-    return f"{BATCH}{batch_id}:*"
-
-
 def batch_progress(batch_id: str) -> str:
     """Counter of a batch's finished sub-tasks (the CLI's progress bar on a cluster)."""
     return f"{BATCH}{batch_id}:progress"
@@ -41,6 +36,18 @@ def batch_lsh_partition(batch_id: str, partition: int) -> str:
 def batch_lsh_candidates(batch_id: str, chunk: int) -> str:
     """Hash of partition -> candidate pairs whose lower position is in one chunk."""
     return f"{BATCH}{batch_id}:lsh:cand:{chunk}"
+
+
+def batch_keys(batch_id: str, *, partitions: int = 0, chunks: int = 0) -> list[str]:
+    """Every key one batch may write: documents, progress and, for an indexed search
+    over ``chunks`` chunks in ``partitions`` partitions, its LSH tables (deleted by name:
+    a SCAN would walk the whole result-backend database)."""
+    return [
+        batch_docs(batch_id),
+        batch_progress(batch_id),
+        *(batch_lsh_partition(batch_id, p) for p in range(partitions)),
+        *(batch_lsh_candidates(batch_id, c) for c in range(chunks)),
+    ]
 
 
 def delivery_counter(task_id: str, retries: int) -> str:

@@ -445,3 +445,29 @@ def test_correlation_id_seam():
     # the id bound for the task's run (observability's context) wins
     with correlation_scope("bound"):
         assert correlation_id_of(given) == "bound"
+
+
+def test_a_broker_signs_with_the_configured_key_like_the_publisher(monkeypatch):
+    import asyncio
+
+    from redundancy.config import get_settings
+    from redundancy.events import AnalysisCompletedEvent, EventPublisher, InMemoryBroker
+
+    monkeypatch.setenv("EVENTS_SIGNING_KEY", "k")
+    get_settings.cache_clear()
+    try:
+        event = AnalysisCompletedEvent(content_hash="h", redundancy_score=0.1, analysis_result={})
+        broker = InMemoryBroker(url="memory://signing-test")
+
+        async def publish_both():
+            await broker.connect()
+            await broker.publish(event)  # the broker's own face
+            await EventPublisher(broker).publish(event)  # the publisher's
+            await broker.publish(event, signing_key=None)  # explicitly unsigned
+
+        asyncio.run(publish_both())
+        signatures = [m.signature for m in broker._log.messages]
+        assert signatures[0] is not None and signatures[0] == signatures[1]
+        assert signatures[2] is None
+    finally:
+        get_settings.cache_clear()

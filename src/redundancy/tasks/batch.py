@@ -334,10 +334,20 @@ def merge_batch(
     if webhook_url:
         _schedule_webhook(webhook_url, event)
     try:
-        get_job_store().delete(batch_id)
+        get_job_store().delete(batch_id, **_search_tables(mode, count, chunk_size, threshold))
     except Exception:  # the TTL removes them anyway
         log.warning("could not delete staged documents of batch %s", batch_id, exc_info=True)
     return summary
+
+
+def _search_tables(mode: str, count: int, chunk_size: int, threshold: float) -> dict[str, int]:
+    """How many LSH tables an indexed batch wrote (to delete them by name)."""
+    if mode != "indexed":
+        return {}
+    from redundancy.tasks.search import partition_count
+
+    lsh = LSHParams.for_threshold(threshold, count)
+    return {"partitions": partition_count(count, lsh), "chunks": chunk_count(count, chunk_size)}
 
 
 def _self_score(batch_id: str, algorithm: str) -> Callable[[int], float]:

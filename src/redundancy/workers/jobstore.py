@@ -23,7 +23,7 @@ STAGE_PIPELINE = 500
 class JobStore(Protocol):
     def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int: ...
     def load(self, batch_id: str, positions: Sequence[int]) -> list[tuple[str, Any] | None]: ...
-    def delete(self, batch_id: str) -> None: ...
+    def delete(self, batch_id: str, *, partitions: int = 0, chunks: int = 0) -> None: ...
     def count_delivery(self, task_id: str, retries: int, ttl: int) -> int: ...
     def put_blobs(self, tables: dict[str, dict[str, bytes]], ttl: int) -> None: ...
     def get_blobs(self, key: str) -> list[bytes]: ...
@@ -51,13 +51,12 @@ class MemoryJobStore:
         stored = self._docs.get(batch_id, {})
         return [stored.get(p) for p in positions]
 
-    def delete(self, batch_id: str) -> None:
-        prefix = keys.batch_pattern(batch_id)[:-1]
+    def delete(self, batch_id: str, *, partitions: int = 0, chunks: int = 0) -> None:
         with self._lock:
             self._docs.pop(batch_id, None)
             self._progress.pop(batch_id, None)
-            for key in [k for k in self._blobs if k.startswith(prefix)]:
-                del self._blobs[key]
+            for key in keys.batch_keys(batch_id, partitions=partitions, chunks=chunks)[2:]:
+                self._blobs.pop(key, None)
 
     def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
         key = keys.delivery_counter(task_id, retries)
@@ -89,7 +88,11 @@ class RedisJobStore:
     def __init__(self, url: str) -> None:
         import redis  # imported here so the embedded default never needs a server
 
-        self._redis = redis.Redis.from_url(url, health_check_interval=30)
+        # Explicit timeouts: every task start counts its delivery here, and a Redis that
+        # accepts but never answers must not hold a task until its time limit.
+        self._redis = redis.Redis.from_url(
+            url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10
+        )
 
     def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int:
         key = keys.batch_docs(batch_id)
@@ -124,11 +127,11 @@ class RedisJobStore:
                 out.append((doc["id"], doc["text"]))
         return out
 
-    def delete(self, batch_id: str) -> None:
-        """Every key of the batch: documents, progress and search tables (SCAN, not KEYS)."""
-        found = list(self._redis.scan_iter(match=keys.batch_pattern(batch_id), count=1000))
-        for start in range(0, len(found), 1000):
-            self._redis.unlink(*found[start : start + 1000])
+    def delete(self, batch_id: str, *, partitions: int = 0, chunks: int = 0) -> None:
+        """Every key of the batch, by name (see ``keys.batch_keys``)."""
+        names = keys.batch_keys(batch_id, partitions=partitions, chunks=chunks)
+        for start in range(0, len(names), 1000):
+            self._redis.unlink(*names[start : start + 1000])
 
     def put_blobs(self, tables: dict[str, dict[str, bytes]], ttl: int) -> None:
         """Binary fields (raw little-endian arrays, never pickles), one round trip."""

@@ -35,6 +35,10 @@ DEDUPE_CAPACITY = 100_000
 POLL_SECONDS = 1.0
 
 
+CONFIGURED: bytes = b"\x00configured-signing-key"
+"""Default of ``signing_key``: sign with EVENTS_SIGNING_KEY when one is configured."""
+
+
 @dataclass
 class Delivery:
     """One message fetched by a reader, with the handle its broker acknowledges by."""
@@ -163,8 +167,13 @@ class EventBroker(ABC):
         """Drop clients after an outage so the next attempt starts from a fresh connection."""
         self.disconnect_sync()
 
-    def publish_sync(self, event: DomainEvent, signing_key: bytes | None = None) -> None:
-        self.send_sync([WireMessage.of(event, signing_key)])
+    def publish_sync(self, event: DomainEvent, signing_key: bytes | None = CONFIGURED) -> None:
+        """Publish one event, signed with EVENTS_SIGNING_KEY unless ``signing_key`` says
+        otherwise (``None``: unsigned), like ``EventPublisher``."""
+        from redundancy.events.publisher import configured_signing_key
+
+        key = configured_signing_key() if signing_key is CONFIGURED else signing_key
+        self.send_sync([WireMessage.of(event, key)])
 
     def ensure_group_sync(self, group: str, event_types: Iterable[str] | None = None) -> None:
         with self._lock:
@@ -268,7 +277,7 @@ class EventBroker(ABC):
     async def send(self, messages: Sequence[WireMessage]) -> None:
         await asyncio.to_thread(self.send_sync, list(messages))
 
-    async def publish(self, event: DomainEvent, signing_key: bytes | None = None) -> None:
+    async def publish(self, event: DomainEvent, signing_key: bytes | None = CONFIGURED) -> None:
         await asyncio.to_thread(self.publish_sync, event, signing_key)
 
     async def ensure_group(self, group: str, event_types: Iterable[str] | None = None) -> None:
