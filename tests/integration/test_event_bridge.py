@@ -113,7 +113,7 @@ def test_every_job_event_arrives_once_and_survives_a_broker_outage(kind, request
             EVENTS_SIGNING_KEY=KEY,
             EVENTS_PUBLISH_TIMEOUT="2",
             EVENTS_RELAY_RETRY_MAX="1",
-            EVENTS_RELAY_LEASE_TTL="4",
+            EVENTS_RELAY_LEASE_TTL="7",
             BATCH_CHUNK_SIZE="2",
             WEBHOOK_SECRET=SECRET,
             WEBHOOK_ALLOWED_HOSTS="127.0.0.1",

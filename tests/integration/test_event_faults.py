@@ -53,7 +53,7 @@ def test_a_relay_killed_mid_stream_loses_nothing(redis_cluster):
     env = {
         **broker_env("redis_streams", events_url, topic),
         "EVENTS_RELAY_BATCH": "1",
-        "EVENTS_RELAY_LEASE_TTL": "3",
+        "EVENTS_RELAY_LEASE_TTL": "5",
         "EVENTS_PUBLISH_TIMEOUT": "1",
     }
     stream = keys.event_stream(topic)

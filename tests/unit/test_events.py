@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from datetime import datetime
 
@@ -421,10 +422,16 @@ def test_backlog_is_measured_for_metrics():
     broker = FlakyBroker(f"memory://{uuid.uuid4().hex}")
     broker.down = True
     _fill(outbox, 12)
+    # the oldest entry written 30 s ago (its stream-style id carries the time)
+    _, fields = outbox._entries[0]
+    outbox._entries[0] = (f"{int(time.time() * 1000) - 30_000}-0", fields)
     relay = Relay(outbox, broker)
+    metrics.OUTBOX_BACKLOG.set(-1)  # values no measurement can give: the update must set them
+    metrics.OUTBOX_OLDEST_AGE.set(-1)
     relay.update_gauges(force=True)
     assert metrics.OUTBOX_BACKLOG._value.get() == 12
-    assert metrics.OUTBOX_OLDEST_AGE._value.get() >= 0
+    assert metrics.OUTBOX_OLDEST_AGE._value.get() == pytest.approx(outbox.oldest_age(), abs=0.5)
+    assert outbox.oldest_age() >= 30
     broker.down = False
     relay.drain(timeout=5)
     relay.update_gauges(force=True)
@@ -471,3 +478,28 @@ def test_a_broker_signs_with_the_configured_key_like_the_publisher(monkeypatch):
         assert signatures[2] is None
     finally:
         get_settings.cache_clear()
+
+
+def test_a_relay_that_lost_its_lease_publishes_nothing():
+    from redundancy.events import InMemoryBroker
+    from redundancy.events.outbox import MemoryOutbox
+    from redundancy.events.relay import Relay
+    from redundancy.events.wire import WireMessage
+
+    class LostLease:
+        def acquire(self) -> bool:
+            return True
+
+        def renew(self) -> bool:
+            return False  # another relay took over meanwhile
+
+        def release(self) -> None:
+            pass
+
+    outbox = MemoryOutbox()
+    outbox.append(WireMessage.of(sample_events()[0]))
+    broker = InMemoryBroker(url="memory://lost-lease")
+    relay = Relay(outbox, broker, lease_ttl=40)
+    relay.lease = LostLease()
+    assert relay.step() == 0
+    assert outbox.backlog() == 1 and broker._log.messages == []

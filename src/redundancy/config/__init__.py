@@ -141,9 +141,9 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="longest back-off between relay attempts (s)"
     )
     events_relay_lease_ttl: float = Field(
-        default=30.0,
+        default=40.0,
         gt=0,
-        description="relay leadership lease (s); must exceed EVENTS_PUBLISH_TIMEOUT",
+        description="relay leadership lease (s); above twice (EVENTS_PUBLISH_TIMEOUT + 1)",
     )
     webhook_secret: SecretStr | None = Field(
         default=None, description="HMAC-SHA256 key of X-Webhook-Signature"
@@ -192,11 +192,11 @@ class Settings(BaseSettings):
             field, variable = needs[self.message_broker_type]
             if not getattr(self, field):
                 raise ValueError(f"MESSAGE_BROKER_TYPE={self.message_broker_type} needs {variable}")
-        if self.events_relay_lease_ttl <= self.events_publish_timeout + 1:
+        if self.events_relay_lease_ttl <= 2 * (self.events_publish_timeout + 1):
             raise ValueError(
-                "EVENTS_RELAY_LEASE_TTL must exceed EVENTS_PUBLISH_TIMEOUT + 1 s, or a relay "
-                f"loses its lease while it waits for the broker ({self.events_relay_lease_ttl} "
-                f"<= {self.events_publish_timeout} + 1)"
+                "EVENTS_RELAY_LEASE_TTL must exceed twice (EVENTS_PUBLISH_TIMEOUT + 1 s), or a "
+                "relay may lose its lease while it waits for the broker "
+                f"({self.events_relay_lease_ttl} <= 2 * ({self.events_publish_timeout} + 1))"
             )
         if (
             self.events_enabled

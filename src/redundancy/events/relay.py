@@ -79,7 +79,7 @@ class Relay:
                 messages.append((entry_id, WireMessage.from_fields(fields), fields))
             except InvalidEventError as exc:
                 self._dead_letter(entry_id, fields, f"unreadable: {exc}")
-        if not messages:
+        if not messages or not self._renew_before_publishing():
             return 0
         try:
             self.broker.send_sync([m for _, m, _ in messages])
@@ -94,6 +94,8 @@ class Relay:
         """A batch with a message refused for good: find it, keep the order for the rest."""
         done = 0
         for entry_id, message, fields in messages:
+            if not self._renew_before_publishing():
+                break
             try:
                 self.broker.send_sync([message])
             except PublishRejectedError as exc:
@@ -103,6 +105,16 @@ class Relay:
             done += 1
         self.relayed += done
         return done
+
+    def _renew_before_publishing(self) -> bool:
+        """Renew the lease right before a publish, so it outlives the publish (settings keep
+        EVENTS_PUBLISH_TIMEOUT + 1 below half the lease): a standby never takes over while
+        this relay may still be publishing, which would break the order per aggregate."""
+        if not self.lease.renew():
+            log.warning("outbox relay lost its lease; another relay continues")
+            return False
+        self._renewed_at = time.monotonic()
+        return True
 
     def _dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None:
         log.error("outbox entry %s moved to the dead letters: %s", entry_id, reason)
