@@ -48,6 +48,45 @@ REDIS_CACHE_DB = REDIS_DB_BASE + 2
 REDIS_EVENTS_DB = REDIS_DB_BASE + 3
 
 
+SERVICE_PREFIXES = (
+    "CELERY_",
+    "REDIS_",
+    "RABBITMQ_",
+    "KAFKA_",
+    "MESSAGE_BROKER_",
+    "CACHE_",
+    "SESSION_",
+    "OTEL_",
+    "PROMETHEUS_",
+    "FLOWER_",
+)
+"""Variables of the services and libraries we configure (CELERY_CONFIG_MODULE included)."""
+SERVICE_VARIABLES = frozenset({"CELERY_CONFIG_MODULE", "LOG_FORMAT"})
+
+
+def _settings_variables() -> frozenset[str]:
+    # redundancy.config imports only pydantic (no Celery, no broker); nothing is read from
+    # the environment until Settings is instantiated.
+    from redundancy.config import Settings
+
+    return frozenset(name.upper() for name in Settings.model_fields)
+
+
+SETTINGS_VARIABLES = _settings_variables()
+"""Every environment variable ``redundancy.config.Settings`` reads (case-insensitively)."""
+
+
+def is_service_setting(name: str) -> bool:
+    """True for an environment variable that configures this project or its services: the
+    tests' processes never inherit one from the developer's shell."""
+    upper = name.upper()
+    return (
+        upper in SETTINGS_VARIABLES
+        or upper in SERVICE_VARIABLES
+        or upper.startswith(SERVICE_PREFIXES)
+    )
+
+
 def require(available: bool, what: str) -> None:
     if available:
         return
@@ -125,7 +164,7 @@ class Cluster:
     workers: list[Worker] = field(default_factory=list)
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "REDIS_"))}
+        env = {k: v for k, v in os.environ.items() if not is_service_setting(k)}
         env.update(
             CELERY_BROKER_URL=self.broker_url,
             CELERY_RESULT_BACKEND=self.backend_url,

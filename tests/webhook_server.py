@@ -19,7 +19,8 @@ class Received:
 
 @dataclass
 class WebhookServer:
-    """Answers each POST with the next scripted reply: a status code, or ("sleep", s)."""
+    """Answers each POST with the next scripted reply: a status code, ("sleep", s), or
+    (status, location) -- a redirect. Any other request is recorded and answered 405."""
 
     secret: bytes
     replies: list[object] = field(default_factory=list)
@@ -34,12 +35,25 @@ class WebhookServer:
                 ok = signature_valid(server.secret, body, self.headers.get("X-Webhook-Signature"))
                 server.received.append(Received(dict(self.headers), body, ok))
                 reply = server.replies.pop(0) if server.replies else 200
-                if isinstance(reply, tuple):  # ("sleep", seconds): too slow, then 200
+                location = None
+                if isinstance(reply, tuple) and reply[0] == "sleep":  # too slow, then 200
                     time.sleep(reply[1])
                     reply = 200
+                elif isinstance(reply, tuple):  # (3xx, location): a redirect
+                    reply, location = reply
                 self.send_response(int(reply) if ok else 401)
+                if location is not None and ok:
+                    self.send_header("Location", str(location))
                 self.end_headers()
                 self.wfile.write(b"ok" if ok else b"bad signature")
+
+            def _other(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                server.received.append(Received(dict(self.headers), body, False))
+                self.send_response(405)
+                self.end_headers()
+
+            do_GET = do_PUT = do_HEAD = _other
 
             def log_message(self, *args: object) -> None:
                 pass

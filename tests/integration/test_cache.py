@@ -7,6 +7,7 @@ Redis (``REDIS_CACHE_DB``, flushed) and against ``memory://``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -61,11 +62,18 @@ def test_values_round_trip_as_json_and_every_entry_has_a_ttl(kv_url):
 
 def test_ttl_expiry_really_happens(kv_url):
     cache = new_cache(kv_url)
-    cache.set("t:short", "v", ttl=0.3)
+    backend = cache.core.connector.sync()
+    cache.set("t:short", "v", ttl=2)
     cache.set("t:long", "v", ttl=30)
     assert cache.get("t:short") == "v"
-    time.sleep(0.6)
-    assert cache.get("t:short") is None
+    assert 0 < backend.execute(("PTTL", keys.cache_key("cache", "t:short"))) <= 2000
+    for _ in range(100):  # wait for the expiry (bounded: 10 s of polls for a 2 s TTL)
+        if cache.get("t:short") is None:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("an entry outlived its TTL")
+    assert backend.execute(("EXISTS", keys.cache_key("cache", "t:short"))) == 0
     assert cache.get("t:long") == "v"
 
 
@@ -205,30 +213,59 @@ def test_get_or_set_with_20_concurrent_asyncio_tasks_computes_once(kv_url):
     assert calls == 1
 
 
-def test_a_failing_factory_releases_the_lock_for_the_next_caller(kv_url):
+def test_a_failing_factory_releases_the_lock_for_the_next_caller(kv_url, caplog):
     cache = new_cache(kv_url, lock_timeout=30)
+    backend = cache.core.connector.sync()
+    lock = keys.cache_lock("cache", "analysis:f")
 
     def boom():
+        assert backend.execute(("EXISTS", lock)) == 1  # the failing caller held the lock
         raise RuntimeError("factory failed")
 
     with pytest.raises(RuntimeError, match="factory failed"):
         cache.get_or_set("analysis:f", boom)
-    started = time.monotonic()
-    assert cache.get_or_set("analysis:f", lambda: "second") == "second"
-    assert time.monotonic() - started < 10  # did not wait for the 30 s lock to expire
-    assert (
-        cache.core.connector.sync().execute(("EXISTS", keys.cache_lock("cache", "analysis:f"))) == 0
-    )
+    # the lock is released at once, not left to expire after its 30 s
+    assert backend.execute(("EXISTS", lock)) == 0
+    assert backend.execute(("EXISTS", keys.cache_key("cache", "analysis:f"))) == 0  # nothing stored
+
+    def second():
+        assert backend.execute(("EXISTS", lock)) == 1  # the next caller took the lock itself
+        return "second"
+
+    with caplog.at_level(logging.WARNING, logger="redundancy.cache"):
+        assert cache.get_or_set("analysis:f", second) == "second"
+    assert "computing" not in caplog.text  # it never waited for a lock
+    assert backend.execute(("EXISTS", lock)) == 0
+    assert cache.get("analysis:f") == "second"
 
 
-def test_a_dead_lock_holder_delays_others_only_until_its_lock_expires(kv_url):
+def test_a_dead_lock_holder_delays_others_only_until_its_lock_expires(kv_url, caplog):
     # Given a lock left behind by a holder that died (its token is not ours)
     cache = new_cache(kv_url, lock_timeout=5)
     backend = cache.core.connector.sync()
-    backend.execute(("SET", keys.cache_lock("cache", "analysis:orphan"), "dead-token", "PX", 400))
-    # When a caller misses, it waits for the lock to expire, then computes and stores
-    assert cache.get_or_set("analysis:orphan", lambda: "mine") == "mine"
+    lock = keys.cache_lock("cache", "analysis:orphan")
+    backend.execute(("SET", lock, "dead-token", "PX", 400))
+    held_by: list[object] = []
+
+    def factory():
+        held_by.append(backend.execute(("GET", lock)))
+        return "mine"
+
+    # When a caller misses, it waits for the lock to expire, then takes the lock itself,
+    # computes and stores
+    with caplog.at_level(logging.WARNING, logger="redundancy.cache"):
+        assert cache.get_or_set("analysis:orphan", factory) == "mine"
+    # Then the factory ran under the caller's own lock (a token, not the dead holder's)
+    [token] = held_by
+    assert token is not None and as_bytes(token) != b"dead-token"
+    # and not because the caller gave up waiting for the full lock_timeout
+    assert "computing" not in caplog.text
+    assert backend.execute(("EXISTS", lock)) == 0  # released after storing
     assert cache.get("analysis:orphan") == "mine"
+
+
+def as_bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 # --- pattern deletion ----------------------------------------------------------------------

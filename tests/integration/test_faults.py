@@ -14,6 +14,14 @@ from celery.result import AsyncResult
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+LONG = 10_000
+"""Sentences of a text whose analysis takes ~7 s on one idle core (measured), so a kill
+lands while the task runs."""
+MEDIUM = 6_000
+"""~2.6 s on one idle core: several times that on a loaded machine stays far below the
+18 s soft time limit of the visibility-timeout test."""
+
+
 def slow_text(sentences: int, seed: int = 5) -> str:
     """A text whose analysis takes seconds (many distinct sentences to compare)."""
     rng = random.Random(seed)
@@ -57,6 +65,21 @@ def wait_success(result: AsyncResult, timeout: float) -> dict:
     raise TimeoutError(f"task not done after {timeout} s (state {result.state})")
 
 
+def wait_quiet(worker, *, settle: float = 2.0, timeout: float = 60) -> None:
+    """Return once the worker's log has not grown for ``settle`` seconds (at most
+    ``timeout``): whatever it was going to do with a message, it has logged."""
+    deadline = time.monotonic() + timeout
+    size, since = len(worker.text()), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = len(worker.text())
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return
+    raise TimeoutError(f"worker log still growing after {timeout} s")
+
+
 def deliveries(cluster, task_id: str) -> int:
     import redis
 
@@ -69,17 +92,18 @@ def deliveries(cluster, task_id: str) -> int:
 def test_killed_pool_process_task_is_redelivered_and_completes(redis_cluster, tmp_path):
     # Given a worker with one pool process running a multi-second analysis
     worker = redis_cluster.start_worker(concurrency=1)
-    task_id, text = submit_slow(redis_cluster, tmp_path, 6000)
+    task_id, text = submit_slow(redis_cluster, tmp_path, LONG)
     result = AsyncResult(task_id, app=probe(redis_cluster))
     child_pid = wait_started(result)["pid"]
     # When that process is SIGKILLed mid-task
     os.kill(child_pid, signal.SIGKILL)
+    assert result.state == "STARTED"  # the kill landed while the task ran
     # Then the message goes back on the queue, runs again in a new process and succeeds
     value = wait_success(result, timeout=120)
     from redundancy.core import analyze
 
     assert value["content_hash"] == analyze(text).content_hash
-    assert value["sentence_count"] == 6000
+    assert value["sentence_count"] == LONG
     assert deliveries(redis_cluster, task_id) == 2
     assert "SIGKILL" in worker.text()
 
@@ -87,15 +111,16 @@ def test_killed_pool_process_task_is_redelivered_and_completes(redis_cluster, tm
 def test_killed_worker_on_rabbitmq_task_runs_on_the_next_worker(rabbitmq_cluster, tmp_path):
     # Given a whole worker (main process and pool) running a multi-second task
     first = rabbitmq_cluster.start_worker(concurrency=1)
-    task_id, _ = submit_slow(rabbitmq_cluster, tmp_path, 6000)
+    task_id, _ = submit_slow(rabbitmq_cluster, tmp_path, LONG)
     result = AsyncResult(task_id, app=probe(rabbitmq_cluster))
     wait_started(result)
     # When the worker is SIGKILLed (no chance to requeue anything itself)
     first.kill()
+    assert result.state == "STARTED"  # the kill landed while the task ran
     # Then RabbitMQ returns the unacknowledged message and a new worker completes it
     second = rabbitmq_cluster.start_worker(concurrency=1)
     value = wait_success(result, timeout=120)
-    assert value["sentence_count"] == 6000
+    assert value["sentence_count"] == LONG
     assert task_id in second.text()
     assert deliveries(rabbitmq_cluster, task_id) == 2
 
@@ -109,17 +134,18 @@ def test_killed_worker_on_redis_task_comes_back_after_visibility_timeout(redis_c
     }
     redis_cluster.extra_env.update(limits)
     first = redis_cluster.start_worker(concurrency=1)
-    task_id, _ = submit_slow(redis_cluster, tmp_path, 3000)
+    task_id, _ = submit_slow(redis_cluster, tmp_path, MEDIUM)
     result = AsyncResult(task_id, app=probe(redis_cluster))
     wait_started(result)
     started = time.monotonic()
     # When the whole worker is SIGKILLed
     first.kill()
+    assert result.state == "STARTED"  # the kill landed while the task ran
     # Then, once the visibility timeout has passed, a new worker restores and runs it
     time.sleep(max(0.0, 25 - (time.monotonic() - started)))
     second = redis_cluster.start_worker(concurrency=1)
     value = wait_success(result, timeout=90)
-    assert value["sentence_count"] == 3000
+    assert value["sentence_count"] == MEDIUM
     assert task_id in second.text()
     assert deliveries(redis_cluster, task_id) == 2
 
@@ -127,11 +153,12 @@ def test_killed_worker_on_redis_task_comes_back_after_visibility_timeout(redis_c
 def test_poison_message_is_failed_after_max_deliveries(redis_cluster, tmp_path):
     # Given MAX_DELIVERIES=1: a message may be delivered once
     worker = redis_cluster.start_worker(concurrency=1, MAX_DELIVERIES="1")
-    task_id, _ = submit_slow(redis_cluster, tmp_path, 6000)
+    task_id, _ = submit_slow(redis_cluster, tmp_path, LONG)
     result = AsyncResult(task_id, app=probe(redis_cluster))
     child_pid = wait_started(result)["pid"]
     # When its process dies mid-task (as a message that crashes workers would make it)
     os.kill(child_pid, signal.SIGKILL)
+    assert result.state == "STARTED"  # the kill landed while the task ran
     # Then the redelivered message is refused as poison instead of running again
     deadline = time.monotonic() + 120
     while result.state != "FAILURE" and time.monotonic() < deadline:
@@ -140,5 +167,5 @@ def test_poison_message_is_failed_after_max_deliveries(redis_cluster, tmp_path):
     assert type(result.result).__name__ == "PoisonMessageError"
     assert "delivered 2 times (MAX_DELIVERIES=1)" in str(result.result)
     assert deliveries(redis_cluster, task_id) == 2
-    time.sleep(2)
+    wait_quiet(worker)
     assert worker.text().count(f"[{task_id}] received") == 2  # and not a third time

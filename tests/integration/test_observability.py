@@ -125,11 +125,24 @@ def test_worker_metrics_count_exactly_per_task_and_state_under_prefork(redis_clu
     processes = set(re.findall(r"ForkPoolWorker-(\d+)", worker.text()))
     assert len(processes) >= 4, processes
     # ... while the folder holds only files of live processes plus one archive per type
-    time.sleep(1.0)  # a pool process at its task limit exits just after its last task
-    scrape(url)  # compacts
-    files = sorted(p.name for p in next(folder.iterdir()).glob("*.db"))
-    pids = {int(m) for name in files if (m := name[:-3].rsplit("_", 1)[-1]).isdigit()}
+    # (a pool process at its task limit exits just after its last task: each scrape
+    # compacts the files of exited ones, so scrape until none is left)
+    for _ in range(150):
+        after = scrape(url)  # compacts
+        files = sorted(p.name for p in next(folder.iterdir()).glob("*.db"))
+        pids = {int(m) for name in files if (m := name[:-3].rsplit("_", 1)[-1]).isdigit()}
+        if all(pid_alive(pid) for pid in pids):
+            break
+        time.sleep(0.2)
     assert all(pid_alive(pid) for pid in pids), files
+    # the exited processes' counts were kept (archived), not lost or counted twice
+    assert (
+        sample(
+            after, "celery_task_received_total", name="redundancy.analyze_content", hostname=host
+        )
+        == 7
+    )
+    assert sample(after, "redundancy_documents_analysed_total") == 6
     # main + 2 pool processes (+ one that may be exiting right now), of the >= 5 that ran
     assert len(pids) <= 4 and {"counter_archive.db", "histogram_archive.db"} <= set(files)
 
@@ -296,7 +309,7 @@ def test_flower_requires_auth_and_lists_a_task_that_ran(redis_cluster, tmp_path)
     assert refused.returncode == 2 and "FLOWER_BASIC_AUTH is not set" in refused.stderr
 
     # Given a worker and Flower on loopback with basic auth from the environment
-    redis_cluster.start_worker(1)
+    worker = redis_cluster.start_worker(1)
     port = free_port()
     log = (tmp_path / "flower.log").open("w")
     flower = subprocess.Popen(
@@ -316,7 +329,16 @@ def test_flower_requires_auth_and_lists_a_task_that_ran(redis_cluster, tmp_path)
         # Then it refuses requests without the login
         assert _get(f"{base}/api/tasks")[0] == 401
         assert _get(f"{base}/api/tasks", ("ops", "wrong"))[0] == 401
-        time.sleep(1.0)  # let Flower's event receiver attach before the task runs
+        # Flower's event receiver is attached once the worker's events reach it (its
+        # heartbeats put it in Flower's event state): only then can it see a task run
+        deadline = time.monotonic() + 60
+        while True:
+            status, body = _get(f"{base}/api/workers?status=true", ("ops", "s3cret"))
+            online = json.loads(body) if status == 200 else {}
+            if online.get(worker.hostname) or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert online.get(worker.hostname) is True, (status, online)
         # and with it lists a task that ran, with its arguments and result
         out = redis_cluster.producer("""
             import json

@@ -7,6 +7,7 @@ import multiprocessing
 import re
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import redis
@@ -79,27 +80,74 @@ def test_ids_are_unique_and_ttl_limits_are_enforced(kv_url):
         sessions.create_session(user_id="")
 
 
+POLL = 0.1
+"""Seconds between looks while waiting for the store's clock to move on."""
+MAX_POLLS = 300
+"""Bound on every wait loop below (30 s of polls: far beyond the TTLs they wait out)."""
+
+
+def pttl(sessions: SyncSessionManager, sid: str) -> int:
+    return int(sessions.connector.sync().execute(("PTTL", keys.session(sid))))
+
+
 def test_ttl_expiry_and_sliding_refresh_really_happen(kv_url):
     sessions = manager(kv_url)
     idle = sessions.create_session(user_id="u", ttl=1)
-    used = sessions.create_session(user_id="u", ttl=1)
-    for _ in range(3):  # used every 0.5 s: stays alive past its 1 s TTL
-        time.sleep(0.5)
-        assert sessions.get_session(used) is not None
-    assert sessions.get_session(idle) is None
-    assert sessions.get_session(used, refresh=False) is not None
-    time.sleep(1.2)
-    assert sessions.get_session(used) is None
+    used = sessions.create_session(user_id="u", ttl=2)
+    first = sessions.get_session(used, refresh=False)
+    assert first.expires_at == first.last_seen + timedelta(seconds=2)
+    # When one session is used (refreshed) until the store's clock is past the end of its
+    # first idle period, while the other is left alone
+    for _ in range(MAX_POLLS):
+        seen = sessions.get_session(used)
+        assert seen is not None, "a session in use expired"
+        # each use moves the idle deadline: last use + TTL, and the key's PTTL with it
+        assert seen.last_seen >= first.last_seen
+        assert seen.expires_at == seen.last_seen + timedelta(seconds=2)
+        assert 0 < pttl(sessions, used) <= 2000
+        if seen.last_seen > first.expires_at and sessions.get_session(idle, refresh=False) is None:
+            break
+        time.sleep(POLL)
+    else:
+        pytest.fail("the store's clock never passed the first idle deadline")
+    # Then the used one outlived its first deadline and the idle one is gone for good
+    assert pttl(sessions, idle) == -2  # no key left behind
+    # and a look without refresh does not extend it
+    peek = sessions.get_session(used, refresh=False)
+    assert peek.last_seen == seen.last_seen and peek.expires_at == seen.expires_at
+    # When it is no longer used, it expires at its deadline
+    for _ in range(MAX_POLLS):
+        if sessions.get_session(used, refresh=False) is None:
+            break
+        time.sleep(POLL)
+    else:
+        pytest.fail("an unused session never expired")
+    assert pttl(sessions, used) == -2
 
 
 def test_sliding_refresh_stops_at_the_maximum_lifetime(kv_url):
-    sessions = manager(kv_url, default_ttl=1, max_ttl=1, max_lifetime=2)
+    sessions = manager(kv_url, default_ttl=2, max_ttl=2, max_lifetime=4)
     sid = sessions.create_session(user_id="u")
-    started = time.monotonic()
-    while sessions.get_session(sid) is not None:
-        assert time.monotonic() - started < 2.5
-        time.sleep(0.2)
-    assert time.monotonic() - started >= 1.8
+    created = sessions.get_session(sid, refresh=False)
+    assert created.max_until == created.created_at + timedelta(seconds=4)
+    # When it is used without pause, every refresh ends no later than the absolute end
+    last = created
+    for _ in range(MAX_POLLS):
+        remaining = pttl(sessions, sid)  # read first: the session may end right after a look
+        seen = sessions.get_session(sid)
+        if seen is None:
+            break
+        assert 0 < remaining <= 2000  # the key's own expiry: never more than the idle TTL
+        assert seen.max_until == created.max_until  # a refresh never moves the absolute end
+        assert seen.expires_at == min(seen.last_seen + timedelta(seconds=2), created.max_until)
+        last = seen
+        time.sleep(POLL)
+    else:
+        pytest.fail("a session in constant use outlived its maximum lifetime")
+    # Then it lived past its first idle deadline (refreshes worked) until the absolute end
+    assert last.last_seen > created.expires_at
+    assert last.expires_at == created.max_until
+    assert pttl(sessions, sid) == -2
 
 
 def test_an_ip_bound_session_refuses_another_ip(kv_url):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from benchmarks.corpora import synthetic_corpus
+from celery.signals import task_prerun
 from click.testing import CliRunner
 
 from redundancy.cli import cli
@@ -13,6 +14,7 @@ from redundancy.core import near_duplicates
 from redundancy.errors import InvalidInputError
 from redundancy.tasks import process_batch, stage_batch
 from redundancy.workers.jobstore import get_job_store
+from redundancy.workers.routing import BATCH_MERGE
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +35,24 @@ def test_process_batch_runs_the_requested_mode(corpus, mode):
 
 
 def test_stage_batch_consumes_a_stream_and_drops_it_on_a_duplicate_id():
+    # (the in-memory store reads the whole stream before writing; the clean-up of
+    # documents already written is checked on Redis, tests/integration/test_batch_staging.py)
+    handed_out = 0
+
     def items():
-        yield {"id": "a", "text": "one text"}
-        yield {"id": "b", "text": "another text"}
-        yield {"id": "a", "text": "the same id again"}
+        nonlocal handed_out
+        for item in (
+            {"id": "a", "text": "one text"},
+            {"id": "b", "text": "another text"},
+            {"id": "a", "text": "the same id again"},
+            {"id": "c", "text": "never read"},
+        ):
+            handed_out += 1
+            yield item
 
     with pytest.raises(InvalidInputError, match="duplicate item id 'a'"):
         stage_batch(items(), batch_id="dup-stream")
+    assert handed_out == 3  # read as a stream: nothing after the duplicate was pulled
     assert get_job_store().load("dup-stream", [0, 1]) == [None, None]
 
 
@@ -58,10 +71,22 @@ def test_crd_batch_writes_pairs_as_found_then_items_and_clusters(corpus, tmp_pat
         )
     )
     out = tmp_path / "out.jsonl"
+    # (pair lines already in the file when the merge, the batch's last step, starts)
+    pairs_before_merge: list[int] = []
+
+    def before_merge(sender=None, **_):
+        if getattr(sender, "name", None) == BATCH_MERGE:
+            lines = out.read_text().splitlines() if out.exists() else []
+            pairs_before_merge.append(sum(json.loads(x)["record"] == "pair" for x in lines))
+
+    task_prerun.connect(before_merge, weak=False)
     # When crd batch runs it in indexed mode with --out
-    run = CliRunner().invoke(
-        cli, ["batch", str(source), "--mode", "indexed", "--json", "--out", str(out)]
-    )
+    try:
+        run = CliRunner().invoke(
+            cli, ["batch", str(source), "--mode", "indexed", "--json", "--out", str(out)]
+        )
+    finally:
+        task_prerun.disconnect(before_merge)
     assert run.exit_code == 0, run.output
     result = json.loads(run.output[run.output.index("{") :])
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -71,6 +96,8 @@ def test_crd_batch_writes_pairs_as_found_then_items_and_clusters(corpus, tmp_pat
     assert kinds[: len(pairs)] == ["pair"] * len(pairs)
     strip = [{k: v for k, v in r.items() if k != "record"} for r in pairs]
     assert sorted(strip, key=lambda p: (p["a"], p["b"])) == result["pairs"]
+    # and they were in the file before the batch finished (when its merge started)
+    assert len(pairs_before_merge) == 1 and 0 < pairs_before_merge[0] <= len(pairs)
     # followed by every item and cluster
     assert kinds.count("item") == 400 and kinds.count("cluster") == len(result["clusters"])
     assert result["mode"] == "indexed"
@@ -125,7 +152,7 @@ def test_items_that_are_not_text_fail_alone_and_the_batch_completes():
     }
     assert errors == {
         "bytes": ("NotTextError", "text must be a string, got bytes"),
-        "surrogate": ("NotTextError", "text is not valid Unicode (unpaired surrogate at character 12)"),
+        "surrogate": ("NotTextError", "text is not valid Unicode (unpaired surrogate at character 12)"),  # noqa: E501
         "missing": ("NotTextError", "item has no text"),
         "number": ("NotTextError", "text must be a string, got int"),
     }  # fmt: skip

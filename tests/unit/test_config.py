@@ -99,6 +99,30 @@ def test_ops_override_module_wins(monkeypatch, tmp_path):
     assert app.conf.task_acks_late is True  # the rest still comes from the package
 
 
+def test_ops_override_module_named_by_celery_config_module_wins(monkeypatch, tmp_path):
+    # Given a module on the import path named by CELERY_CONFIG_MODULE, and a different
+    # celeryconfig.py in the working directory
+    modules = tmp_path / "modules"
+    modules.mkdir()
+    (modules / "crd_ops_settings_test.py").write_text(
+        "worker_max_tasks_per_child = 11\ntask_time_limit = 123\n"
+    )
+    (tmp_path / "celeryconfig.py").write_text("worker_max_tasks_per_child = 7\n")
+    monkeypatch.syspath_prepend(str(modules))
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", "crd_ops_settings_test")
+    monkeypatch.chdir(tmp_path)
+    from redundancy.workers.app import create_app
+
+    # When the app is built, the named module wins (over the working directory's too)
+    try:
+        app = create_app()
+    finally:
+        sys.modules.pop("crd_ops_settings_test", None)
+    assert app.conf.worker_max_tasks_per_child == 11
+    assert app.conf.task_time_limit == 123
+    assert app.conf.task_acks_late is True  # the rest still comes from the package
+
+
 def test_root_celeryconfig_exports_the_package_settings():
     import importlib.util
     from pathlib import Path
@@ -109,3 +133,11 @@ def test_root_celeryconfig_exports_the_package_settings():
     spec.loader.exec_module(module)
     assert module.accept_content == ["json"]
     assert module.task_acks_late is True
+
+
+def test_errors_never_print_a_password(monkeypatch):
+    monkeypatch.setenv("RABBITMQ_URL", "rabbitmq://user:topsecret@host//")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "topsecret" not in str(caught.value)
+    assert "user:***@host" in str(caught.value)

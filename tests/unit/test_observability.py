@@ -117,7 +117,6 @@ def test_task_runs_become_spans_with_the_core_phases_as_children():
     exporter = InMemorySpanExporter()
     assert configure_tracing("unit", exporter=exporter)
     try:
-        # a text no other test analysed: a results-cache hit would compute nothing
         analyze_content.delay("The owl sat. The owl sat. Spans!").get()
         process_batch.delay(["A text. A text.", "Another text.", "A text. A text!"]).get()
         assert current_correlation_id() is None  # nothing leaks out of (nested) eager runs

@@ -105,6 +105,27 @@ def test_attempts_run_out(hooks, bus):
     assert len(hooks.received) == 4
 
 
+@pytest.mark.parametrize(
+    ("status", "target"), [(302, "private"), (302, "loopback"), (307, "loopback")]
+)
+def test_a_redirect_is_never_followed(hooks, bus, status, target):
+    # Given a receiver that redirects: to a private address, or to a second receiver on
+    # the allow-listed loopback (which would record any request that reached it)
+    other = WebhookServer(SECRET.encode()).start()
+    try:
+        location = "http://10.0.0.1/" if target == "private" else other.url
+        hooks.replies = [(status, location)]
+        # When a batch with a webhook completes
+        run_batch(hooks.url)
+    finally:
+        other.stop()
+    # Then the delivery failed at once on the redirect, which was not followed
+    report = outcome(bus)
+    assert (report.status, report.attempts, report.status_code) == ("failed", 1, status)
+    assert len(hooks.received) == 1
+    assert other.received == []
+
+
 def test_private_and_unlisted_loopback_targets_are_refused(hooks, bus, monkeypatch):
     # A private address: refused before any connection is tried
     run_batch("http://10.20.30.40:8080/hook")
