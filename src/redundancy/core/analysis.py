@@ -77,6 +77,7 @@ def analyze(
         (first_index.setdefault(s, i) for i, s in enumerate(norm_sentences)), np.int64
     )
     redundant = rep_of != np.arange(len(norm_sentences))
+    copies = np.flatnonzero(redundant)  # exact repeats of an earlier sentence
     reps = np.flatnonzero(~redundant)  # first occurrences, in text order
 
     found = find_pairs(
@@ -85,7 +86,6 @@ def analyze(
     # reps are in text order, so in each pair (left < right) the right one is the later.
     redundant[reps[found.right]] = True
 
-    copies = np.flatnonzero(rep_of != np.arange(rep_of.size))
     exact_pairs = [(int(rep_of[i]), int(i), 1.0) for i in copies[:MAX_REPORTED]]
     near_pairs = _top_pairs(reps[found.left], reps[found.right], found.scores / 100.0)
     listed = sorted(exact_pairs + near_pairs, key=lambda p: (-p[2], p[0], p[1]))[:MAX_REPORTED]

@@ -262,7 +262,7 @@ class BoundPlan:
         ``cdist`` (it reuses each row's bit vectors: ~4x cheaper per pair than cpdist)."""
         la = left.lengths[rows][:, None]
         lb = right.lengths[cols][None, :]
-        need = threshold * (la + lb).astype(np.float64) / 2.0 * (1.0 - MARGIN)
+        need = _need(la, lb, threshold)
         keep = np.minimum(la, lb) >= need  # bound 1
         if allowed is not None:
             keep &= allowed

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,7 +195,11 @@ def load_chunk(
     batch_id: str, chunk: int, chunk_size: int, count: int
 ) -> list[tuple[int, str, Any]]:
     """``(position, id, text)`` of one chunk's staged documents; missing ones fail loudly."""
-    positions = _positions(chunk, chunk_size, count)
+    return load_positions(batch_id, _positions(chunk, chunk_size, count))
+
+
+def load_positions(batch_id: str, positions: Sequence[int]) -> list[tuple[int, str, Any]]:
+    """``(position, id, text)`` of staged documents; missing ones fail loudly."""
     loaded = get_job_store().load(batch_id, positions)
     missing = [p for p, doc in zip(positions, loaded, strict=True) if doc is None]
     if missing:
@@ -305,7 +309,8 @@ def merge_batch(
     names = [item.id for item in items]
     hashes = [item.analysis.content_hash if item.analysis else None for item in items]
     if mode == "indexed":  # the LSH phases searched first copies only
-        scored = expand_identical(scored, hashes, _self_score(batch_id, algorithm), threshold)
+        self_score = _self_score(batch_id, algorithm, hashes, chunk_size)
+        scored = expand_identical(scored, hashes, self_score, threshold)
     found = assemble(
         names,
         hashes,
@@ -350,18 +355,26 @@ def _search_tables(mode: str, count: int, chunk_size: int, threshold: float) -> 
     return {"partitions": partition_count(count, lsh), "chunks": chunk_count(count, chunk_size)}
 
 
-def _self_score(batch_id: str, algorithm: str) -> Callable[[int], float]:
-    """Score of the staged text at a position against itself (identical copies' pairs)."""
+def _self_score(
+    batch_id: str, algorithm: str, hashes: Sequence[str | None], chunk_size: int
+) -> Callable[[int], float]:
+    """Score against itself of the first copy of every repeated text (the pairs of
+    identical copies), loaded a chunk at a time rather than one round trip per text."""
+    first: dict[str, int] = {}
+    repeated: set[int] = set()
+    for position, digest in enumerate(hashes):
+        if digest in first:
+            repeated.add(first[digest])
+        elif digest is not None:
+            first[digest] = position
     scorer = get_scorer(algorithm)
-
-    def score(position: int) -> float:
-        (found,) = get_job_store().load(batch_id, [position])
-        if found is None:
-            raise StagedDocumentsMissingError(f"batch {batch_id}: document {position} is gone")
-        text = normalise(found[1])
-        return float(scorer(text, text, processor=None))
-
-    return score
+    positions = sorted(repeated)
+    scores: dict[int, float] = {}
+    for start in range(0, len(positions), chunk_size):
+        for position, _id, text in load_positions(batch_id, positions[start : start + chunk_size]):
+            norm = normalise(text)
+            scores[position] = float(scorer(norm, norm, processor=None))
+    return scores.__getitem__
 
 
 def _schedule_webhook(url: str, event: BatchProcessingCompletedEvent) -> None:

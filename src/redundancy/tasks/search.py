@@ -33,6 +33,7 @@ from redundancy.core.bounds import BoundPlan, prepare
 from redundancy.core.lsh import band_keys, colliding_pairs, unique_pairs
 from redundancy.core.text import hash_normalised
 from redundancy.errors import InvalidInputError
+from redundancy.tasks.batch import advance_progress, load_chunk, load_positions
 from redundancy.workers import app
 from redundancy.workers import routing as names
 from redundancy.workers.jobstore import get_job_store
@@ -89,12 +90,6 @@ def first_copies(records: np.ndarray) -> np.ndarray:
     return ordered[first]
 
 
-def _advance(batch_id: str) -> None:
-    from redundancy.tasks.batch import advance_progress
-
-    advance_progress(batch_id)
-
-
 @app.task(name=names.BATCH_LSH_SIGN)
 def lsh_sign(
     batch_id: str,
@@ -108,8 +103,6 @@ def lsh_sign(
     partitions: int,
 ) -> dict[str, Any]:
     """Band keys of one chunk, filed by partition (``key % partitions``)."""
-    from redundancy.tasks.batch import load_chunk
-
     params = LSHParams(**lsh)
     loaded = load_chunk(batch_id, chunk, chunk_size, count)
     positions, texts, hashes = _valid_texts(loaded, algorithm)
@@ -121,15 +114,17 @@ def lsh_sign(
         records["text"] = np.repeat(hashes, found.shape[1])
         records["pos"] = np.repeat(positions, found.shape[1])
         owner = records["key"] % np.uint64(partitions)
-        for p in range(partitions):
-            parts[p].append(records[owner == p])
+        order = np.argsort(owner, kind="stable")  # one sort, not a mask per partition
+        bounds = np.searchsorted(owner[order], np.arange(1, partitions, dtype=np.uint64))
+        for p, part in enumerate(np.split(records[order], bounds)):
+            parts[p].append(part)
     tables = {
         keys.batch_lsh_partition(batch_id, p): {str(chunk): np.concatenate(parts[p]).tobytes()}
         for p in range(partitions)
         if parts[p]
     }
     get_job_store().put_blobs(tables, get_settings().batch_ttl)
-    _advance(batch_id)
+    advance_progress(batch_id)
     return {"kind": "lsh_sign", "chunk": chunk, "documents": len(texts)}
 
 
@@ -149,14 +144,16 @@ def lsh_bucket(
     records = first_copies(np.frombuffer(b"".join(blobs), dtype=RECORD))
     lo, hi = colliding_pairs(records["key"], records["pos"].astype(np.int64))
     packed = (lo << 32) | hi
-    owner = lo // chunk_size
-    tables: dict[str, dict[str, bytes]] = {}
-    for chunk in np.unique(owner).tolist():
-        tables[keys.batch_lsh_candidates(batch_id, chunk)] = {
-            str(partition): packed[owner == chunk].astype(PAIR).tobytes()
+    owner = lo // chunk_size  # sorted: unique pairs come ordered by their lower position
+    chunks, starts = np.unique(owner, return_index=True)
+    tables: dict[str, dict[str, bytes]] = {
+        keys.batch_lsh_candidates(batch_id, int(chunk)): {
+            str(partition): part.astype(PAIR).tobytes()
         }
+        for chunk, part in zip(chunks, np.split(packed, starts[1:]), strict=True)
+    }
     store.put_blobs(tables, get_settings().batch_ttl)
-    _advance(batch_id)
+    advance_progress(batch_id)
     return {"kind": "lsh_bucket", "partition": partition, "candidates": int(lo.size)}
 
 
@@ -181,16 +178,8 @@ def lsh_verify(
     for s in range(0, lo.size, step):
         a, b = lo[s : s + step], hi[s : s + step]
         needed = np.union1d(a, b)
-        loaded = store.load(batch_id, needed.tolist())
-        if any(doc is None for doc in loaded):
-            from redundancy.tasks.batch import StagedDocumentsMissingError
-
-            raise StagedDocumentsMissingError(
-                f"batch {batch_id}: staged documents are missing; they expire after "
-                "BATCH_TTL seconds"
-            )
-        triples = [(int(p), doc[0], doc[1]) for p, doc in zip(needed, loaded, strict=True) if doc]
-        positions, texts, _ = _valid_texts(triples, algorithm)
+        loaded = load_positions(batch_id, needed.tolist())
+        positions, texts, _ = _valid_texts(loaded, algorithm)
         index = {int(p): i for i, p in enumerate(positions.tolist())}
         usable = np.fromiter(
             (int(x) in index and int(y) in index for x, y in zip(a, b, strict=True)),
@@ -211,5 +200,5 @@ def lsh_verify(
                 found.left.tolist(), found.right.tolist(), found.scores.tolist(), strict=True
             )
         ]
-    _advance(batch_id)
+    advance_progress(batch_id)
     return {"kind": "pairs", "left": chunk, "right": None, "pairs": out}
