@@ -37,8 +37,9 @@ from typing import Any
 
 from tests.procs import Tansu
 
+from benchmarks.common import RESULTS
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
 TOPIC = "bench.events"
 
 

@@ -41,12 +41,12 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import RESULTS
 from benchmarks.corpora import debian_corpus, synthetic_corpus
 from redundancy.core import exact_pairs, indexed_pairs, normalise
 from redundancy.core.lsh import LSHParams, unique_pairs
 from redundancy.core.pairs import find_pairs
 
-RESULTS = Path(__file__).parent / "results"
 THRESHOLD = 0.8
 DATASKETCH_COMMON = {"shingles": "word5", "threshold": 0.8, "num_perm": 128}
 DATASKETCH_MATCHED = {"shingles": "char5", "threshold": 0.5, "num_perm": 128}

@@ -61,7 +61,6 @@ SERVICE_PREFIXES = (
     "FLOWER_",
 )
 """Variables of the services and libraries we configure (CELERY_CONFIG_MODULE included)."""
-SERVICE_VARIABLES = frozenset({"CELERY_CONFIG_MODULE", "LOG_FORMAT"})
 
 
 def _settings_variables() -> frozenset[str]:
@@ -80,11 +79,7 @@ def is_service_setting(name: str) -> bool:
     """True for an environment variable that configures this project or its services: the
     tests' processes never inherit one from the developer's shell."""
     upper = name.upper()
-    return (
-        upper in SETTINGS_VARIABLES
-        or upper in SERVICE_VARIABLES
-        or upper.startswith(SERVICE_PREFIXES)
-    )
+    return upper in SETTINGS_VARIABLES or upper.startswith(SERVICE_PREFIXES)
 
 
 def require(available: bool, what: str) -> None:
@@ -426,14 +421,6 @@ def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = started(Tansu(tmp_path_factory.mktemp("tansu")))
     require(kafka_answers(server.bootstrap), f"Tansu at {server.bootstrap}")
     yield server.bootstrap
-    server.stop()
-
-
-@pytest.fixture
-def private_kafka(tmp_path: Path) -> Iterator[Tansu]:
-    """A Tansu of this test's own, to stop and restart (its storage starts empty again)."""
-    server = started(Tansu(tmp_path))
-    yield server
     server.stop()
 
 

@@ -440,10 +440,8 @@ class CacheCore:
         yield from self._unlock(ctype, full, data, ms, lock, token)
         return value
 
-    def _store(
-        self, ctype: str, full: str, value: Any, ms: int, *, encoded: bool = False
-    ) -> Flow[None]:
-        data = value if encoded else encode(value)
+    def _store(self, ctype: str, full: str, value: Any, ms: int) -> Flow[None]:
+        data = encode(value)
         try:
             yield cmd("SET", full, data, "PX", ms)
             self.book.record(ctype, "sets")

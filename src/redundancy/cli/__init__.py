@@ -113,15 +113,14 @@ def cli(
 
 
 def _mode() -> str:
-    from kombu.utils.url import maybe_sanitize_url
-
     from redundancy.config import get_settings
+    from redundancy.kv.clients import sanitize
 
     s = get_settings()
     return (
         "embedded default (in-process)"
         if s.embedded
-        else f"Celery at {maybe_sanitize_url(s.broker_url)}"
+        else f"Celery at {sanitize(s.broker_url or '')}"
     )
 
 

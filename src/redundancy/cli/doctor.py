@@ -14,16 +14,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from redundancy.config import Settings, get_settings
+from redundancy.kv.clients import sanitize
 
 CheckResult = tuple[bool, str] | None
 Check = Callable[[Settings], CheckResult]
 TIMEOUT = 3.0
-
-
-def _sanitize(url: str) -> str:
-    from kombu.utils.url import maybe_sanitize_url
-
-    return str(maybe_sanitize_url(url))
 
 
 def _redis_ping(url: str, variable: str) -> tuple[bool, str]:
@@ -33,18 +28,18 @@ def _redis_ping(url: str, variable: str) -> tuple[bool, str]:
         client = redis.Redis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT)
         started = time.perf_counter()
         client.ping()
-        return True, f"{_sanitize(url)} answers ({(time.perf_counter() - started) * 1000:.1f} ms)"
+        return True, f"{sanitize(url)} answers ({(time.perf_counter() - started) * 1000:.1f} ms)"
     except Exception as exc:
         return (
             False,
-            f"{_sanitize(url)} unreachable ({type(exc).__name__}: {exc}); check {variable}",
+            f"{sanitize(url)} unreachable ({type(exc).__name__}: {exc}); check {variable}",
         )
 
 
 def check_mode(s: Settings) -> CheckResult:
     if s.embedded:
         return True, "CELERY_BROKER_URL unset: embedded default, jobs run in-process"
-    return True, f"cluster mode, broker {_sanitize(s.broker_url or '')}"
+    return True, f"cluster mode, broker {sanitize(s.broker_url or '')}"
 
 
 def check_broker(s: Settings) -> CheckResult:
@@ -55,10 +50,10 @@ def check_broker(s: Settings) -> CheckResult:
     try:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=TIMEOUT)
-        return True, f"{_sanitize(s.broker_url or '')} accepts connections"
+        return True, f"{sanitize(s.broker_url or '')} accepts connections"
     except Exception as exc:
         return False, (
-            f"{_sanitize(s.broker_url or '')} unreachable ({type(exc).__name__}: {exc}); "
+            f"{sanitize(s.broker_url or '')} unreachable ({type(exc).__name__}: {exc}); "
             "check CELERY_BROKER_URL and that the server runs"
         )
 

@@ -169,12 +169,12 @@ def status() -> None:
 
     outbox = get_outbox()
     age = outbox.oldest_age()
-    from kombu.utils.url import maybe_sanitize_url
+    from redundancy.kv.clients import sanitize
 
     click.echo(
         json.dumps(
             {
-                "broker": str(maybe_sanitize_url(broker_url())),
+                "broker": sanitize(broker_url()),
                 "outbox_durable": outbox.durable,
                 "backlog": outbox.backlog(),
                 "oldest_age_seconds": None if age is None else round(age, 3),

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from redundancy.core import BatchResult, content_hash
 
-FORMATS = ("jsonl", "csv")
 SEARCH_NOTES = {
     "all-pairs": "all-pairs (every pair scored)",
     "exact": "exact (every pair found: pruned with proven bounds)",
@@ -62,7 +61,6 @@ class JsonlStream:
         self._fh = path.open("w", encoding="utf-8")
         self._ids: list[str] = []
         self._hashes: list[str | None] = []
-        self.pairs_written = 0
 
     def document(self, doc_id: str, text: Any) -> None:
         """Called for each staged document in order: its position is its index here."""
@@ -83,7 +81,6 @@ class JsonlStream:
                     "exact": self._hashes[a] == self._hashes[b],
                 },
             )
-        self.pairs_written += len(found)
         self._fh.flush()
 
     def finish(self, result: BatchResult) -> None:

@@ -370,12 +370,9 @@ class Settings(BaseSettings):
         """Redis for job data (staged batch documents, delivery counters).
 
         The result backend's Redis: in production it is persistent and never evicts,
-        unlike the cache's.
+        unlike the cache's. (Validation keeps the result backend on Redis.)
         """
-        backend = self.result_backend_url
-        if backend and urlsplit(backend).scheme in REDIS_SCHEMES:
-            return backend
-        return None
+        return self.result_backend_url
 
     @property
     def cache_url(self) -> str | None:

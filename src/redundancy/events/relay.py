@@ -12,12 +12,11 @@ off exponentially with jitter and nothing is skipped. Entries no retry can publi
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from typing import Any
 
-from redundancy.events import metrics
+from redundancy.events import metrics, webhooks
 from redundancy.events.brokers.base import EventBroker
 from redundancy.events.errors import BrokerUnavailableError, InvalidEventError, PublishRejectedError
 from redundancy.events.outbox import Lease, Outbox
@@ -34,9 +33,8 @@ LINGER = 0.02
 
 
 def backoff(failures: int, cap: float, start: float = RETRY_START) -> float:
-    """Exponential back-off with jitter: uniform in [d/2, d], d = start * 2^(failures-1)."""
-    delay = min(cap, start * 2 ** max(0, failures - 1))
-    return random.uniform(delay / 2, delay)
+    """The webhooks' exponential back-off with jitter, from ``start`` up to ``cap``."""
+    return webhooks.backoff(failures, start, cap)
 
 
 class Relay:

@@ -169,9 +169,6 @@ class MemoryStore:
             self._expires[k] = time.monotonic() + ttl_ms / 1000
         return True
 
-    def _mget(self, *keys: Any) -> list[bytes | None]:
-        return [self._get(k) for k in keys]
-
     def _unlink(self, *keys: Any) -> int:
         return sum(1 for k in keys if self._alive(b(k)) and self._drop(b(k)))
 
@@ -187,19 +184,12 @@ class MemoryStore:
         self._expires[k] = time.monotonic() + int(ms) / 1000
         return True
 
-    def _expire(self, key: Any, seconds: Any) -> bool:
-        return self._pexpire(key, int(seconds) * 1000)
-
     def _pttl(self, key: Any) -> int:
         k = b(key)
         if not self._alive(k):
             return -2
         deadline = self._expires.get(k)
         return -1 if deadline is None else max(0, round((deadline - time.monotonic()) * 1000))
-
-    def _ttl(self, key: Any) -> int:
-        ms = self._pttl(key)
-        return ms if ms < 0 else round(ms / 1000)
 
     def _scan(self, cursor: Any, *options: Any) -> tuple[int, list[bytes]]:
         """Keys in sorted order; a cursor remembers the last key it returned, so keys
@@ -252,14 +242,6 @@ class MemoryStore:
         h[b(field)] = b(value)
         return value
 
-    def _hdel(self, key: Any, *fields: Any) -> int:
-        h = self._read(key, dict)
-        if h is None:
-            return 0
-        removed = sum(1 for f in fields if h.pop(b(f), None) is not None)
-        self._cleanup(key)
-        return removed
-
     # --- sorted sets (scores only; enough for the session index) ---
 
     def _zadd(self, key: Any, *pairs: Any) -> int:
@@ -296,9 +278,6 @@ class MemoryStore:
             del z[m]
         self._cleanup(key)
         return len(doomed)
-
-    def _zcard(self, key: Any) -> int:
-        return len(self._read(key, _ZSet) or {})
 
     # --- lists ---
 

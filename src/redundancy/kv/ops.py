@@ -8,11 +8,10 @@ own ``try/except`` decides what an error means). The flow's return value is the 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -43,10 +42,6 @@ class Script:
 
     name: str
     lua: str
-    sha: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.lua.encode()).hexdigest())
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,6 @@ def _start_endpoint(sender: Any = None, **_: Any) -> None:
 def _worker_ready(sender: Any = None, **_: Any) -> None:
     global _monitor
     from redundancy.observability.queues import WorkerMonitor, reporter_lease
-    from redundancy.workers.routing import QUEUES
 
     consumer = getattr(sender, "task_consumer", None)
     _state.queues = sorted(q.name for q in getattr(consumer, "queues", []) or [])
@@ -195,7 +194,7 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
     if settings.job_store_url:
         owner = f"{_state.hostname}:{os.getpid()}"
         lease = reporter_lease(settings.job_store_url, owner, settings.metrics_interval)
-    queues = sorted(set(QUEUES) | set(_state.queues))
+    queues = sorted(set(names.QUEUES) | set(_state.queues))
     _monitor = WorkerMonitor(app, _state, queues, settings.metrics_interval, lease)
     _monitor.start()
 

@@ -23,9 +23,6 @@ from pythonjsonlogger.json import JsonFormatter
 from redundancy.config import LOG_FORMATS
 from redundancy.observability.context import current_correlation_id
 
-CONTEXT_FIELDS: Final = ("correlation_id", "task_id", "task_name", "trace_id", "span_id")
-
-
 REPEATED_IN_MESSAGE: Final = frozenset({"args", "kwargs", "return_value"})
 """Keys of Celery's ``data`` extra that its message already quotes (often long)."""
 
@@ -80,4 +77,4 @@ def configure_logging(log_format: str, level: str | int = "WARNING") -> None:
     root.setLevel(level if isinstance(level, int) else level.upper())
 
 
-__all__ = ["CONTEXT_FIELDS", "LOG_FORMATS", "ContextFilter", "configure_logging", "use_json"]
+__all__ = ["LOG_FORMATS", "ContextFilter", "configure_logging", "use_json"]

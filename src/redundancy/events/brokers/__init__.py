@@ -28,14 +28,6 @@ BACKENDS: dict[str, str] = {
 }
 """URL scheme -> backend."""
 
-BROKER_TYPES: dict[str, str] = {
-    "memory": "memory",
-    "redis_streams": "redis",
-    "rabbitmq": "amqp",
-    "kafka": "kafka",
-}
-"""MESSAGE_BROKER_TYPE -> URL scheme."""
-
 
 def backend_class(scheme: str) -> type[EventBroker]:
     """The class for a URL scheme, imported now; unknown schemes get a did-you-mean."""
@@ -83,7 +75,6 @@ def broker_from_settings(settings: Settings | None = None, **options: Any) -> Ev
 
 __all__ = [
     "BACKENDS",
-    "BROKER_TYPES",
     "Delivery",
     "EventBroker",
     "Reader",

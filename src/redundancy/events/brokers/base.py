@@ -123,9 +123,9 @@ class EventBroker(ABC):
 
     def describe(self) -> str:
         """Where events go, without credentials (for logs and ``crd doctor``)."""
-        from kombu.utils.url import maybe_sanitize_url
+        from redundancy.kv.clients import sanitize
 
-        return f"{self.kind} {maybe_sanitize_url(self.url)} topic {self.topic}"
+        return f"{self.kind} {sanitize(self.url)} topic {self.topic}"
 
     # --- sync face ---------------------------------------------------------------------
 
