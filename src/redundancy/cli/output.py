@@ -29,7 +29,7 @@ def output_format(path: Path, explicit: str | None) -> str:
 def write_result(result: BatchResult, path: Path, fmt: str) -> None:
     """``jsonl``: one record per item, pair and cluster (``record`` tells which).
     ``csv``: one row per near-duplicate pair with its cluster number."""
-    cluster_of = {doc: n for n, ids in enumerate(result.clusters) for doc in ids}
+    cluster_of = _cluster_of(result)
     with path.open("w", encoding="utf-8", newline="") as fh:
         if fmt == "csv":
             writer = csv.writer(fh)
@@ -37,19 +37,10 @@ def write_result(result: BatchResult, path: Path, fmt: str) -> None:
             for p in result.pairs:
                 writer.writerow([p.id_a, p.id_b, f"{p.score:.4f}", p.exact, cluster_of[p.id_a]])
             return
-        for item in result.items:
-            _line(
-                fh,
-                {
-                    "record": "item",
-                    "cluster": cluster_of.get(item.id),
-                    **item.model_dump(mode="json"),
-                },
-            )
+        _item_lines(fh, result, cluster_of)
         for p in result.pairs:
             _line(fh, {"record": "pair", **p.model_dump(mode="json")})
-        for n, ids in enumerate(result.clusters):
-            _line(fh, {"record": "cluster", "cluster": n, "size": len(ids), "ids": ids})
+        _cluster_lines(fh, result)
 
 
 class JsonlStream:
@@ -84,22 +75,29 @@ class JsonlStream:
         self._fh.flush()
 
     def finish(self, result: BatchResult) -> None:
-        cluster_of = {doc: n for n, ids in enumerate(result.clusters) for doc in ids}
-        for item in result.items:
-            _line(
-                self._fh,
-                {
-                    "record": "item",
-                    "cluster": cluster_of.get(item.id),
-                    **item.model_dump(mode="json"),
-                },
-            )
-        for n, ids in enumerate(result.clusters):
-            _line(self._fh, {"record": "cluster", "cluster": n, "size": len(ids), "ids": ids})
+        _item_lines(self._fh, result, _cluster_of(result))
+        _cluster_lines(self._fh, result)
         self.close()
 
     def close(self) -> None:
         self._fh.close()
+
+
+def _cluster_of(result: BatchResult) -> dict[str, int]:
+    return {doc: n for n, ids in enumerate(result.clusters) for doc in ids}
+
+
+def _item_lines(fh: Any, result: BatchResult, cluster_of: dict[str, int]) -> None:
+    for item in result.items:
+        _line(
+            fh,
+            {"record": "item", "cluster": cluster_of.get(item.id), **item.model_dump(mode="json")},
+        )
+
+
+def _cluster_lines(fh: Any, result: BatchResult) -> None:
+    for n, ids in enumerate(result.clusters):
+        _line(fh, {"record": "cluster", "cluster": n, "size": len(ids), "ids": ids})
 
 
 def _line(fh: Any, record: dict[str, Any]) -> None:

@@ -315,6 +315,15 @@ def _add_into(archive_path: Path, dead_file: Path) -> None:
         archive.close()
 
 
+def compact_safely(folder: Path) -> None:
+    """``compact_dead_processes``, a failure logged and counted instead of raised."""
+    try:
+        compact_dead_processes(folder)
+    except Exception:
+        log.warning("metric file compaction failed", exc_info=True)
+        THREAD_ERRORS.count("metrics_compaction")
+
+
 class CompactingMultiProcessCollector(MultiProcessCollector):
     """The folder's metrics, compacted first so exited processes are counted once."""
 
@@ -323,11 +332,7 @@ class CompactingMultiProcessCollector(MultiProcessCollector):
         self.folder = folder
 
     def collect(self) -> Iterable[Metric]:
-        try:
-            compact_dead_processes(self.folder)
-        except Exception:  # never lose the scrape over compaction
-            log.warning("metric file compaction failed", exc_info=True)
-            THREAD_ERRORS.count("metrics_compaction")
+        compact_safely(self.folder)  # never lose the scrape over compaction
         with _compact_lock:
             families = list(super().collect())
         return _with_thread_errors(families, THREAD_ERRORS.snapshot())

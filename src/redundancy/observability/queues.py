@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from redundancy import keys
-from redundancy.observability.metrics import THREAD_ERRORS, WorkerState, compact_dead_processes
+from redundancy.observability.metrics import THREAD_ERRORS, WorkerState, compact_safely
 from redundancy.observability.multiproc import multiprocess_folder
 
 log = logging.getLogger(__name__)
@@ -131,11 +131,7 @@ class WorkerMonitor(threading.Thread):
     def tick(self) -> None:
         folder = multiprocess_folder()
         if folder is not None:
-            try:
-                compact_dead_processes(folder)
-            except Exception:
-                log.warning("metric file compaction failed", exc_info=True)
-                THREAD_ERRORS.count("metrics_compaction")
+            compact_safely(folder)
         try:
             self.measure()
         except Exception as exc:

@@ -53,9 +53,8 @@ class RabbitMQBroker(EventBroker):
         Queue(self.unrouted, unrouted, durable=True)(channel).declare()
         self._exchange()(channel).declare()
 
-    def _connect(self) -> None:
-        from kombu import Producer
-
+    def _open_channel(self) -> tuple[Any, Any]:
+        """A new connection and a channel on it, with the exchange declared."""
         conn = self._connection()
         try:
             conn.ensure_connection(max_retries=1, timeout=self.publish_timeout)
@@ -64,6 +63,12 @@ class RabbitMQBroker(EventBroker):
         except (OSError, *conn.connection_errors) as exc:
             conn.release()
             raise BrokerUnavailableError(f"RabbitMQ unreachable: {exc}") from exc
+        return conn, channel
+
+    def _connect(self) -> None:
+        from kombu import Producer
+
+        conn, channel = self._open_channel()
         self._conn = conn
         self._producer = Producer(channel, exchange=self._exchange())
 
@@ -99,15 +104,17 @@ class RabbitMQBroker(EventBroker):
             except errors as exc:
                 raise BrokerUnavailableError(f"publish to RabbitMQ failed: {exc!r}") from exc
 
-    def _queue(self, group: str, event_types: frozenset[str] | None) -> Any:
-        from kombu import Queue, binding
+    def _bindings(self, event_types: frozenset[str] | None) -> list[Any]:
+        """The exchange bound by each wanted event type (routing key), or by all (``#``)."""
+        from kombu import binding
 
         keys = sorted(event_types) if event_types else ["#"]
-        return Queue(
-            f"{self.topic}.{group}",
-            durable=True,
-            bindings=[binding(self._exchange(), routing_key=k) for k in keys],
-        )
+        return [binding(self._exchange(), routing_key=k) for k in keys]
+
+    def _queue(self, group: str, event_types: frozenset[str] | None) -> Any:
+        from kombu import Queue
+
+        return Queue(f"{self.topic}.{group}", durable=True, bindings=self._bindings(event_types))
 
     def _ensure_group(self, group: str, event_types: frozenset[str] | None) -> None:
         self._queue(group, event_types)(self._conn.channel()).declare()
@@ -119,25 +126,13 @@ class RabbitMQBroker(EventBroker):
         from_beginning: bool,
         consumer: str,
     ) -> Reader:
-        from kombu import Queue, binding
+        from kombu import Queue
 
-        conn = self._connection()
-        try:
-            conn.ensure_connection(max_retries=1, timeout=self.publish_timeout)
-            channel = conn.channel()
-            self._declare(channel)
-        except (OSError, *conn.connection_errors) as exc:
-            conn.release()
-            raise BrokerUnavailableError(f"RabbitMQ unreachable: {exc}") from exc
+        conn, channel = self._open_channel()
         if group is not None:
             queue = self._queue(group, event_types)
         else:  # a live tail: a private queue that disappears with the connection
-            keys = sorted(event_types) if event_types else ["#"]
-            queue = Queue(
-                exclusive=True,
-                auto_delete=True,
-                bindings=[binding(self._exchange(), routing_key=k) for k in keys],
-            )
+            queue = Queue(exclusive=True, auto_delete=True, bindings=self._bindings(event_types))
         return _QueueReader(conn, channel, queue)
 
 
