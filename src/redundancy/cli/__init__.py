@@ -17,7 +17,7 @@ from rich.console import Console
 
 from redundancy import __version__
 from redundancy.config import LOG_FORMATS
-from redundancy.core import DEFAULT_ALGORITHM, MODES, SCORERS
+from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, MODES, SCORERS
 from redundancy.core.scorers import MIN_THRESHOLD
 from redundancy.errors import ConfigurationError, RedundancyError
 
@@ -46,7 +46,7 @@ threshold_option = click.option(
     "--threshold",
     "-t",
     type=click.FloatRange(MIN_THRESHOLD, 1.0),
-    default=0.8,
+    default=DEFAULT_THRESHOLD,
     show_default=True,
     help="similarity (0..1) at which two sentences/texts count as near duplicates",
 )

@@ -6,7 +6,7 @@ code runs in a worker, in the embedded default and in a notebook.
 
 from __future__ import annotations
 
-from redundancy.core.analysis import ANALYSIS_VERSION, DEFAULT_THRESHOLD, analyze
+from redundancy.core.analysis import ANALYSIS_VERSION, analyze
 from redundancy.core.bounds import bounds_apply, exact_pairs
 from redundancy.core.clusters import connected_components
 from redundancy.core.lsh import LSHParams, indexed_pairs
@@ -36,6 +36,7 @@ from redundancy.core.neardup import (
 )
 from redundancy.core.scorers import (
     DEFAULT_ALGORITHM,
+    DEFAULT_THRESHOLD,
     SCORERS,
     get_scorer,
     is_similar,

@@ -31,7 +31,12 @@ from redundancy.core.models import (
 )
 from redundancy.core.pairs import find_pairs
 from redundancy.core.phases import NORMALISE, phase
-from redundancy.core.scorers import DEFAULT_ALGORITHM, get_scorer, validate_threshold
+from redundancy.core.scorers import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_THRESHOLD,
+    get_scorer,
+    validate_threshold,
+)
 from redundancy.core.text import (
     DEFAULT_MAX_CHARS,
     hash_normalised,
@@ -43,7 +48,6 @@ from redundancy.core.text import (
 
 ANALYSIS_VERSION: Final = 1
 """Bump when results change for the same input, so cached results are not reused."""
-DEFAULT_THRESHOLD: Final = 0.8
 PHRASE_LENGTH: Final = 3
 """Words per n-gram reported in ``repeated_phrases``."""
 MAX_REPORTED: Final = 20

@@ -128,9 +128,8 @@ class LSHParams:
             bands = 1 if hit >= 1.0 else math.ceil(math.log(MISS_AT_TARGET) / math.log1p(-hit))
             if bands > MAX_BANDS:
                 continue
-            rounds = math.ceil(bands / (BINS // rows))
             cost = (
-                documents * shingles * rounds * SIGNATURE_COST
+                documents * shingles * cls(bands=bands, rows=rows).rounds * SIGNATURE_COST
                 + pairs * candidate_probability(UNRELATED_JACCARD, bands, rows) * VERIFY_COST
             )
             if best is None or cost < best[0]:

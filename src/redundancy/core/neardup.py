@@ -30,7 +30,13 @@ from redundancy.core.lsh import LSHParams, indexed_pairs
 from redundancy.core.models import DocumentPair, NearDuplicateResult, SearchMode
 from redundancy.core.pairs import DEFAULT_BLOCK_SIZE, find_pairs
 from redundancy.core.phases import CLUSTERING, NORMALISE, phase
-from redundancy.core.scorers import DEFAULT_ALGORITHM, get_scorer, is_similar, validate_threshold
+from redundancy.core.scorers import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_THRESHOLD,
+    get_scorer,
+    is_similar,
+    validate_threshold,
+)
 from redundancy.core.text import DEFAULT_MAX_CHARS, hash_normalised, normalise, validate_text
 from redundancy.errors import InvalidInputError
 
@@ -83,7 +89,7 @@ class Document:
 
 def near_duplicates(
     texts: Sequence[str],
-    threshold: float = 0.8,
+    threshold: float = DEFAULT_THRESHOLD,
     algorithm: str = DEFAULT_ALGORITHM,
     *,
     ids: Sequence[str] | None = None,

@@ -20,6 +20,8 @@ SCORERS: Final[dict[str, Scorer]] = {
     "WRatio": fuzz.WRatio,
 }
 DEFAULT_ALGORITHM: Final = "ratio"
+DEFAULT_THRESHOLD: Final = 0.8
+"""Similarity (0-1) from which two sentences or documents count as near-duplicates."""
 
 MIN_THRESHOLD: Final = 0.01
 """Lowest accepted threshold: the uint8 pre-filter needs a cut-off of at least 0.5 points."""

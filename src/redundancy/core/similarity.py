@@ -7,6 +7,7 @@ from typing import Final
 from redundancy.core.models import SimilarityResult
 from redundancy.core.scorers import (
     DEFAULT_ALGORITHM,
+    DEFAULT_THRESHOLD,
     get_scorer,
     is_similar,
     validate_threshold,
@@ -14,14 +15,13 @@ from redundancy.core.scorers import (
 from redundancy.core.text import DEFAULT_MAX_CHARS, hash_normalised, normalise, validate_text, words
 
 SIMILARITY_VERSION: Final = 1
-DEFAULT_SIMILARITY_THRESHOLD: Final = 0.8
 
 
 def similarity(
     text_a: str,
     text_b: str,
     algorithm: str = DEFAULT_ALGORITHM,
-    threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
+    threshold: float = DEFAULT_THRESHOLD,
     *,
     max_chars: int = DEFAULT_MAX_CHARS,
 ) -> SimilarityResult:

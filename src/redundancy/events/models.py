@@ -79,15 +79,16 @@ class DomainEvent(BaseModel):
             payload = data.get("payload")
             if isinstance(payload, BaseModel):
                 payload = payload.model_dump()
-            value = (
-                payload.get(cls.aggregate_field)
-                if cls.aggregate_field and isinstance(payload, dict)
-                else None
-            )
+            value = cls._aggregate_of(payload) if isinstance(payload, dict) else None
             data["aggregate_id"] = (
                 value or data.get("task_id") or str(data.setdefault("event_id", uuid.uuid4()))
             )
         return data
+
+    @classmethod
+    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
+        """The default ``aggregate_id`` from the payload (None: the task's or event's id)."""
+        return payload.get(cls.aggregate_field) if cls.aggregate_field else None
 
     @field_validator("occurred_at")
     @classmethod
@@ -130,16 +131,10 @@ class SimilarityCompletedEvent(DomainEvent):
     event_type: Literal["similarity.completed"] = SIMILARITY_COMPLETED
     payload: SimilarityCompletedPayload
 
-    @model_validator(mode="before")
     @classmethod
-    def _pair_aggregate(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "aggregate_id" not in data:
-            source = data.get("payload", data)
-            if isinstance(source, BaseModel):
-                source = source.model_dump()
-            if isinstance(source, dict) and source.get("text1_hash") and source.get("text2_hash"):
-                data = {**data, "aggregate_id": f"{source['text1_hash']}:{source['text2_hash']}"}
-        return data
+    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
+        first, second = payload.get("text1_hash"), payload.get("text2_hash")
+        return f"{first}:{second}" if first and second else None
 
 
 class BatchProcessingCompletedPayload(_Payload):

@@ -7,14 +7,22 @@ from typing import Any
 
 from redundancy.cache.results import analysis_key, cached, similarity_key
 from redundancy.config import get_settings
-from redundancy.core import analyze, similarity, validate_text
+from redundancy.core import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_THRESHOLD,
+    analyze,
+    similarity,
+    validate_text,
+)
 from redundancy.tasks.schemas import AnalyzeRequest, CompareRequest, validate
 from redundancy.workers import app
 from redundancy.workers import routing as names
 
 
 @app.task(name=names.ANALYZE_CONTENT)
-def analyze_content(text: str, threshold: float = 0.8, algorithm: str = "ratio") -> dict[str, Any]:
+def analyze_content(
+    text: str, threshold: float = DEFAULT_THRESHOLD, algorithm: str = DEFAULT_ALGORITHM
+) -> dict[str, Any]:
     """How much ``text`` repeats itself: an AnalysisResult as a JSON dict."""
     req = validate(AnalyzeRequest, text=text, threshold=threshold, algorithm=algorithm)
     settings = get_settings()
@@ -35,7 +43,10 @@ def analyze_content(text: str, threshold: float = 0.8, algorithm: str = "ratio")
 
 @app.task(name=names.COMPARE_TEXTS)
 def compare_texts(
-    text_a: str, text_b: str, algorithm: str = "ratio", threshold: float = 0.8
+    text_a: str,
+    text_b: str,
+    algorithm: str = DEFAULT_ALGORITHM,
+    threshold: float = DEFAULT_THRESHOLD,
 ) -> dict[str, Any]:
     """Similarity of two texts: a SimilarityResult as a JSON dict."""
     req = validate(

@@ -31,6 +31,8 @@ from celery.result import allow_join_result
 
 from redundancy.config import get_settings
 from redundancy.core import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_THRESHOLD,
     BatchItemResult,
     BatchResult,
     Document,
@@ -84,8 +86,8 @@ def chunk_count(count: int, chunk_size: int) -> int:
 
 def stage_batch(
     items: Iterable[Any],
-    threshold: float = 0.8,
-    algorithm: str = "ratio",
+    threshold: float = DEFAULT_THRESHOLD,
+    algorithm: str = DEFAULT_ALGORITHM,
     webhook_url: str | None = None,
     *,
     batch_id: str | None = None,
@@ -165,9 +167,9 @@ def advance_progress(batch_id: str) -> None:
 def process_batch(
     self: Any,
     items: list[Any],
-    threshold: float = 0.8,
+    threshold: float = DEFAULT_THRESHOLD,
     webhook_url: str | None = None,
-    algorithm: str = "ratio",
+    algorithm: str = DEFAULT_ALGORITHM,
     mode: str = "auto",
 ) -> Any:
     """Analyse many texts and find near-duplicate pairs and clusters among them.

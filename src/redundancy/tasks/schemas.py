@@ -12,7 +12,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from redundancy.core import MODES
-from redundancy.core.scorers import DEFAULT_ALGORITHM, MIN_THRESHOLD, get_scorer
+from redundancy.core.scorers import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_THRESHOLD,
+    MIN_THRESHOLD,
+    get_scorer,
+)
 from redundancy.errors import InvalidInputError, NotTextError
 
 M = TypeVar("M", bound=BaseModel)
@@ -21,7 +26,7 @@ M = TypeVar("M", bound=BaseModel)
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    threshold: float = Field(default=0.8, ge=MIN_THRESHOLD, le=1.0)
+    threshold: float = Field(default=DEFAULT_THRESHOLD, ge=MIN_THRESHOLD, le=1.0)
     algorithm: str = DEFAULT_ALGORITHM
 
     @field_validator("algorithm")

@@ -145,23 +145,22 @@ class RedisJobStore:
     def get_blobs(self, key: str) -> list[bytes]:
         return list(self._redis.hvals(key))
 
-    def advance(self, batch_id: str, ttl: int) -> int:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.incr(keys.batch_progress(batch_id))
-        pipe.expire(keys.batch_progress(batch_id), ttl)
-        done, _ = pipe.execute()
-        return int(done)
-
-    def progress(self, batch_id: str) -> int:
-        return int(self._redis.get(keys.batch_progress(batch_id)) or 0)
-
-    def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
-        key = keys.delivery_counter(task_id, retries)
+    def _incr(self, key: str, ttl: int) -> int:
+        """INCR with the key's TTL renewed, in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, ttl)
         count, _ = pipe.execute()
         return int(count)
+
+    def advance(self, batch_id: str, ttl: int) -> int:
+        return self._incr(keys.batch_progress(batch_id), ttl)
+
+    def progress(self, batch_id: str) -> int:
+        return int(self._redis.get(keys.batch_progress(batch_id)) or 0)
+
+    def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
+        return self._incr(keys.delivery_counter(task_id, retries), ttl)
 
 
 _store: JobStore | None = None
