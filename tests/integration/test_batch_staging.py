@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from redundancy import keys
+from redundancy.batch import store
+from redundancy.batch.store import STAGE_PIPELINE, RedisJobStore, get_job_store
 from redundancy.config import get_settings
 from redundancy.errors import InvalidInputError
 from redundancy.tasks import stage_batch
-from redundancy.workers import jobstore
-from redundancy.workers.jobstore import STAGE_PIPELINE, RedisJobStore, get_job_store
 from tests.services import REDIS_BACKEND_DB, flush_db, redis_url
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def redis_job_store(redis_server, monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", url)
     monkeypatch.setenv("CELERY_RESULT_BACKEND", url)
     get_settings.cache_clear()
-    monkeypatch.setattr(jobstore, "_store", None)  # restored afterwards
+    monkeypatch.setattr(store, "_store", None)  # restored afterwards
     yield redis.Redis.from_url(url)
     monkeypatch.undo()
     get_settings.cache_clear()

@@ -23,10 +23,10 @@ def reset_process_state() -> None:
         modules["redundancy.cache.client"].reset_cache()
     if "redundancy.sessions" in modules:
         modules["redundancy.sessions"].reset_session_manager()
-    if "redundancy.workers.jobstore" in modules:
-        jobstore = modules["redundancy.workers.jobstore"]
-        jobstore._memory_store = jobstore.MemoryJobStore()
-        jobstore._store = None  # the next get_job_store() picks the new one
+    if "redundancy.batch.store" in modules:
+        store = modules["redundancy.batch.store"]
+        store._memory_store = store.MemoryJobStore()
+        store._store = None  # the next get_job_store() picks the new one
     if "redundancy.events.outbox" in modules:
         outbox = modules["redundancy.events.outbox"]
         outbox._memory_outbox = outbox.MemoryOutbox()

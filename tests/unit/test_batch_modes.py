@@ -9,11 +9,11 @@ from benchmarks.corpora import synthetic_corpus
 from celery.signals import task_prerun
 from click.testing import CliRunner
 
+from redundancy.batch.store import get_job_store
 from redundancy.cli import cli
 from redundancy.core import near_duplicates
 from redundancy.errors import InvalidInputError
 from redundancy.tasks import process_batch, stage_batch
-from redundancy.workers.jobstore import get_job_store
 from redundancy.workers.routing import BATCH_MERGE
 
 

@@ -144,7 +144,7 @@ def _run_on_cluster(
     it) and hand on pairs as their sub-tasks finish, return the merged result."""
     from celery.result import AsyncResult
 
-    from redundancy.workers.jobstore import get_job_store
+    from redundancy.batch.store import get_job_store
 
     result = staged.canvas.apply_async()
     store = get_job_store()

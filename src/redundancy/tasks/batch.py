@@ -29,6 +29,7 @@ from celery import chain, chord, group
 from celery.canvas import Signature
 from celery.result import allow_join_result
 
+from redundancy.batch.store import get_job_store
 from redundancy.config import get_settings
 from redundancy.core import (
     DEFAULT_ALGORITHM,
@@ -55,7 +56,6 @@ from redundancy.events.webhooks import delivery_id
 from redundancy.tasks.schemas import BatchOptions, iter_items, staged_text, validate
 from redundancy.workers import app
 from redundancy.workers import routing as names
-from redundancy.workers.jobstore import get_job_store
 
 log = logging.getLogger(__name__)
 

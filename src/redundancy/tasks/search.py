@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from redundancy import keys
+from redundancy.batch.store import get_job_store
 from redundancy.config import get_settings
 from redundancy.core import LSHParams, normalise, validate_text
 from redundancy.core.bounds import BoundPlan, prepare
@@ -36,7 +37,6 @@ from redundancy.errors import InvalidInputError
 from redundancy.tasks.batch import advance_progress, load_chunk, load_positions
 from redundancy.workers import app
 from redundancy.workers import routing as names
-from redundancy.workers.jobstore import get_job_store
 
 RECORD = np.dtype([("key", "<u8"), ("text", "<u8"), ("pos", "<u4")])
 """One band record: a band key, the first 8 bytes of the document's content hash, and its

@@ -10,9 +10,9 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from redundancy.batch.store import get_job_store
 from redundancy.config import RETRY_BACKOFF_MAX, get_settings
 from redundancy.errors import InfrastructureError, InvalidInputError, PoisonMessageError
-from redundancy.workers.jobstore import get_job_store
 
 log = logging.getLogger(__name__)
 
