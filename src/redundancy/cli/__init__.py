@@ -224,7 +224,7 @@ def batch(
     PATH may be - for JSONL on stdin; inputs are read as a stream. Exits 3 when some
     items failed.
     """
-    from redundancy.cli.batchrun import run_batch
+    from redundancy.batch.runner import run_batch
     from redundancy.cli.inputs import read_inputs
     from redundancy.cli.output import JsonlStream, output_format, print_summary, write_result
 

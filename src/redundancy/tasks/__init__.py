@@ -6,8 +6,8 @@ analyze_content.delay("Some text. Some text.").get()
 
 from __future__ import annotations
 
-from redundancy.tasks.analysis import analyze_content, compare_texts
-from redundancy.tasks.batch import (
+from redundancy.batch.search import lsh_bucket, lsh_sign, lsh_verify
+from redundancy.batch.tasks import (
     StagedBatch,
     analyze_chunk,
     merge_batch,
@@ -15,8 +15,8 @@ from redundancy.tasks.batch import (
     process_batch,
     stage_batch,
 )
-from redundancy.tasks.search import lsh_bucket, lsh_sign, lsh_verify
-from redundancy.tasks.webhooks import deliver_webhook
+from redundancy.batch.webhooks import deliver_webhook
+from redundancy.tasks.analysis import analyze_content, compare_texts
 
 __all__ = [
     "StagedBatch",

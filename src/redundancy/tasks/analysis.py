@@ -14,7 +14,7 @@ from redundancy.core import (
     similarity,
     validate_text,
 )
-from redundancy.tasks.schemas import AnalyzeRequest, CompareRequest, validate
+from redundancy.schemas import AnalyzeRequest, CompareRequest, validate
 from redundancy.workers import app
 from redundancy.workers import routing as names
 

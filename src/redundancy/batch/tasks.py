@@ -9,7 +9,7 @@ store (``stage_batch``) and every sub-task carries only ``(batch_id, chunk numbe
 
 That is the canvas of the ``all-pairs`` and ``exact`` search modes (``pair_shard`` runs
 the mode's search on its two chunks). The ``indexed`` mode replaces the pair shards with
-three phases (``redundancy.tasks.search``): lsh_sign per chunk, then lsh_bucket per key
+three phases (``redundancy.batch.search``): lsh_sign per chunk, then lsh_bucket per key
 partition, then lsh_verify per chunk in the chord header next to analyze_chunk.
 
 Item-level problems (empty text, not text, too long) are reported per item and never
@@ -53,7 +53,7 @@ from redundancy.errors import InvalidInputError, RedundancyError
 from redundancy.events.bridge import batch_event, emit
 from redundancy.events.models import BatchProcessingCompletedEvent
 from redundancy.events.webhooks import delivery_id
-from redundancy.tasks.schemas import BatchOptions, iter_items, staged_text, validate
+from redundancy.schemas import BatchOptions, iter_items, staged_text, validate
 from redundancy.workers import app
 from redundancy.workers import routing as names
 
@@ -126,7 +126,7 @@ def stage_batch(
     analyses = [analyze_chunk.si(batch_id, c, **params) for c in range(chunks)]
     body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **params)
     if used == "indexed":
-        from redundancy.tasks.search import lsh_bucket, lsh_sign, lsh_verify, partition_count
+        from redundancy.batch.search import lsh_bucket, lsh_sign, lsh_verify, partition_count
 
         lsh = LSHParams.for_threshold(opts.threshold, count)
         parts = partition_count(count, lsh)
@@ -351,7 +351,7 @@ def _search_tables(mode: str, count: int, chunk_size: int, threshold: float) -> 
     """How many LSH tables an indexed batch wrote (to delete them by name)."""
     if mode != "indexed":
         return {}
-    from redundancy.tasks.search import partition_count
+    from redundancy.batch.search import partition_count
 
     lsh = LSHParams.for_threshold(threshold, count)
     return {"partitions": partition_count(count, lsh), "chunks": chunk_count(count, chunk_size)}
@@ -381,7 +381,7 @@ def _self_score(
 
 def _schedule_webhook(url: str, event: BatchProcessingCompletedEvent) -> None:
     """Deliver ``event`` to ``url`` in its own task (retries wait on the broker, not here)."""
-    from redundancy.tasks.webhooks import deliver_webhook
+    from redundancy.batch.webhooks import deliver_webhook
 
     event_id = str(event.event_id)
     deliver_webhook.delay(

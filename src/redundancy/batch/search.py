@@ -28,13 +28,13 @@ import numpy as np
 
 from redundancy import keys
 from redundancy.batch.store import get_job_store
+from redundancy.batch.tasks import advance_progress, load_chunk, load_positions
 from redundancy.config import get_settings
 from redundancy.core import LSHParams, normalise, validate_text
 from redundancy.core.bounds import BoundPlan, prepare
 from redundancy.core.lsh import band_keys, colliding_pairs, unique_pairs
 from redundancy.core.text import hash_normalised
 from redundancy.errors import InvalidInputError
-from redundancy.tasks.batch import advance_progress, load_chunk, load_positions
 from redundancy.workers import app
 from redundancy.workers import routing as names
 
