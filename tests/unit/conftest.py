@@ -1,10 +1,11 @@
 """Unit tests share one process: each starts from fresh process-wide state.
 
 The settings cache, the results cache and session manager (in-memory twins on the
-embedded default), the memory job store, the memory outbox with its inline relay, and the
-memory event broker's topics are reset before every test -- with the project's own reset
-functions and constructors. Only modules some test already imported are touched (one not
-imported yet holds no state), so a test of the pure core pays nothing for it.
+embedded default), the memory job store and delivery counter, the memory outbox with its
+inline relay, and the memory event broker's topics are reset before every test -- with the
+project's own reset functions and constructors. Only modules some test already imported
+are touched (one not imported yet holds no state), so a test of the pure core pays nothing
+for it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def reset_process_state() -> None:
         store = modules["redundancy.batch.store"]
         store._memory_store = store.MemoryJobStore()
         store._store = None  # the next get_job_store() picks the new one
+    if "redundancy.workers.deliveries" in modules:
+        modules["redundancy.workers.deliveries"]._counter = None
     if "redundancy.events.outbox" in modules:
         outbox = modules["redundancy.events.outbox"]
         outbox._memory_outbox = outbox.MemoryOutbox()

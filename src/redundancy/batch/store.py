@@ -1,4 +1,4 @@
-"""Job data that is not a result: staged batch documents and delivery counters.
+"""Batch data that is not a result: staged documents, progress and LSH tables.
 
 It lives in the result backend's Redis (``Settings.job_store_url``), which production
 runs without eviction; the embedded default uses the in-memory twin. Clients are made
@@ -24,7 +24,6 @@ class JobStore(Protocol):
     def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int: ...
     def load(self, batch_id: str, positions: Sequence[int]) -> list[tuple[str, Any] | None]: ...
     def delete(self, batch_id: str, *, partitions: int = 0, chunks: int = 0) -> None: ...
-    def count_delivery(self, task_id: str, retries: int, ttl: int) -> int: ...
     def put_blobs(self, tables: dict[str, dict[str, bytes]], ttl: int) -> None: ...
     def get_blobs(self, key: str) -> list[bytes]: ...
     def advance(self, batch_id: str, ttl: int) -> int: ...
@@ -36,7 +35,6 @@ class MemoryJobStore:
 
     def __init__(self) -> None:
         self._docs: dict[str, dict[int, tuple[str, Any]]] = {}
-        self._deliveries: dict[str, int] = {}
         self._blobs: dict[str, dict[str, bytes]] = {}
         self._progress: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -57,12 +55,6 @@ class MemoryJobStore:
             self._progress.pop(batch_id, None)
             for key in keys.batch_keys(batch_id, partitions=partitions, chunks=chunks)[2:]:
                 self._blobs.pop(key, None)
-
-    def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
-        key = keys.delivery_counter(task_id, retries)
-        with self._lock:
-            self._deliveries[key] = self._deliveries.get(key, 0) + 1
-            return self._deliveries[key]
 
     def put_blobs(self, tables: dict[str, dict[str, bytes]], ttl: int) -> None:
         with self._lock:
@@ -88,8 +80,8 @@ class RedisJobStore:
     def __init__(self, url: str) -> None:
         import redis  # imported here so the embedded default never needs a server
 
-        # Explicit timeouts: every task start counts its delivery here, and a Redis that
-        # accepts but never answers must not hold a task until its time limit.
+        # Explicit timeouts: a Redis that accepts but never answers must not hold a batch
+        # task until its time limit.
         self._redis = redis.Redis.from_url(
             url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10
         )
@@ -145,22 +137,16 @@ class RedisJobStore:
     def get_blobs(self, key: str) -> list[bytes]:
         return list(self._redis.hvals(key))
 
-    def _incr(self, key: str, ttl: int) -> int:
-        """INCR with the key's TTL renewed, in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
+    def advance(self, batch_id: str, ttl: int) -> int:
+        key = keys.batch_progress(batch_id)
+        pipe = self._redis.pipeline(transaction=False)  # INCR and renew the TTL: one trip
         pipe.incr(key)
         pipe.expire(key, ttl)
         count, _ = pipe.execute()
         return int(count)
 
-    def advance(self, batch_id: str, ttl: int) -> int:
-        return self._incr(keys.batch_progress(batch_id), ttl)
-
     def progress(self, batch_id: str) -> int:
         return int(self._redis.get(keys.batch_progress(batch_id)) or 0)
-
-    def count_delivery(self, task_id: str, retries: int, ttl: int) -> int:
-        return self._incr(keys.delivery_counter(task_id, retries), ttl)
 
 
 _store: JobStore | None = None

@@ -10,9 +10,9 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from redundancy.batch.store import get_job_store
 from redundancy.config import RETRY_BACKOFF_MAX, get_settings
 from redundancy.errors import InfrastructureError, InvalidInputError, PoisonMessageError
+from redundancy.workers.deliveries import get_delivery_counter
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,6 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 """Only infrastructure errors are retried; invalid input fails at once."""
-
-DELIVERY_COUNTER_TTL = 86_400
 
 
 class RedundancyTask(Task):  # type: ignore[misc]
@@ -56,9 +54,7 @@ class RedundancyTask(Task):  # type: ignore[misc]
             return
         limit = get_settings().max_deliveries
         try:
-            count = get_job_store().count_delivery(
-                task_id, self.request.retries or 0, DELIVERY_COUNTER_TTL
-            )
+            count = get_delivery_counter().count(task_id, self.request.retries or 0)
         except Exception:  # a hook never fails the job
             log.warning("delivery counter unavailable for %s", task_id, exc_info=True)
             return
