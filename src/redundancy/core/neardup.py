@@ -19,7 +19,7 @@ Modes (``mode=``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Final, cast
@@ -85,6 +85,20 @@ class Document:
     def from_text(cls, position: int, text: str) -> Document:
         norm = normalise(text)
         return cls(position, norm, hash_normalised(norm))
+
+
+def valid_documents(
+    items: Iterable[tuple[int, object]], *, max_chars: int = DEFAULT_MAX_CHARS
+) -> list[Document]:
+    """Documents of the ``(position, text)`` items that are valid text; invalid ones are
+    left out (a batch reports them per item and never pairs them)."""
+    docs = []
+    for position, text in items:
+        try:
+            docs.append(Document.from_text(position, validate_text(text, max_chars=max_chars)))
+        except InvalidInputError:
+            continue
+    return docs
 
 
 def near_duplicates(
@@ -240,11 +254,7 @@ def expand_identical(
     the copies pair with each other at ``self_score(first position)`` (a text against
     itself), so the result equals a search over every document.
     """
-    groups: dict[str, list[int]] = {}
-    for position, digest in enumerate(hashes):
-        if digest is not None:
-            groups.setdefault(digest, []).append(position)
-    copies = {group[0]: group for group in groups.values() if len(group) > 1}
+    copies = identical_groups(hashes)
     if not copies:
         return list(scored)
     out: list[ScoredPair] = []
@@ -257,6 +267,16 @@ def expand_identical(
         if is_similar(score, threshold):
             out.extend((x, y, score) for x, y in combinations(group, 2))
     return out
+
+
+def identical_groups(hashes: Sequence[str | None]) -> dict[int, list[int]]:
+    """Positions of every text that occurs more than once, keyed by its first position
+    (``None`` hashes, unreadable documents, are never grouped)."""
+    groups: dict[str, list[int]] = {}
+    for position, digest in enumerate(hashes):
+        if digest is not None:
+            groups.setdefault(digest, []).append(position)
+    return {group[0]: group for group in groups.values() if len(group) > 1}
 
 
 def _group_by_hash(docs: Sequence[Document]) -> list[list[Document]]:
