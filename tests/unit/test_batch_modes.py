@@ -125,7 +125,7 @@ def test_indexed_batch_with_many_identical_copies_equals_in_process(corpus):
 def test_a_bucket_keeps_one_record_per_identical_text():
     import numpy as np
 
-    from redundancy.batch.search import RECORD, first_copies
+    from redundancy.core.lsh_tables import RECORD, first_copies
 
     # 1,000 copies of one text and 3 other texts, all sharing one band key
     records = np.zeros(1003, dtype=RECORD)

@@ -1,39 +1,64 @@
-"""Running a batch from the CLI: in-process (embedded default) or on the Celery cluster,
-with a progress bar fed by sub-task completions."""
+"""A producer's side of a batch (what ``crd batch`` runs): stage inputs as they are read,
+run the canvas in-process (embedded default) or on the Celery cluster, follow its
+progress and hand on pairs as their sub-tasks finish."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Protocol
 
-import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from celery.result import AsyncResult
+from celery.signals import task_postrun
 
-from redundancy.cli.inputs import InputItem
+from redundancy.batch.canvas import StagedBatch, stage_batch
+from redundancy.batch.store import get_job_store
 from redundancy.config import get_settings
 from redundancy.core import BatchItemResult, BatchResult, ItemError
-from redundancy.errors import InvalidInputError
+from redundancy.errors import InvalidInputError, RedundancyError
 from redundancy.workers import routing as names
 
 POLL_SECONDS = 0.5
-HEADER_TASKS = names.BATCH_HEADER_TASKS
-PAIR_TASKS = names.PAIR_TASKS
 FETCH_PER_POLL = 256
 """Pair sub-task results a cluster poll reads at most (keeps each poll cheap)."""
 
 PairSink = Callable[[list[list[Any]]], None]
 """Receives ``[position a, position b, score 0..100]`` lists as sub-tasks find them."""
 
+Advance = Callable[[int], None]
+"""Moves a progress display on by a number of finished sub-tasks."""
+
+ProgressDisplay = Callable[[StagedBatch], AbstractContextManager[Advance]]
+"""Opens a progress display for a staged batch (its ``task_count`` and ``mode``)."""
+
+
+class BatchRunError(RedundancyError):
+    """A batch failed, or did not finish within the caller's timeout."""
+
+
+class Input(Protocol):
+    """One input read by the producer: ``error`` says why it could not be read."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def text(self) -> Any: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+def no_progress(_staged: StagedBatch) -> AbstractContextManager[Advance]:
+    return nullcontext(lambda _n: None)
+
 
 def run_batch(
-    inputs: Iterable[InputItem],
+    inputs: Iterable[Input],
     *,
     threshold: float,
     algorithm: str,
     webhook_url: str | None = None,
-    show_progress: bool = False,
+    progress: ProgressDisplay = no_progress,
     timeout: float | None = None,
     mode: str = "auto",
     on_pairs: PairSink | None = None,
@@ -45,9 +70,7 @@ def run_batch(
     ``on_document(id, text)`` sees each staged document in order (its position);
     ``on_pairs`` receives each pair sub-task's pairs as soon as it finishes.
     """
-    from redundancy.tasks import stage_batch
-
-    unreadable: list[InputItem] = []
+    unreadable: list[Input] = []
     seen = 0
 
     def readable() -> Iterator[dict[str, Any]]:
@@ -71,7 +94,11 @@ def run_batch(
         else:
             raise
     if staged is not None:
-        raw = _execute(staged, show_progress, timeout, on_pairs)
+        with progress(staged) as advance:
+            if get_settings().embedded:
+                raw = _run_in_process(staged, advance, on_pairs)
+            else:
+                raw = _run_on_cluster(staged, advance, timeout, on_pairs)
         result = BatchResult.model_validate(raw)
     else:
         result = BatchResult(
@@ -105,26 +132,14 @@ def run_batch(
     )
 
 
-def _execute(
-    staged: Any, show_progress: bool, timeout: float | None, on_pairs: PairSink | None = None
-) -> Any:
-    with _progress(staged.task_count, show_progress, staged.mode) as advance:
-        if get_settings().embedded:
-            return _run_in_process(staged, advance, on_pairs)
-        return _run_on_cluster(staged, advance, timeout, on_pairs)
-
-
-def _run_in_process(
-    staged: Any, advance: Callable[[int], None], on_pairs: PairSink | None = None
-) -> Any:
+def _run_in_process(staged: StagedBatch, advance: Advance, on_pairs: PairSink | None) -> Any:
     """The same task code, eagerly; each finished sub-task moves the bar."""
-    from celery.signals import task_postrun
 
-    def on_done(sender: Any = None, retval: Any = None, state: Any = None, **_: Any) -> None:
+    def on_done(sender: Any = None, retval: Any = None, **_: Any) -> None:
         name = getattr(sender, "name", None)
-        if name in HEADER_TASKS:
+        if name in names.BATCH_HEADER_TASKS:
             advance(1)
-        if on_pairs is not None and name in PAIR_TASKS and isinstance(retval, dict):
+        if on_pairs is not None and name in names.PAIR_TASKS and isinstance(retval, dict):
             on_pairs(retval.get("pairs", []))
 
     task_postrun.connect(on_done, weak=False)
@@ -135,17 +150,10 @@ def _run_in_process(
 
 
 def _run_on_cluster(
-    staged: Any,
-    advance: Callable[[int], None],
-    timeout: float | None,
-    on_pairs: PairSink | None = None,
+    staged: StagedBatch, advance: Advance, timeout: float | None, on_pairs: PairSink | None
 ) -> Any:
     """Send the canvas, follow the sub-tasks' progress counter (every phase counts into
     it) and hand on pairs as their sub-tasks finish, return the merged result."""
-    from celery.result import AsyncResult
-
-    from redundancy.batch.store import get_job_store
-
     result = staged.canvas.apply_async()
     store = get_job_store()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -178,7 +186,7 @@ def _run_on_cluster(
             advance(done - seen)
             seen = done
         if deadline is not None and time.monotonic() > deadline:
-            raise click.ClickException(
+            raise BatchRunError(
                 f"batch {staged.batch_id} not finished after {timeout} s; it keeps running "
                 "on the workers"
             )
@@ -189,24 +197,4 @@ def _run_on_cluster(
         fetch(final=True)
         return final
     except Exception as exc:
-        raise click.ClickException(
-            f"batch {staged.batch_id} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-@contextmanager
-def _progress(total: int, enabled: bool, mode: str = "") -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda _n: None
-        return
-    label = f"[bold]batch ({mode})" if mode else "[bold]batch"
-    columns = (
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("sub-tasks"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("batch", total=total)
-        yield lambda n: bar.advance(task, n)
+        raise BatchRunError(f"batch {staged.batch_id} failed: {type(exc).__name__}: {exc}") from exc

@@ -11,7 +11,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from redundancy import keys
 from redundancy.config import get_settings
@@ -102,7 +102,7 @@ class RedisJobStore:
 
     def _write(self, key: str, chunk: dict[str, str], ttl: int) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(key, mapping=chunk)
+        pipe.hset(key, mapping=chunk)  # type: ignore[arg-type]
         pipe.expire(key, ttl)
         pipe.execute()
 
@@ -135,7 +135,7 @@ class RedisJobStore:
         pipe.execute()
 
     def get_blobs(self, key: str) -> list[bytes]:
-        return list(self._redis.hvals(key))
+        return cast("list[bytes]", self._redis.hvals(key))  # no decode_responses: bytes
 
     def advance(self, batch_id: str, ttl: int) -> int:
         key = keys.batch_progress(batch_id)

@@ -224,28 +224,37 @@ def batch(
     PATH may be - for JSONL on stdin; inputs are read as a stream. Exits 3 when some
     items failed.
     """
-    from redundancy.batch.runner import run_batch
+    from redundancy.batch.runner import BatchRunError, no_progress, run_batch
     from redundancy.cli.inputs import read_inputs
-    from redundancy.cli.output import JsonlStream, output_format, print_summary, write_result
+    from redundancy.cli.output import (
+        JsonlStream,
+        output_format,
+        print_summary,
+        progress_bar,
+        write_result,
+    )
 
     console = Console()
     started = time.perf_counter()
     stream = JsonlStream(out) if out and output_format(out, fmt) == "jsonl" else None
+    show_progress = console.is_terminal if progress is None else progress
     try:
         result = run_batch(
             read_inputs(list(paths)),
             threshold=threshold,
             algorithm=algorithm,
             webhook_url=webhook_url,
-            show_progress=console.is_terminal if progress is None else progress,
+            progress=progress_bar if show_progress else no_progress,
             timeout=timeout,
             mode=mode,
             on_pairs=stream.pairs if stream else None,
             on_document=stream.document if stream else None,
         )
-    except BaseException:
+    except BaseException as exc:
         if stream:
             stream.close()  # keeps the pairs found so far
+        if isinstance(exc, BatchRunError):
+            raise click.ClickException(str(exc)) from exc
         raise
     seconds = time.perf_counter() - started
     if stream:

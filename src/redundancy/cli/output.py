@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from redundancy.core import BatchResult, content_hash
+
+if TYPE_CHECKING:
+    from redundancy.batch.canvas import StagedBatch
 
 SEARCH_NOTES = {
     "all-pairs": "all-pairs (every pair scored)",
@@ -168,3 +174,18 @@ def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: 
         if len(failed) > 50:
             table.add_row("...", f"{len(failed) - 50} more in --out")
         console.print(table)
+
+
+@contextmanager
+def progress_bar(staged: StagedBatch) -> Iterator[Callable[[int], None]]:
+    """A transient bar of a batch's finished sub-tasks, every phase, labelled by mode."""
+    columns = (
+        TextColumn(f"[bold]batch ({staged.mode})"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("sub-tasks"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("batch", total=staged.task_count)
+        yield lambda n: bar.advance(task, n)

@@ -1,21 +1,26 @@
-"""Celery tasks (thin: validate -> core -> JSON dict) and batch submission helpers.
+"""Celery tasks (thin: validate -> core -> JSON dict), with the batch's re-exported.
 
 from redundancy.tasks import analyze_content, compare_texts, process_batch
 analyze_content.delay("Some text. Some text.").get()
+
+The batch tasks live in ``redundancy.batch``; they are re-exported here so one import
+registers every task (Celery's ``imports`` setting names this package).
 """
 
 from __future__ import annotations
 
-from redundancy.batch.search import lsh_bucket, lsh_sign, lsh_verify
-from redundancy.batch.tasks import (
+from redundancy.batch import (
     StagedBatch,
     analyze_chunk,
+    deliver_webhook,
+    lsh_bucket,
+    lsh_sign,
+    lsh_verify,
     merge_batch,
     pair_shard,
     process_batch,
     stage_batch,
 )
-from redundancy.batch.webhooks import deliver_webhook
 from redundancy.tasks.analysis import analyze_content, compare_texts
 
 __all__ = [

@@ -1,0 +1,135 @@
+"""A batch's entry points: stage its documents, then build and run its canvas.
+
+    all-pairs, exact:  chord([analyze_chunk(c) ..., pair_shard(i, j) for i <= j ...],
+                             merge_batch)
+    indexed:           chain(group(lsh_sign(c) ...), group(lsh_bucket(p) ...),
+                             chord([analyze_chunk(c) ..., lsh_verify(c) ...], merge_batch))
+
+``pair_shard`` runs the mode's search on its two chunks; the indexed mode replaces the pair
+shards with the three LSH phases of ``redundancy.batch.search``. The canvas is frozen with
+the batch id, so the merge's result is the batch's result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import chain, chord, group
+from celery.canvas import Signature
+from celery.result import allow_join_result
+
+from redundancy.batch.search import lsh_bucket, lsh_plan, lsh_sign, lsh_verify
+from redundancy.batch.staging import chunk_count, stage_documents
+from redundancy.batch.tasks import analyze_chunk, merge_batch, pair_shard
+from redundancy.config import get_settings
+from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, SearchMode, resolve_mode
+from redundancy.schemas import BatchOptions, validate
+from redundancy.workers import app
+from redundancy.workers import routing as names
+
+
+@dataclass(frozen=True)
+class StagedBatch:
+    """A batch whose documents are in the job store, with the canvas that processes it."""
+
+    batch_id: str
+    count: int
+    canvas: Signature
+    task_count: int
+    """Sub-tasks before the merge, every phase (the progress bar's total)."""
+    mode: SearchMode = "all-pairs"
+    """The near-duplicate search the canvas runs."""
+    pair_task_ids: tuple[str, ...] = ()
+    """Ids of the sub-tasks that return pairs (pair_shard / lsh_verify), so a producer can
+    read their pairs as soon as each finishes, before the merge."""
+
+
+def stage_batch(
+    items: Iterable[Any],
+    threshold: float = DEFAULT_THRESHOLD,
+    algorithm: str = DEFAULT_ALGORITHM,
+    webhook_url: str | None = None,
+    *,
+    batch_id: str | None = None,
+    mode: str = "auto",
+) -> StagedBatch:
+    """Validate, store the documents once, and build the canvas (not yet sent).
+
+    ``items`` may be any iterable, a generator over a huge JSONL file included: documents
+    are written to the job store as they come (only their ids stay in memory). ``mode``
+    ``"auto"`` picks by the number of documents (``redundancy.core.resolve_mode``).
+    Producers with large batches call this (the CLI does), then ``canvas.apply_async()``;
+    ``process_batch`` does the same on a worker for callers that pass items inline.
+    """
+    opts = validate(
+        BatchOptions, threshold=threshold, algorithm=algorithm, webhook_url=webhook_url, mode=mode
+    )
+    batch_id = batch_id or uuid.uuid4().hex
+    count = stage_documents(batch_id, items)
+    used = resolve_mode(opts.mode, count, opts.algorithm, opts.threshold)
+    size = get_settings().batch_chunk_size
+    chunks = chunk_count(count, size)
+    params = {
+        "count": count,
+        "chunk_size": size,
+        "threshold": opts.threshold,
+        "algorithm": opts.algorithm,
+    }
+    analyses = [analyze_chunk.si(batch_id, c, **params) for c in range(chunks)]
+    body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **params)
+    if used == "indexed":
+        lsh, parts = lsh_plan(count, opts.threshold)
+        lsh_args = {"bands": lsh.bands, "rows": lsh.rows, "shingle": lsh.shingle, "seed": lsh.seed}
+        sign = [
+            lsh_sign.si(batch_id, c, lsh=lsh_args, partitions=parts, **params)
+            for c in range(chunks)
+        ]
+        bucket = [lsh_bucket.si(batch_id, p, **params) for p in range(parts)]
+        pairing = [_with_id(lsh_verify.si(batch_id, c, **params)) for c in range(chunks)]
+        canvas: Signature = chain(group(sign), group(bucket), chord(analyses + pairing, body))
+        task_count = len(sign) + len(bucket) + len(analyses) + len(pairing)
+    else:
+        pairing = [
+            _with_id(pair_shard.si(batch_id, i, j, mode=used, **params))
+            for i in range(chunks)
+            for j in range(i, chunks)
+        ]
+        canvas = chord(analyses + pairing, body)
+        task_count = len(analyses) + len(pairing)
+    canvas.freeze(batch_id)  # the final result's id is the batch id
+    ids = tuple(str(sig.options["task_id"]) for sig in pairing)
+    return StagedBatch(batch_id, count, canvas, task_count, used, ids)
+
+
+def _with_id(signature: Signature) -> Signature:
+    """A pair sub-task with its id fixed in advance (a producer follows it by that id)."""
+    return signature.set(task_id=uuid.uuid4().hex)
+
+
+@app.task(name=names.PROCESS_BATCH, bind=True)
+def process_batch(
+    self: Any,
+    items: list[Any],
+    threshold: float = DEFAULT_THRESHOLD,
+    webhook_url: str | None = None,
+    algorithm: str = DEFAULT_ALGORITHM,
+    mode: str = "auto",
+) -> Any:
+    """Analyse many texts and find near-duplicate pairs and clusters among them.
+
+    ``items``: texts, or ``{"id": ..., "text": ...}`` dicts. ``mode``: near-duplicate
+    search, ``auto`` (default), ``exact``, ``indexed`` or ``all-pairs``. The result (a
+    BatchResult dict) arrives on this task's AsyncResult; the batch id is this task's id.
+    """
+    staged = stage_batch(
+        items, threshold, algorithm, webhook_url, batch_id=self.request.id, mode=mode
+    )
+    if self.request.is_eager:
+        # Embedded default: run the chord inline (Celery's eager replace would refuse to
+        # join a group from inside a task).
+        with allow_join_result():
+            return staged.canvas.apply().get()
+    return self.replace(staged.canvas)
