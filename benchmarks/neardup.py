@@ -13,7 +13,7 @@ is its own. Ratios compare methods of the same run, on the same corpus.
   seeded sample of rows against every document (about ``--allpairs-sample-pairs``
   pairs) and scaled by the pair count, up to ``--allpairs-max``; beyond, extrapolated
   from the largest such figure by n^2.
-* exact / indexed: ``exact_pairs`` / ``indexed_pairs`` of ``redundancy.core``.
+* exact / indexed: ``exact_pairs`` / ``indexed_pairs`` of ``redundancy.core.bounds`` / ``.lsh``.
 * datasketch: ``MinHashLSH`` candidates verified with rapidfuzz (so precision is 1.0
   too), at its common settings (word 5-shingles, threshold 0.8, 128 permutations) and at
   settings that match indexed mode's recall (``DATASKETCH_MATCHED``).
@@ -43,8 +43,9 @@ import numpy as np
 
 from benchmarks.common import RESULTS
 from benchmarks.corpora import debian_corpus, synthetic_corpus
-from redundancy.core import exact_pairs, indexed_pairs, normalise
-from redundancy.core.lsh import LSHParams, unique_pairs
+from redundancy.core import normalise
+from redundancy.core.bounds import exact_pairs
+from redundancy.core.lsh import LSHParams, indexed_pairs, unique_pairs
 from redundancy.core.pairs import find_pairs
 
 THRESHOLD = 0.8

@@ -17,11 +17,11 @@ from redundancy.core import (
     content_hash,
     near_duplicates,
     normalise,
-    redundancy_level,
     similarity,
-    split_sentences,
 )
+from redundancy.core.models import redundancy_level
 from redundancy.core.pairs import find_pairs
+from redundancy.core.text import split_sentences
 from redundancy.errors import (
     EmptyTextError,
     InvalidInputError,
@@ -274,7 +274,7 @@ def test_find_pairs_never_allocates_more_than_a_block(monkeypatch):
 
 
 def test_expand_identical_gives_every_copy_its_first_copys_pairs():
-    from redundancy.core import expand_identical
+    from redundancy.core.neardup import expand_identical
 
     # positions 0, 2, 4 hold one text; 1 and 3 another; 5 a third (no copies)
     hashes = ["x", "y", "x", "y", "x", "z"]

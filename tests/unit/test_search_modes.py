@@ -10,17 +10,10 @@ from hypothesis import strategies as st
 from rapidfuzz import fuzz
 from rapidfuzz.distance import LCSseq
 
-from redundancy.core import (
-    AUTO_INDEXED_FROM,
-    LSHParams,
-    exact_pairs,
-    indexed_pairs,
-    near_duplicates,
-    normalise,
-    resolve_mode,
-)
-from redundancy.core.bounds import BoundPlan, partition_alphabet
-from redundancy.core.lsh import colliding_pairs, target_jaccard
+from redundancy.core import AUTO_INDEXED_FROM, near_duplicates, normalise
+from redundancy.core.bounds import BoundPlan, exact_pairs, partition_alphabet
+from redundancy.core.lsh import LSHParams, colliding_pairs, indexed_pairs, target_jaccard
+from redundancy.core.neardup import resolve_mode
 from redundancy.core.pairs import find_pairs
 from redundancy.errors import InvalidInputError
 from tests.services import require

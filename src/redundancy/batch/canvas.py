@@ -25,7 +25,8 @@ from redundancy.batch.search import lsh_bucket, lsh_plan, lsh_sign, lsh_verify
 from redundancy.batch.staging import chunk_count, stage_documents
 from redundancy.batch.tasks import analyze_chunk, merge_batch, pair_shard
 from redundancy.config import get_settings
-from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, SearchMode, resolve_mode
+from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, SearchMode
+from redundancy.core.neardup import resolve_mode
 from redundancy.schemas import BatchOptions, validate
 from redundancy.workers import app
 from redundancy.workers import routing as names

@@ -7,13 +7,8 @@ from typing import Any
 
 from redundancy.cache.results import analysis_key, cached, similarity_key
 from redundancy.config import get_settings
-from redundancy.core import (
-    DEFAULT_ALGORITHM,
-    DEFAULT_THRESHOLD,
-    analyze,
-    similarity,
-    validate_text,
-)
+from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, analyze, similarity
+from redundancy.core.text import validate_text
 from redundancy.schemas import AnalyzeRequest, CompareRequest, validate
 from redundancy.workers import app
 from redundancy.workers import routing as names
