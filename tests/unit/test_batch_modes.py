@@ -122,6 +122,20 @@ def test_indexed_batch_with_many_identical_copies_equals_in_process(corpus):
     ]
 
 
+def test_an_indexed_batch_of_unrelated_texts_completes_without_pairs():
+    # Given texts that share no band key, so some bucket partition has no candidate pair
+    items = [
+        "alpha beta gamma delta epsilon",
+        "completely different words here now",
+        "xyz 123 qqq www eee rrr",
+    ]
+    # When the batch runs in indexed mode
+    result = process_batch.apply(args=(items,), kwargs={"mode": "indexed"}).get()
+    # Then it completes with every item analysed and no pair
+    assert result["mode"] == "indexed"
+    assert (result["succeeded"], result["pairs"]) == (3, [])
+
+
 def test_a_bucket_keeps_one_record_per_identical_text():
     import numpy as np
 
