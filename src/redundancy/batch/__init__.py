@@ -4,7 +4,7 @@
     staged = stage_batch(items, 0.8)        # documents in the job store, canvas built
     result = staged.canvas.apply_async()    # the merge's result is the BatchResult
 
-Modules, lowest first (each imports only those above it):
+Modules in import order (each uses only modules listed before it; a test checks it):
 
     store     the job store: staged documents, progress, LSH tables (Redis or in memory)
     staging   writing and loading staged documents, progress of the sub-tasks
