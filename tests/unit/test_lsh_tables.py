@@ -12,6 +12,7 @@ from redundancy.core.lsh import LSHParams, candidates, unique_pairs
 from redundancy.core.lsh_tables import (
     RECORD,
     bucket_candidates,
+    bucket_records,
     comparable,
     partition_count,
     partition_tables,
@@ -40,7 +41,7 @@ def test_tables_over_chunks_and_partitions_give_the_in_process_candidates(corpus
     ]
     by_chunk: dict[int, list[np.ndarray]] = {}
     for p in range(partitions):
-        records = np.concatenate([tables[p] for tables in signed])
+        records = bucket_records([tables[p].tobytes() for tables in signed])
         for chunk, pairs in bucket_candidates(records, chunk_size).items():
             by_chunk.setdefault(chunk, []).append(pairs)
     found = {chunk: unpack_pairs(np.concatenate(tables)) for chunk, tables in by_chunk.items()}
@@ -67,7 +68,7 @@ def test_a_partition_without_colliding_keys_has_no_candidates():
     records["text"] = [10, 20, 30, 40, 50]
     records["pos"] = [0, 1, 2, 3, 4]
     # When it is bucketed, Then no chunk gets a candidate table (and nothing fails)
-    assert bucket_candidates(records, chunk_size=2) == {}
+    assert bucket_candidates(bucket_records([records.tobytes()]), chunk_size=2) == {}
 
 
 def test_split_by_puts_each_row_in_its_owners_part_and_keeps_empty_parts():

@@ -35,8 +35,8 @@ from redundancy.config import get_settings
 from redundancy.core.lsh import LSHParams
 from redundancy.core.lsh_tables import (
     PAIR,
-    RECORD,
     bucket_candidates,
+    bucket_records,
     partition_count,
     partition_tables,
     unpack_pairs,
@@ -92,8 +92,8 @@ def lsh_bucket(
 ) -> dict[str, Any]:
     """Candidate pairs of one partition (documents sharing a band key), by chunk."""
     store = get_job_store()
-    blobs = store.get_blobs(keys.batch_lsh_partition(batch_id, partition))
-    found = bucket_candidates(np.frombuffer(b"".join(blobs), dtype=RECORD), chunk_size)
+    records = bucket_records(store.get_blobs(keys.batch_lsh_partition(batch_id, partition)))
+    found = bucket_candidates(records, chunk_size)
     store.put_blobs(
         {
             keys.batch_lsh_candidates(batch_id, chunk): {str(partition): pairs.tobytes()}

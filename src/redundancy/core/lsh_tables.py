@@ -5,8 +5,8 @@ tables through the job store; everything those tasks compute lives here, as pure
 functions over arrays, so a task only loads, calls and stores:
 
     sign    ``partition_tables``: band records of one chunk, split by key into partitions
-    bucket  ``bucket_candidates``: one partition's colliding first copies -> candidate
-            pairs, filed by the chunk of their lower position
+    bucket  ``bucket_records``, ``bucket_candidates``: one partition's colliding first
+            copies -> candidate pairs, filed by the chunk of their lower position
     verify  ``verify_candidates``: candidate pairs checked exactly (bounds, then rapidfuzz)
 
 Tables are raw little-endian arrays (``RECORD``, ``PAIR``), never pickles. The
@@ -97,11 +97,19 @@ def first_copies(records: np.ndarray) -> np.ndarray:
     return ordered[first]
 
 
+def bucket_records(tables: Sequence[bytes]) -> np.ndarray:
+    """One partition's ``RECORD`` tables (one per chunk) as one array of first copies.
+
+    Taking the raw tables lets their joined copy go as soon as the first copies are
+    picked: a bucket holds about ``LSH_BUCKET_RECORDS`` records, tens of MiB.
+    """
+    return first_copies(np.frombuffer(b"".join(tables), dtype=RECORD))
+
+
 def bucket_candidates(records: np.ndarray, chunk_size: int) -> dict[int, np.ndarray]:
-    """Candidate pairs of one partition's records (first copies sharing a band key), as
-    ``PAIR`` tables keyed by the chunk of their lower position."""
-    found = first_copies(records)
-    lo, hi = colliding_pairs(found["key"], found["pos"].astype(np.int64))
+    """Candidate pairs of one partition (first copies sharing a band key, from
+    ``bucket_records``), as ``PAIR`` tables keyed by the chunk of their lower position."""
+    lo, hi = colliding_pairs(records["key"], records["pos"].astype(np.int64))
     if lo.size == 0:
         return {}
     packed = ((lo << 32) | hi).astype(PAIR)
@@ -128,15 +136,16 @@ def verify_candidates(
     """The candidate pairs ``(low[i], high[i])`` (positions) that score ``>= threshold``,
     with their exact scores; pairs with a position not in ``docs`` are skipped."""
     positions, texts, _ = comparable(docs, algorithm)
-    index = {p: i for i, p in enumerate(positions.tolist())}
-    usable = [
-        (index[a], index[b])
-        for a, b in zip(low.tolist(), high.tolist(), strict=True)
-        if a in index and b in index
-    ]
-    if not usable:
+    if positions.size == 0 or low.size == 0:
         return []
-    ia, ib = (np.asarray(side, dtype=np.int64) for side in zip(*usable, strict=True))
+    order = np.argsort(positions, kind="stable")
+    ranked = positions[order]
+    at_low = np.minimum(np.searchsorted(ranked, low), ranked.size - 1)
+    at_high = np.minimum(np.searchsorted(ranked, high), ranked.size - 1)
+    usable = (ranked[at_low] == low) & (ranked[at_high] == high)
+    if not usable.any():
+        return []
+    ia, ib = order[at_low[usable]], order[at_high[usable]]
     plan = BoundPlan.build(texts, threshold)
     feats = plan.features(texts)
     found = plan.verify(feats, feats, ia, ib, threshold, workers=workers)
