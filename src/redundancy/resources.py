@@ -132,7 +132,7 @@ def redis_client(
     pool = redis.ConnectionPool.from_url(
         url, retry=retry, decode_responses=decode_responses, **options
     )
-    return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_pool(pool)  # the client owns its pool: close() closes both
 
 
 def async_redis_client(
@@ -146,7 +146,7 @@ def async_redis_client(
     retry = Retry(ExponentialWithJitterBackoff(*RETRY_BACKOFF), retries=1)
     options = _pool_options(url, role, timeout, max_connections)
     pool = aioredis.ConnectionPool.from_url(url, retry=retry, **options)
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)
 
 
 # --- the process's shared instances, forgotten after a fork ----------------------------

@@ -31,7 +31,7 @@ def sanitize(url: str) -> str:
 
 class RedisSyncBackend:
     """Bounded by ``max_connections`` tokens in a ``queue.SimpleQueue`` (C code, ~0.2 us)
-    over redis-py's plain pool; its BlockingConnectionPool does the same for ~3 us a
+    over redis-py's plain pool; its blocking pool does the same for ~3 us a
     command, a tenth of a cache hit. A caller waits ``wait`` seconds for a token, then
     gets a ConnectionError, as from a blocking pool."""
 
