@@ -10,7 +10,7 @@ touched (one not imported yet holds no state), so a test of the pure core pays n
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -33,4 +33,21 @@ def reset_process_state() -> None:
 def fresh_process_state() -> Iterator[None]:
     reset_process_state()
     yield
+    reset_process_state()
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Set environment variables and re-read settings; restored afterwards (the shared
+    resources built from them are forgotten by ``fresh_process_state``)."""
+
+    def apply(**env: str) -> None:
+        from redundancy.config import get_settings
+
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
     reset_process_state()

@@ -18,22 +18,6 @@ SRC = Path(resources.__file__).parent
 CLIENT_BUILDING = re.compile(r"Redis\(|\.from_url\(|\.from_pool\(|ConnectionPool|register_at_fork")
 
 
-@pytest.fixture
-def env(monkeypatch):
-    """Set environment variables for this test's settings (cleared again afterwards)."""
-
-    def set_env(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-        resources.reset()
-
-    yield set_env
-    monkeypatch.undo()
-    get_settings.cache_clear()
-    resources.reset()
-
-
 def test_no_module_but_resources_builds_a_redis_client_or_a_fork_hook():
     # Given every module of the package
     found = {
@@ -47,9 +31,9 @@ def test_no_module_but_resources_builds_a_redis_client_or_a_fork_hook():
     assert set(found["resources.py"]) >= {".from_url(", ".from_pool(", "ConnectionPool"}
 
 
-def test_each_role_takes_its_timeouts_from_the_settings(env):
+def test_each_role_takes_its_timeouts_from_the_settings(settings_env):
     # Given timeouts set for every role
-    env(
+    settings_env(
         CACHE_SOCKET_TIMEOUT="0.7",
         REDIS_SOCKET_TIMEOUT="12",
         REDIS_CONNECT_TIMEOUT="3",
@@ -69,8 +53,8 @@ def test_each_role_takes_its_timeouts_from_the_settings(env):
     assert {k["retry"].get_retries() for k in made.values()} == {1}
 
 
-def test_the_async_client_follows_the_same_table(env):
-    env(CACHE_SOCKET_TIMEOUT="0.4")
+def test_the_async_client_follows_the_same_table(settings_env):
+    settings_env(CACHE_SOCKET_TIMEOUT="0.4")
     kwargs = resources.async_redis_client(
         "redis://127.0.0.1:1/0", Role.CACHE, max_connections=7
     ).connection_pool.connection_kwargs
@@ -83,24 +67,24 @@ def test_the_in_process_url_has_no_redis_client():
         resources.redis_client("memory://", Role.CACHE)
 
 
-def test_the_embedded_default_keeps_job_data_in_process_even_with_redis_configured(env):
+def test_the_embedded_default_keeps_job_data_in_process_even_with_redis_configured(settings_env):
     from redundancy.events.outbox import MemoryOutbox, get_outbox
     from redundancy.workers.jobstore import MemoryJobStore, get_job_store
 
     # Given no Celery broker (the embedded default), though REDIS_URL is set
-    env(REDIS_URL="redis://127.0.0.1:1/0")
+    settings_env(REDIS_URL="redis://127.0.0.1:1/0")
     # Then the job store and the outbox are this process's stand-ins
     assert resources.jobs_client() is None
     assert isinstance(get_job_store(), MemoryJobStore)
     assert isinstance(get_outbox(), MemoryOutbox)
 
 
-def test_a_cluster_shares_one_client_between_the_job_store_and_the_outbox(env):
+def test_a_cluster_shares_one_client_between_the_job_store_and_the_outbox(settings_env):
     from redundancy.events.outbox import RedisOutbox, get_outbox
     from redundancy.workers.jobstore import RedisJobStore, get_job_store
 
     # Given a Redis broker (its result backend holds the job data)
-    env(CELERY_BROKER_URL="redis://127.0.0.1:1/3")
+    settings_env(CELERY_BROKER_URL="redis://127.0.0.1:1/3")
     store, outbox = get_job_store(), get_outbox()
     # Then both are on Redis, through one client of that database with the jobs' timeouts
     assert isinstance(store, RedisJobStore) and isinstance(outbox, RedisOutbox)
