@@ -7,7 +7,7 @@ other), so each of these is decided once:
   the settings;
 * **retries** -- one retry after 10-100 ms: a connection cut by a server restart or an
   idle timeout is reopened at once, and a dead server costs milliseconds, not the ten
-  growing retries redis-py makes by default;
+  growing retries of redis-py 8's default;
 * **after a fork** -- the child forgets every client and store its parent made, without
   closing their sockets (they are the parent's), and builds its own on first use
   (``os.register_at_fork``, registered here once; prefork pool children rely on it);
