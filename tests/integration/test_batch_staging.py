@@ -12,8 +12,7 @@ import uuid
 import pytest
 import redis
 
-from redundancy import keys
-from redundancy.batch import store
+from redundancy import keys, resources
 from redundancy.batch.store import STAGE_PIPELINE, RedisJobStore, get_job_store
 from redundancy.config import get_settings
 from redundancy.errors import InvalidInputError
@@ -32,10 +31,11 @@ def redis_job_store(redis_server, monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", url)
     monkeypatch.setenv("CELERY_RESULT_BACKEND", url)
     get_settings.cache_clear()
-    monkeypatch.setattr(store, "_store", None)  # restored afterwards
+    resources.forget("job_store")  # the next get_job_store() follows the settings
     yield redis.Redis.from_url(url)
     monkeypatch.undo()
     get_settings.cache_clear()
+    resources.forget("job_store")
 
 
 def test_a_duplicate_id_after_the_first_chunk_drops_what_was_already_staged(redis_job_store):

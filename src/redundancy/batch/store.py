@@ -1,20 +1,19 @@
 """Batch data that is not a result: staged documents, progress and LSH tables.
 
 It lives in the result backend's Redis (``Settings.job_store_url``), which production
-runs without eviction; the embedded default uses the in-memory twin. Clients are made
-lazily per process, so a prefork child never inherits its parent's sockets.
+runs without eviction; the embedded default uses the in-memory twin. The client comes
+from ``redundancy.resources``: made lazily per process, so a prefork child never
+inherits its parent's sockets.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-from redundancy import keys
-from redundancy.config import get_settings
+from redundancy import keys, resources
 
 STAGE_PIPELINE = 500
 """Documents written per Redis round trip when staging a batch."""
@@ -75,16 +74,16 @@ class MemoryJobStore:
 
 
 class RedisJobStore:
-    """Documents as one Redis hash per batch (position -> JSON), with a TTL."""
+    """Documents as one Redis hash per batch (position -> JSON), with a TTL.
 
-    def __init__(self, url: str) -> None:
-        import redis  # imported here so the embedded default never needs a server
+    ``client``: a redis-py client, with the job role's timeouts from
+    ``redundancy.resources`` (one reply may carry a chunk's documents or a partition's
+    tables, and a Redis that accepts but never answers must not hold a task until its
+    time limit).
+    """
 
-        # Explicit timeouts: a Redis that accepts but never answers must not hold a batch
-        # task until its time limit.
-        self._redis = redis.Redis.from_url(
-            url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10
-        )
+    def __init__(self, client: Any) -> None:
+        self._redis = client
 
     def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int:
         key = keys.batch_docs(batch_id)
@@ -102,7 +101,7 @@ class RedisJobStore:
 
     def _write(self, key: str, chunk: dict[str, str], ttl: int) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(key, mapping=chunk)  # type: ignore[arg-type]
+        pipe.hset(key, mapping=chunk)
         pipe.expire(key, ttl)
         pipe.execute()
 
@@ -130,12 +129,12 @@ class RedisJobStore:
         pipe = self._redis.pipeline(transaction=False)
         for key, fields in tables.items():
             if fields:
-                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.hset(key, mapping=fields)
                 pipe.expire(key, ttl)
         pipe.execute()
 
     def get_blobs(self, key: str) -> list[bytes]:
-        return cast("list[bytes]", self._redis.hvals(key))  # no decode_responses: bytes
+        return list(self._redis.hvals(key))
 
     def advance(self, batch_id: str, ttl: int) -> int:
         key = keys.batch_progress(batch_id)
@@ -149,16 +148,12 @@ class RedisJobStore:
         return int(self._redis.get(keys.batch_progress(batch_id)) or 0)
 
 
-_store: JobStore | None = None
-_store_pid: int | None = None
-_memory_store = MemoryJobStore()
-
-
 def get_job_store() -> JobStore:
-    """This process's job store (a new Redis client after every fork)."""
-    global _store, _store_pid
-    if _store is None or _store_pid != os.getpid():
-        url = get_settings().job_store_url
-        _store = RedisJobStore(url) if url and not get_settings().embedded else _memory_store
-        _store_pid = os.getpid()
-    return _store
+    """This process's job store: Redis on a cluster, in-process on the embedded default
+    (``redundancy.resources`` decides, and makes it again in a forked child)."""
+    return resources.shared("job_store", _new_job_store)
+
+
+def _new_job_store() -> JobStore:
+    client = resources.jobs_client()
+    return MemoryJobStore() if client is None else RedisJobStore(client)

@@ -8,7 +8,8 @@ absolute end (``max_until``), so a user's index never outlives its last session.
 Every read-check-write runs in one Lua script on the server's clock (``TIME``): merges
 from any number of processes are atomic (no update is ever lost), the IP check and the
 sliding refresh cannot race a delete, and hosts with skewed clocks agree. The in-memory
-twin runs Python copies of the scripts, line for line, under its lock.
+twin runs Python copies of the scripts, line for line, under its lock (proven to answer
+as Redis does by one shared table of cases, see ``redundancy.kv.memory``).
 """
 
 from __future__ import annotations
@@ -200,10 +201,12 @@ UPDATE = Script(
 
 
 @script_twin(UPDATE.name)
-def _update_twin(store: Any, k: list[bytes], a: list[bytes]) -> int:
+def _update_twin(store: Any, k: list[bytes], a: list[bytes]) -> int | None:
     m = store.call("HGETALL", k[0])
-    if not m or not _twin_refresh(store, k, m):
+    if not m:
         return 0
+    if not _twin_refresh(store, k, m):
+        return None  # the Lua's ``return false`` in _REFRESH
     for i in range(0, len(a), 2):
         store.call("HSET", k[0], a[i], a[i + 1])
     return 1

@@ -3,18 +3,16 @@
 
 Job data, not batch data: every task counts its deliveries here. The counters live in the
 job store's Redis (``Settings.job_store_url``, never evicted), with a TTL; the embedded
-default, whose eager tasks are never redelivered, counts in memory. Clients are made
-lazily per process, so a prefork child never inherits its parent's sockets.
+default, whose eager tasks are never redelivered, counts in memory. The client comes from
+``redundancy.resources``, which makes it again in a forked child.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
-from redundancy import keys
-from redundancy.config import get_settings
+from redundancy import keys, resources
 
 DELIVERY_COUNTER_TTL = 86_400
 """Seconds a counter outlives its task's last delivery."""
@@ -41,16 +39,13 @@ class MemoryDeliveryCounter:
 
 
 class RedisDeliveryCounter:
-    """One counter key per attempt (``keys.delivery_counter``), INCR with a TTL."""
+    """One counter key per attempt (``keys.delivery_counter``), INCR with a TTL.
 
-    def __init__(self, url: str) -> None:
-        import redis  # imported here so the embedded default never needs a server
+    ``client``: the job store's redis-py client (``resources.jobs_client``).
+    """
 
-        # Explicit timeouts: every task start counts its delivery here, and a Redis that
-        # accepts but never answers must not hold a task until its time limit.
-        self._redis = redis.Redis.from_url(
-            url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10
-        )
+    def __init__(self, client: Any) -> None:
+        self._redis = client
 
     def count(self, task_id: str, retries: int) -> int:
         key = keys.delivery_counter(task_id, retries)
@@ -61,16 +56,12 @@ class RedisDeliveryCounter:
         return int(count)
 
 
-_counter: DeliveryCounter | None = None
-_counter_pid: int | None = None
-
-
 def get_delivery_counter() -> DeliveryCounter:
-    """This process's delivery counter (a new Redis client after every fork)."""
-    global _counter, _counter_pid
-    if _counter is None or _counter_pid != os.getpid():
-        url = get_settings().job_store_url
-        embedded = get_settings().embedded
-        _counter = RedisDeliveryCounter(url) if url and not embedded else MemoryDeliveryCounter()
-        _counter_pid = os.getpid()
-    return _counter
+    """This process's delivery counter: Redis on a cluster, in-process on the embedded
+    default (``redundancy.resources`` decides, and makes it again in a forked child)."""
+    return resources.shared("delivery_counter", _new_delivery_counter)
+
+
+def _new_delivery_counter() -> DeliveryCounter:
+    client = resources.jobs_client()
+    return MemoryDeliveryCounter() if client is None else RedisDeliveryCounter(client)
