@@ -31,8 +31,8 @@ def reset_process_state() -> None:
         outbox = modules["redundancy.events.outbox"]
         outbox._memory_outbox = outbox.MemoryOutbox()
         outbox._outbox = None
-    if "redundancy.events.bridge" in modules:
-        modules["redundancy.events.bridge"]._relay = None  # it held the previous outbox
+    if "redundancy.events.emitter" in modules:
+        modules["redundancy.events.emitter"]._relay = None  # it held the previous outbox
     if "redundancy.events.brokers.memory" in modules:
         memory = modules["redundancy.events.brokers.memory"]
         with memory._TOPICS_LOCK:

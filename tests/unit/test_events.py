@@ -35,7 +35,8 @@ from redundancy.events import (
 )
 from redundancy.events.brokers import broker_url
 from redundancy.events.outbox import MemoryOutbox, get_outbox
-from redundancy.events.relay import Relay, backoff
+from redundancy.events.relay import Relay
+from redundancy.retry import backoff
 
 
 def sample_events(aggregate: str = "agg") -> list:

@@ -171,7 +171,7 @@ class WebhookDeliveredPayload(_Payload):
 class WebhookDeliveredEvent(DomainEvent):
     """The final outcome of one webhook delivery.
 
-    Aggregate: the subject the webhook announced (the batch id, given by the bridge), so
+    Aggregate: the subject the webhook announced (the batch id, given by the batch merge), so
     it shares a Kafka partition with that batch's ``batch.completed``; the delivery id is
     only the fallback when no subject is given."""
 
