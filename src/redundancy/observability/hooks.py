@@ -55,7 +55,7 @@ from redundancy.observability.context import (
 )
 from redundancy.observability.logs import use_json
 from redundancy.observability.tracing import configure_tracing, shutdown_tracing
-from redundancy.workers import routing as names
+from redundancy import names
 
 log = logging.getLogger(__name__)
 
