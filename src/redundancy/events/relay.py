@@ -36,10 +36,10 @@ from redundancy.events.outbox import Lease, Outbox
 from redundancy.events.wire import WireMessage
 from redundancy.retry import RetryPolicy, relay_retry
 
-log = logging.getLogger(__name__)
-
 MODULE = "redundancy.events.relay"
 """``python -m`` this to run a relay (what a worker spawns)."""
+
+log = logging.getLogger(MODULE)  # not __name__, which is "__main__" under python -m
 GAUGE_EVERY = 1.0
 IDLE_WAIT = 0.5
 """Longest wait for new outbox entries (also how long a stopping relay may take)."""

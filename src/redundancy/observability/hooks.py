@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 from celery import signals, states
 from celery.utils.dispatch import Signal
 
+from redundancy import names
 from redundancy.config import get_settings
 from redundancy.errors import InvalidInputError
 from redundancy.observability import metrics as m
@@ -55,7 +56,6 @@ from redundancy.observability.context import (
 )
 from redundancy.observability.logs import use_json
 from redundancy.observability.tracing import configure_tracing, shutdown_tracing
-from redundancy import names
 
 log = logging.getLogger(__name__)
 
