@@ -29,10 +29,15 @@ from redundancy.events.models import (
     SIMILARITY_COMPLETED,
     WEBHOOK_DELIVERED,
     AnalysisCompletedEvent,
+    AnalysisCompletedPayload,
     BatchProcessingCompletedEvent,
+    BatchProcessingCompletedPayload,
     DomainEvent,
+    Job,
     JobFailedEvent,
+    JobFailedPayload,
     SimilarityCompletedEvent,
+    SimilarityCompletedPayload,
     WebhookDeliveredEvent,
     event_id_for,
 )
@@ -57,9 +62,11 @@ def analysis_event(request: Any, result: dict[str, Any]) -> AnalysisCompletedEve
     analysis = dict(result)
     event = AnalysisCompletedEvent(
         **_envelope(request, ANALYSIS_COMPLETED, request.id),
-        content_hash=result["content_hash"],
-        redundancy_score=result["redundancy_score"],
-        analysis_result=analysis,
+        payload=AnalysisCompletedPayload(
+            content_hash=result["content_hash"],
+            redundancy_score=result["redundancy_score"],
+            analysis_result=analysis,
+        ),
     )
     if len(event.to_json()) > MAX_EVENT_BYTES:
         analysis.update(near_duplicate_sentences=[], repeated_phrases=[], truncated=True)
@@ -72,12 +79,14 @@ def analysis_event(request: Any, result: dict[str, Any]) -> AnalysisCompletedEve
 def similarity_event(request: Any, result: dict[str, Any]) -> SimilarityCompletedEvent:
     return SimilarityCompletedEvent(
         **_envelope(request, SIMILARITY_COMPLETED, request.id),
-        text1_hash=result["text1_hash"],
-        text2_hash=result["text2_hash"],
-        similarity_score=result["similarity_score"],
-        is_similar=result["is_similar"],
-        algorithm=result.get("algorithm"),
-        threshold=result.get("threshold"),
+        payload=SimilarityCompletedPayload(
+            text1_hash=result["text1_hash"],
+            text2_hash=result["text2_hash"],
+            similarity_score=result["similarity_score"],
+            is_similar=result["is_similar"],
+            algorithm=result.get("algorithm"),
+            threshold=result.get("threshold"),
+        ),
     )
 
 
@@ -86,15 +95,17 @@ def batch_event(request: Any, result: dict[str, Any]) -> BatchProcessingComplete
     batch_id = result["batch_id"]
     return BatchProcessingCompletedEvent(
         **_envelope(request, BATCH_COMPLETED, batch_id),
-        batch_id=batch_id,
-        total_jobs=result["document_count"],
-        completed_jobs=result["succeeded"],
-        failed_jobs=result["failed"],
-        unique_count=result.get("unique_count"),
-        pair_count=len(result.get("pairs", [])),
-        cluster_count=len(result.get("clusters", [])),
-        threshold=result.get("threshold"),
-        algorithm=result.get("algorithm"),
+        payload=BatchProcessingCompletedPayload(
+            batch_id=batch_id,
+            total_jobs=result["document_count"],
+            completed_jobs=result["succeeded"],
+            failed_jobs=result["failed"],
+            unique_count=result.get("unique_count"),
+            pair_count=len(result.get("pairs", [])),
+            cluster_count=len(result.get("clusters", [])),
+            threshold=result.get("threshold"),
+            algorithm=result.get("algorithm"),
+        ),
     )
 
 
@@ -136,6 +147,7 @@ def failure_event(
                 "aggregate_id": kw.get("aggregate_id"),
             },
         )
+    job: Job
     if name in (names.ANALYZE_CONTENT, names.COMPARE_TEXTS):
         job = "analysis" if name == names.ANALYZE_CONTENT else "similarity"
         aggregate = str(request.id)
@@ -146,11 +158,13 @@ def failure_event(
     return JobFailedEvent(
         **_envelope(request, JOB_FAILED, aggregate),
         aggregate_id=aggregate,
-        job=job,
-        task_name=name,
-        error_type=type(exc).__name__,
-        error_message=message,
-        retries=request.retries or 0,
+        payload=JobFailedPayload(
+            job=job,
+            task_name=name,
+            error_type=type(exc).__name__,
+            error_message=message,
+            retries=request.retries or 0,
+        ),
     )
 
 

@@ -44,7 +44,7 @@ class RedundancyTask(Task):  # type: ignore[misc]
     typing = True
 
     @property
-    def max_retries(self) -> int:  # type: ignore[override]
+    def max_retries(self) -> int:
         return get_settings().task_max_retries
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:

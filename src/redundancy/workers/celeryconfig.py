@@ -20,7 +20,7 @@ EMBEDDED_BACKEND = "cache+memory://"
 def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
     """The settings dict for ``Celery.config_from_object``."""
     s = settings or get_settings()
-    broker = s.broker_url if not s.embedded else EMBEDDED_BROKER
+    broker = s.broker_url if s.broker_url and not s.embedded else EMBEDDED_BROKER
     conf: dict[str, Any] = {
         "broker_url": broker,
         "result_backend": s.result_backend_url if not s.embedded else EMBEDDED_BACKEND,

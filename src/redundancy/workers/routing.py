@@ -31,12 +31,12 @@ from redundancy.names import (
 )
 
 if TYPE_CHECKING:
-    from kombu import Queue
+    from kombu.entity import Queue
 
 
 def task_queues() -> tuple[Queue, ...]:
     """Durable direct queues, one exchange each (RabbitMQ and Redis alike)."""
-    from kombu import Exchange, Queue
+    from kombu.entity import Exchange, Queue
 
     return tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES)
 
