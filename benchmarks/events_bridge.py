@@ -388,6 +388,9 @@ def main() -> None:
     parser.add_argument(
         "--redis-db-base", type=int, default=int(os.environ.get("CRD_TEST_REDIS_DB_BASE", "12"))
     )
+    parser.add_argument(
+        "--redis-port", type=int, default=int(os.environ.get("CRD_TEST_REDIS_PORT", "6379"))
+    )
     parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     parser.add_argument(
         "--parts",
@@ -396,9 +399,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    base = f"redis://127.0.0.1:6379/{args.redis_db_base}"
-    broker, backend = base, f"redis://127.0.0.1:6379/{args.redis_db_base + 1}"
-    events_url = f"redis://127.0.0.1:6379/{args.redis_db_base + 3}"
+    server = f"redis://127.0.0.1:{args.redis_port}"
+    base = f"{server}/{args.redis_db_base}"
+    broker, backend = base, f"{server}/{args.redis_db_base + 1}"
+    events_url = f"{server}/{args.redis_db_base + 3}"
     import redis
 
     for url in (broker, backend, events_url):
