@@ -1,9 +1,9 @@
 """``create_app()``: the Celery application, its settings and its hooks.
 
-Importing this module builds nothing; ``redundancy.workers.app`` builds the process's app
-on first use. Settings come from ``redundancy.workers.celeryconfig``; then, as documented for ops, a
-``celeryconfig`` module named by ``CELERY_CONFIG_MODULE`` -- or a ``celeryconfig.py`` in
-the working directory -- may override any of them.
+Importing this module builds nothing; ``redundancy.workers.app`` builds the process's
+app on first use. Settings come from ``redundancy.workers.celeryconfig``; then, as
+documented for ops, a ``celeryconfig`` module named by ``CELERY_CONFIG_MODULE`` -- or a
+``celeryconfig.py`` in the working directory -- may override any of them.
 """
 
 from __future__ import annotations
