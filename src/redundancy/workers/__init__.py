@@ -3,8 +3,7 @@
 ``celery -A redundancy.workers worker`` finds ``app`` here (Celery's ``find_app`` reads
 ``module.app``). The app is built on first use of ``redundancy.workers.app`` (a PEP 562
 module attribute), not when the package is imported: importing the routing names, the
-task base class or the factory builds no app and connects no signal
-(docs/architecture.md, "No import side effects").
+task base class or the factory builds no app and connects no signal.
 """
 
 from __future__ import annotations
