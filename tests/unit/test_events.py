@@ -511,23 +511,19 @@ def test_the_relay_module_runs_as_a_command_and_refuses_the_embedded_default():
     # Given no broker configured (the embedded default relays inline, in the job's process)
     env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
     # When the relay is started the way a worker starts it, and through crd
-    module = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", "redundancy.events.relay", "--drain"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+    commands = (
+        ["-W", "error::RuntimeWarning", "-m", "redundancy.events.relay", "--drain"],
+        ["-m", "redundancy", "events", "relay", "--drain"],
     )
-    crd = subprocess.run(
-        [sys.executable, "-m", "redundancy", "events", "relay", "--drain"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    runs = [
+        subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, env=env, check=False
+        )
+        for args in commands
+    ]
     # Then both refuse with the same one-line reason and the usage exit code, no traceback
     # (and runpy did not find the module imported twice: no RuntimeWarning turned error)
-    for out in (module, crd):
+    for out in runs:
         assert out.returncode == 2, out.stderr
         assert "embedded default relays inline" in out.stderr
         assert "Traceback" not in out.stderr
