@@ -49,7 +49,8 @@ from redundancy.core import (
     validate_text,
 )
 from redundancy.errors import InvalidInputError, RedundancyError
-from redundancy.events.bridge import batch_event, emit
+from redundancy.events.emitter import emit
+from redundancy.events.factories import batch_event
 from redundancy.events.models import BatchProcessingCompletedEvent
 from redundancy.events.webhooks import delivery_id
 from redundancy.tasks.schemas import BatchOptions, iter_items, staged_text, validate
