@@ -10,8 +10,8 @@ and the cost the bridge adds to a task, measured side by side in one run.
      and produce + flush per event (Kafka, each event confirmed like a job would need);
      every run writes to a fresh stream/topic (Kafka: created alike, same partitions);
    - bridge: one outbox XADD per event (what a finished task does) while a relay process
-     (``crd events relay``) drains the outbox to the broker; timed from the first write
-     until the broker holds every event;
+     (``python -m redundancy.events.relay``) drains the outbox to the broker; timed from the
+     first write until the broker holds every event;
    - relay drain: a pre-filled outbox of the same events drained by one relay (in-process).
 2. Added cost per task: the success hook (event built, signed, written to the outbox)
    timed in-process against the task body it follows, and analyze_content tasks/s on a
@@ -121,7 +121,7 @@ def raw_kafka(bootstrap: str, messages: list[Any], confirm_each: bool) -> float:
 
 def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "redundancy", "events", "relay"],
+        [sys.executable, "-m", "redundancy.events.relay"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -272,7 +272,7 @@ def hook_cost(backend: str, n: int) -> dict[str, Any]:
     get_settings.cache_clear()
     from types import SimpleNamespace
 
-    from redundancy.events import bridge as hooks
+    from redundancy.events import signals as hooks
     from redundancy.events.outbox import get_outbox
     from redundancy.tasks import analyze_content
 
@@ -285,7 +285,7 @@ def hook_cost(backend: str, n: int) -> dict[str, Any]:
         body_s += time.perf_counter() - started
         task.request = SimpleNamespace(id=f"bench-{i}", root_id=None, correlation_id=None)
         started = time.perf_counter()
-        hooks._on_task_success(sender=task, result=result)
+        hooks.on_task_success(sender=task, result=result)
         hook_s += time.perf_counter() - started
     outbox = get_outbox()
     written = outbox.backlog()
@@ -388,6 +388,9 @@ def main() -> None:
     parser.add_argument(
         "--redis-db-base", type=int, default=int(os.environ.get("CRD_TEST_REDIS_DB_BASE", "12"))
     )
+    parser.add_argument(
+        "--redis-port", type=int, default=int(os.environ.get("CRD_TEST_REDIS_PORT", "6379"))
+    )
     parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     parser.add_argument(
         "--parts",
@@ -396,9 +399,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    base = f"redis://127.0.0.1:6379/{args.redis_db_base}"
-    broker, backend = base, f"redis://127.0.0.1:6379/{args.redis_db_base + 1}"
-    events_url = f"redis://127.0.0.1:6379/{args.redis_db_base + 3}"
+    server = f"redis://127.0.0.1:{args.redis_port}"
+    base = f"{server}/{args.redis_db_base}"
+    broker, backend = base, f"{server}/{args.redis_db_base + 1}"
+    events_url = f"{server}/{args.redis_db_base + 3}"
     import redis
 
     for url in (broker, backend, events_url):

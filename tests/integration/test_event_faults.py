@@ -157,7 +157,9 @@ def test_the_relay_beside_a_worker_goes_when_the_worker_dies(redis_cluster):
     # Given a worker, which starts the outbox relay as a child process
     worker = redis_cluster.start_worker(concurrency=1)
     relays = wait_until(
-        lambda: [p for p, cmd in _children(worker.proc.pid).items() if "events relay" in cmd],
+        lambda: [
+            p for p, cmd in _children(worker.proc.pid).items() if "redundancy.events.relay" in cmd
+        ],
         20,
         "the relay process",
     )

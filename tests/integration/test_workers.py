@@ -162,3 +162,46 @@ def test_crd_batch_against_a_real_worker(redis_cluster, tmp_path):
     assert len(cluster_result["pairs"]) >= 20
     records = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert sum(r["record"] == "pair" for r in records) == len(cluster_result["pairs"])
+
+
+def test_plain_celery_commands_find_the_app_in_redundancy_workers(redis_cluster):
+    # Given a worker started by Celery's own command line (not `crd worker`): Celery's
+    # find_app reads `redundancy.workers.app`, which is built on that first use
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    from tests.services import Worker
+
+    hostname = f"plain-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+    log = redis_cluster.tmp / "plain-worker.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "redundancy.workers", "worker",
+         f"--hostname={hostname}", "--concurrency=1", "--without-mingle", "--without-gossip",
+         "--loglevel=INFO"],
+        env=redis_cluster.env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=redis_cluster.tmp,
+        start_new_session=True,
+    )  # fmt: skip
+    worker = Worker(proc, log, hostname)
+    redis_cluster.workers.append(worker)  # stopped with the cluster
+    worker.wait_ready()
+    # When `celery -A redundancy.workers inspect ping` asks it by name
+    ping = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "redundancy.workers", "inspect", "ping",
+         "-d", hostname, "-t", "10", "-j"],
+        env=redis_cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=redis_cluster.tmp,
+        check=False,
+    )  # fmt: skip
+    # Then it answers, and it runs our tasks on every queue of ours (routing from the app)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert json.loads(ping.stdout) == {hostname: {"ok": "pong"}}
+    _check_round_trip(redis_cluster.producer(ANALYZE))
+    assert "redundancy.compare_texts" in worker.text()

@@ -21,8 +21,8 @@ def reset_process_state() -> None:
         modules["redundancy.config"].get_settings.cache_clear()
     if "redundancy.resources" in modules:  # the cache, sessions, job store and outbox
         modules["redundancy.resources"].reset()
-    if "redundancy.events.bridge" in modules:
-        modules["redundancy.events.bridge"]._relay = None  # it held the previous outbox
+    if "redundancy.events.emitter" in modules:
+        modules["redundancy.events.emitter"]._relay = None  # it held the previous outbox
     if "redundancy.events.brokers.memory" in modules:
         memory = modules["redundancy.events.brokers.memory"]
         with memory._TOPICS_LOCK:

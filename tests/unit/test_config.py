@@ -91,7 +91,7 @@ def test_ops_override_module_wins(monkeypatch, tmp_path):
         "worker_max_tasks_per_child = 7\ntask_time_limit = 99\n"
     )
     monkeypatch.chdir(tmp_path)
-    from redundancy.workers.app import create_app
+    from redundancy.workers import create_app
 
     app = create_app()
     assert app.conf.worker_max_tasks_per_child == 7
@@ -111,7 +111,7 @@ def test_ops_override_module_named_by_celery_config_module_wins(monkeypatch, tmp
     monkeypatch.syspath_prepend(str(modules))
     monkeypatch.setenv("CELERY_CONFIG_MODULE", "crd_ops_settings_test")
     monkeypatch.chdir(tmp_path)
-    from redundancy.workers.app import create_app
+    from redundancy.workers import create_app
 
     # When the app is built, the named module wins (over the working directory's too)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,8 @@ from redundancy.events import (
 )
 from redundancy.events.brokers import broker_url
 from redundancy.events.outbox import MemoryOutbox, get_outbox
-from redundancy.events.relay import Relay, backoff
+from redundancy.events.relay import Relay
+from redundancy.retry import backoff
 
 
 def sample_events(aggregate: str = "agg") -> list:
@@ -489,3 +491,25 @@ def test_a_relay_that_lost_its_lease_publishes_nothing():
     relay.lease = LostLease()
     assert relay.step() == 0
     assert outbox.backlog() == 1 and broker._log.messages == []
+
+
+def test_the_relay_module_runs_as_a_command_and_refuses_the_embedded_default():
+    # Given no broker configured (the embedded default relays inline, in the job's process)
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_BROKER_URL"}
+    # When the relay is started the way a worker starts it, and through crd
+    commands = (
+        ["-W", "error::RuntimeWarning", "-m", "redundancy.events.relay", "--drain"],
+        ["-m", "redundancy", "events", "relay", "--drain"],
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, env=env, check=False
+        )
+        for args in commands
+    ]
+    # Then both refuse with the same one-line reason and the usage exit code, no traceback
+    # (and runpy did not find the module imported twice: no RuntimeWarning turned error)
+    for out in runs:
+        assert out.returncode == 2, out.stderr
+        assert "embedded default relays inline" in out.stderr
+        assert "Traceback" not in out.stderr

@@ -329,7 +329,7 @@ def test_metrics_folder_is_fresh_per_process_and_cleaned(tmp_path):
 def test_a_worker_metrics_port_switches_the_app_to_multiprocess_mode(tmp_path):
     out = run_python(
         """
-        import redundancy.workers
+        from redundancy.workers import app  # builds the app
         from redundancy.observability.metrics import multiprocess_enabled
         from redundancy.observability.multiproc import multiprocess_folder
         print(multiprocess_enabled(), multiprocess_folder().parent)

@@ -9,7 +9,8 @@ import pytest
 
 from redundancy.config import get_settings
 from redundancy.events import InMemoryBroker
-from redundancy.events.webhooks import WebhookRefusedError, backoff, resolve_target
+from redundancy.events.webhooks import WebhookRefusedError, resolve_target
+from redundancy.retry import backoff
 from tests.webhook_server import WebhookServer
 
 SECRET = "s3cret-for-tests"

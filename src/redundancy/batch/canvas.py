@@ -21,6 +21,7 @@ from celery import chain, chord, group
 from celery.canvas import Signature
 from celery.result import allow_join_result
 
+from redundancy import names
 from redundancy.batch.search import lsh_bucket, lsh_plan, lsh_sign, lsh_verify
 from redundancy.batch.staging import chunk_count, stage_documents
 from redundancy.batch.tasks import analyze_chunk, merge_batch, pair_shard
@@ -29,7 +30,6 @@ from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, SearchMode
 from redundancy.core.neardup import resolve_mode
 from redundancy.schemas import BatchOptions, validate
 from redundancy.workers import app
-from redundancy.workers import routing as names
 
 
 @dataclass(frozen=True)

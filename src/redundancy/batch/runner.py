@@ -12,12 +12,12 @@ from typing import Any, Protocol
 from celery.result import AsyncResult
 from celery.signals import task_postrun
 
+from redundancy import names
 from redundancy.batch.canvas import StagedBatch, stage_batch
 from redundancy.batch.store import get_job_store
 from redundancy.config import get_settings
 from redundancy.core import BatchItemResult, BatchResult, ItemError
 from redundancy.errors import InvalidInputError, RedundancyError
-from redundancy.workers import routing as names
 
 POLL_SECONDS = 0.5
 FETCH_PER_POLL = 256

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from redundancy import keys
+from redundancy import keys, names
 from redundancy.batch.staging import (
     advance_progress,
     comparable_documents,
@@ -43,7 +43,6 @@ from redundancy.core.lsh_tables import (
     verify_candidates,
 )
 from redundancy.workers import app
-from redundancy.workers import routing as names
 
 
 def lsh_plan(count: int, threshold: float) -> tuple[LSHParams, int]:

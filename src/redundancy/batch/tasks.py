@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redundancy import names
 from redundancy.batch.search import lsh_plan
 from redundancy.batch.staging import (
     advance_progress,
@@ -39,11 +40,11 @@ from redundancy.core.neardup import (
 from redundancy.core.scorers import get_scorer
 from redundancy.core.text import normalise
 from redundancy.errors import InvalidInputError, RedundancyError
-from redundancy.events.bridge import batch_event, emit
+from redundancy.events.emitter import emit
+from redundancy.events.factories import batch_event
 from redundancy.events.models import BatchProcessingCompletedEvent
 from redundancy.events.webhooks import delivery_id
 from redundancy.workers import app
-from redundancy.workers import routing as names
 
 log = logging.getLogger(__name__)
 

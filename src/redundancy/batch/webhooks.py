@@ -2,7 +2,7 @@
 
 Waiting between attempts happens on the broker (a countdown), not in a pool process;
 the embedded default sleeps the same delay in-process. The task always returns a report
-(delivered, failed or refused), which the events bridge turns into ``webhook.delivered``.
+(delivered, failed or refused), which the events signal handlers turn into ``webhook.delivered``.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from redundancy import names
 from redundancy.config import get_settings
 from redundancy.events import metrics
-from redundancy.events.webhooks import (
-    WebhookRefusedError,
-    backoff,
-    endpoint_id,
-    post_once,
-    signed_headers,
-)
+from redundancy.events.errors import WebhookRefusedError
+from redundancy.events.webhooks import endpoint_id, post_once, signed_headers
+from redundancy.retry import webhook_retry
 from redundancy.workers import app
-from redundancy.workers import routing as names
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +64,9 @@ def deliver_webhook(
         log.warning("webhook %s refused: %s", delivery_id, exc)
         metrics.WEBHOOK_DELIVERIES.labels("refused").inc()
         return {**report, "status": "refused", "attempts": attempt - 1, "error": str(exc)}
-    if outcome.retryable and attempt < settings.webhook_max_attempts:
-        delay = backoff(attempt, settings.webhook_backoff)
+    retry = webhook_retry(settings)
+    if outcome.retryable and retry.retries_after(attempt):
+        delay = retry.delay(attempt)
         log.info(
             "webhook %s attempt %d failed (%s); retry in %.1f s",
             delivery_id,

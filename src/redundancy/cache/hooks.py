@@ -1,4 +1,4 @@
-"""Celery signal handlers of the cache (listed in ``HOOK_MODULES``).
+"""Celery signal handlers of the cache; ``register()`` connects them (``create_app`` does).
 
 A prefork child leaves with ``os._exit`` (no ``atexit``), so it shares the statistics of
 its last second when Celery says it is shutting down. A hook never fails anything.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-
-from celery.signals import worker_process_shutdown
 
 from redundancy.cache import client
 
@@ -26,4 +24,8 @@ def share_cache_stats(**_: Any) -> None:
         log.warning("could not share the cache statistics at shutdown: %s", exc)
 
 
-worker_process_shutdown.connect(share_cache_stats, weak=False)
+def register() -> None:
+    """Connect the handlers (idempotent: Celery keeps one connection per receiver)."""
+    from celery.signals import worker_process_shutdown
+
+    worker_process_shutdown.connect(share_cache_stats, weak=False)

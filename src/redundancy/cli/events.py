@@ -72,7 +72,7 @@ def tail(
     verify: bool | None,
 ) -> None:
     """Print events from the configured broker as JSON lines (one envelope per line)."""
-    from redundancy.events.publisher import configured_signing_key
+    from redundancy.events.wire import configured_signing_key
 
     key = configured_signing_key()
     if verify and key is None:
@@ -104,18 +104,6 @@ def tail(
         broker.disconnect_sync()
 
 
-def _watch_parent(parent: int, stop: threading.Event) -> None:
-    """Stop when ``parent`` (the worker that started us) is gone: we were re-parented."""
-    import os
-
-    def watch() -> None:
-        while not stop.wait(1.0):
-            if os.getppid() != parent:
-                stop.set()
-
-    threading.Thread(target=watch, name="crd-relay-parent-watch", daemon=True).start()
-
-
 @events.command()
 @click.option("--drain", is_flag=True, help="relay what is waiting, then exit")
 @click.option(
@@ -125,40 +113,14 @@ def _watch_parent(parent: int, stop: threading.Event) -> None:
     show_default=True,
     help="with --drain: give up after this many seconds",
 )
-@click.option(
-    "--parent",
-    type=int,
-    default=None,
-    hidden=True,
-    help="exit when this process (the worker that started the relay) is gone",
-)
-def relay(drain: bool, timeout: float, parent: int | None) -> None:
+def relay(drain: bool, timeout: float) -> None:
     """Relay the outbox to the event broker (workers do this too unless
-    EVENTS_RELAY_IN_WORKER=false). Several relays may run: one works, the others stand by."""
-    import logging
+    EVENTS_RELAY_IN_WORKER=false). Several relays may run: one works, the others stand by.
+    The same as ``python -m redundancy.events.relay``."""
+    from redundancy.events.relay import serve
 
-    from redundancy.config import get_settings
-    from redundancy.events.brokers import broker_from_settings
-    from redundancy.events.outbox import get_outbox
-    from redundancy.events.relay import Relay
-    from redundancy.observability.logs import configure_logging
-
-    if get_settings().embedded:
-        raise ConfigurationError(
-            "CELERY_BROKER_URL is not set: the embedded default relays "
-            "inline, there is no outbox to relay"
-        )
-    configure_logging(get_settings().log_format, logging.INFO)  # a worker's relay logs like it
-    worker = Relay(get_outbox(), broker_from_settings())
-    if drain:
-        left = worker.drain(timeout)
-        worker.broker.disconnect_sync()
-        click.echo(json.dumps({"relayed": worker.relayed, "backlog": left}))
-        sys.exit(0 if left == 0 else 1)
-    stop = _stop_on_signals()
-    if parent is not None:
-        _watch_parent(parent, stop)
-    worker.run(stop)
+    left = serve(drain=drain, timeout=timeout)
+    sys.exit(0 if left == 0 else 1)
 
 
 @events.command()

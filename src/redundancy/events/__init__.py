@@ -10,7 +10,7 @@
 
 Broker classes load their client library only when used; importing this package pulls in
 no Redis, AMQP or Kafka code. Finished Celery jobs publish through the outbox
-(``redundancy.events.bridge``), never straight to a broker.
+(``redundancy.events.emitter``), never straight to a broker.
 """
 
 from __future__ import annotations

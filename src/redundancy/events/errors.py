@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from redundancy.errors import ConfigurationError, InfrastructureError, RedundancyError
+from redundancy.errors import (
+    ConfigurationError,
+    InfrastructureError,
+    InvalidInputError,
+    RedundancyError,
+)
 
 
 class BrokerUnavailableError(InfrastructureError):
@@ -15,6 +20,10 @@ class PublishRejectedError(RedundancyError):
 
 class InvalidEventError(RedundancyError, ValueError):
     """Bytes that are not an event of ours (bad JSON, unknown shape, bad signature)."""
+
+
+class WebhookRefusedError(InvalidInputError):
+    """The webhook target is not allowed (non-public address, bad URL): never retried."""
 
 
 class MissingClientLibraryError(ConfigurationError):

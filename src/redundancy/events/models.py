@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,11 +22,11 @@ from redundancy.events.errors import InvalidEventError
 ENVELOPE_VERSION = 1
 EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:content-redundancy-detector:events")
 
-ANALYSIS_COMPLETED = "analysis.completed"
-SIMILARITY_COMPLETED = "similarity.completed"
-BATCH_COMPLETED = "batch.completed"
-WEBHOOK_DELIVERED = "webhook.delivered"
-JOB_FAILED = "job.failed"
+ANALYSIS_COMPLETED: Final = "analysis.completed"
+SIMILARITY_COMPLETED: Final = "similarity.completed"
+BATCH_COMPLETED: Final = "batch.completed"
+WEBHOOK_DELIVERED: Final = "webhook.delivered"
+JOB_FAILED: Final = "job.failed"
 
 
 def event_id_for(event_type: str, job_id: str) -> uuid.UUID:
@@ -171,7 +171,7 @@ class WebhookDeliveredPayload(_Payload):
 class WebhookDeliveredEvent(DomainEvent):
     """The final outcome of one webhook delivery.
 
-    Aggregate: the subject the webhook announced (the batch id, given by the bridge), so
+    Aggregate: the subject the webhook announced (the batch id, given by the batch merge), so
     it shares a Kafka partition with that batch's ``batch.completed``; the delivery id is
     only the fallback when no subject is given."""
 
@@ -180,8 +180,11 @@ class WebhookDeliveredEvent(DomainEvent):
     aggregate_field: ClassVar[str | None] = "delivery_id"
 
 
+Job = Literal["analysis", "similarity", "batch"]
+
+
 class JobFailedPayload(_Payload):
-    job: Literal["analysis", "similarity", "batch"]
+    job: Job
     task_name: str
     error_type: str
     error_message: str

@@ -7,35 +7,45 @@ the broker confirmed it: a relay killed mid-batch makes the next one publish tha
 again (duplicates carry the same ``event_id``). While the broker is down the relay backs
 off exponentially with jitter and nothing is skipped. Entries no retry can publish
 (unreadable, or refused for good) go to a dead-letter stream and are counted.
+
+Run it as ``python -m redundancy.events.relay [--drain]`` (``crd events relay`` is the
+same code). Every worker starts one beside it, as a child process of its main process
+(``start_beside_worker``, on ``worker_ready``; EVENTS_RELAY_IN_WORKER); any number may
+run, one works. The embedded default relays inline instead (``redundancy.events.emitter``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from redundancy.events import metrics, webhooks
+from redundancy.errors import ConfigurationError
+from redundancy.events import metrics
 from redundancy.events.brokers.base import EventBroker
 from redundancy.events.errors import BrokerUnavailableError, InvalidEventError, PublishRejectedError
 from redundancy.events.outbox import Outbox
 from redundancy.events.wire import WireMessage
 from redundancy.kv.lease import Lease
+from redundancy.retry import RetryPolicy, relay_retry
 
-log = logging.getLogger(__name__)
+MODULE = "redundancy.events.relay"
+"""``python -m`` this to run a relay (what a worker spawns)."""
 
-RETRY_START = 0.5
+log = logging.getLogger(MODULE)  # not __name__, which is "__main__" under python -m
 GAUGE_EVERY = 1.0
 IDLE_WAIT = 0.5
 """Longest wait for new outbox entries (also how long a stopping relay may take)."""
 LINGER = 0.02
 """Pause after a partial batch, so a trickle of events is relayed a few at a time."""
-
-
-def backoff(failures: int, cap: float, start: float = RETRY_START) -> float:
-    """The webhooks' exponential back-off with jitter, from ``start`` up to ``cap``."""
-    return webhooks.backoff(failures, start, cap)
 
 
 class Relay:
@@ -54,7 +64,7 @@ class Relay:
         self.outbox = outbox
         self.broker = broker
         self.batch = batch or s.events_relay_batch
-        self.retry_max = retry_max or s.events_relay_retry_max
+        self.retry = RetryPolicy(cap=retry_max) if retry_max else relay_retry(s)
         self.lease_ttl = lease_ttl or s.events_relay_lease_ttl
         self.lease: Lease = outbox.lease(self.lease_ttl)
         self.failures = 0
@@ -134,7 +144,7 @@ class Relay:
 
     def _failed(self, exc: Exception) -> float:
         self.failures += 1
-        delay = backoff(self.failures, self.retry_max)
+        delay = self.retry.delay(self.failures)
         self.retry_at = time.monotonic() + delay
         level = logging.WARNING if self.failures == 1 else logging.DEBUG
         log.log(
@@ -243,3 +253,105 @@ class Relay:
             self.outbox.wait(self._last_id, IDLE_WAIT)
         elif moved < self.batch:
             stop.wait(LINGER)  # a trickle: let a few more events gather per round trip
+
+
+# --- running one: the command line, and beside a worker --------------------------------------
+
+
+def serve(*, drain: bool = False, timeout: float = 60.0, parent: int | None = None) -> int:
+    """Relay this deployment's outbox until SIGINT/SIGTERM (or, with ``parent``, until that
+    process is gone); with ``drain``, relay what waits and return the backlog left."""
+    from redundancy.config import get_settings
+    from redundancy.events.brokers import broker_from_settings
+    from redundancy.events.outbox import get_outbox
+    from redundancy.observability.logs import configure_logging
+
+    settings = get_settings()
+    if settings.embedded:
+        raise ConfigurationError(
+            "CELERY_BROKER_URL is not set: the embedded default relays "
+            "inline, there is no outbox to relay"
+        )
+    configure_logging(settings.log_format, logging.INFO)  # a worker's relay logs like it
+    relay = Relay(get_outbox(), broker_from_settings())
+    if drain:
+        left = relay.drain(timeout)
+        relay.broker.disconnect_sync()
+        print(json.dumps({"relayed": relay.relayed, "backlog": left}), flush=True)
+        return left
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    if parent is not None:
+        _watch_parent(parent, stop)
+    relay.run(stop)
+    return 0
+
+
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """Stop when ``parent`` (the worker that started us) is gone: we were re-parented."""
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch, name="crd-relay-parent-watch", daemon=True).start()
+
+
+_beside_worker: subprocess.Popen[bytes] | None = None
+
+
+def start_beside_worker() -> None:
+    """Start ``python -m redundancy.events.relay`` as a child of the worker's main process.
+
+    A process, not a thread: a thread in the prefork parent could hold a lock (a metric's,
+    a client's) at the moment the pool forks a replacement child, which would then hang;
+    and the relay's work never competes with the parent's dispatching for the GIL. It
+    exits with the worker (SIGTERM on shutdown, or when it sees its parent gone).
+    """
+    global _beside_worker
+    from redundancy.config import get_settings
+
+    s = get_settings()
+    if not (s.events_enabled and s.events_relay_in_worker) or s.embedded:
+        return
+    try:
+        _beside_worker = subprocess.Popen(
+            [sys.executable, "-m", MODULE, "--parent", str(os.getpid())]
+        )
+    except Exception:
+        log.exception("the outbox relay could not start; events wait in the outbox")
+
+
+def stop_beside_worker() -> None:
+    global _beside_worker
+    proc, _beside_worker = _beside_worker, None
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}", description="Relay the outbox to the event broker."
+    )
+    parser.add_argument("--drain", action="store_true", help="relay what waits, then exit")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="with --drain: give up after N seconds"
+    )
+    parser.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        left = serve(drain=args.drain, timeout=args.timeout, parent=args.parent)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(0 if left == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

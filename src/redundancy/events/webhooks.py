@@ -10,17 +10,17 @@ Every attempt POSTs the same JSON body (the ``batch.completed`` event) with::
     X-Webhook-Signature: sha256=<hex HMAC-SHA256(WEBHOOK_SECRET, body)>
 
 2xx is delivered; 5xx, timeouts and connection errors are retried with exponential
-back-off and jitter; 4xx (and redirects, never followed) fail at once. Targets resolving
-to loopback, private, link-local or other non-public addresses are refused unless
-WEBHOOK_ALLOWED_HOSTS lists the host or a network holding every address; the request
-then goes to the address that was checked, so a second DNS answer cannot redirect it.
+back-off and jitter (``redundancy.retry.webhook_retry``); 4xx (and redirects, never
+followed) fail at once. Targets resolving to loopback, private, link-local or other
+non-public addresses are refused unless WEBHOOK_ALLOWED_HOSTS lists the host or a
+network holding every address; the request then goes to the address that was checked,
+so a second DNS answer cannot redirect it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import random
 import socket
 import time
 import uuid
@@ -28,17 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+from redundancy.events.errors import WebhookRefusedError
 from redundancy.events.wire import sign
 
-BACKOFF_CAP = 300.0
 USER_AGENT = "content-redundancy-detector-webhooks/1"
 ERROR_CHARS = 300
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class WebhookRefusedError(Exception):
-    """The target is not allowed (non-public address, bad URL); never retried."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +55,6 @@ def endpoint_id(url: str) -> str:
 def delivery_id(event_id: str, url: str) -> str:
     """The same id on every attempt and every re-run of one event's delivery to one URL."""
     return str(uuid.uuid5(uuid.UUID(event_id), url))
-
-
-def backoff(attempt: int, base: float, cap: float = BACKOFF_CAP) -> float:
-    """Delay before attempt ``attempt + 1``: base * 2^(attempt-1), jittered to [d/2, d]."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
-    return random.uniform(delay / 2, delay)
 
 
 def _allowed(host: str, address: IPAddress, allow_list: Sequence[str]) -> bool:

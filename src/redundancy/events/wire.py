@@ -2,7 +2,9 @@
 
 The signature is ``sha256=<hex HMAC-SHA256(key, body)>`` over the exact body bytes, sent
 beside the body (a Kafka/AMQP header, a Redis stream field), the same scheme as webhooks:
-a receiver verifies the bytes it got without re-serialising anything.
+a receiver verifies the bytes it got without re-serialising anything. The key a producer
+signs with (EVENTS_SIGNING_KEY) is resolved here too, so every path that builds a message
+signs alike.
 """
 
 from __future__ import annotations
@@ -16,6 +18,23 @@ from redundancy.events.models import DomainEvent, parse_event
 
 SIGNATURE_PREFIX = "sha256="
 CONTENT_TYPE = "application/json"
+
+CONFIGURED: bytes = b"\x00configured-signing-key"
+"""Default of every ``signing_key`` parameter: sign with EVENTS_SIGNING_KEY when one is
+configured (``None`` means unsigned)."""
+
+
+def configured_signing_key() -> bytes | None:
+    """EVENTS_SIGNING_KEY as bytes, or None."""
+    from redundancy.config import get_settings
+
+    key = get_settings().events_signing_key
+    return key.get_secret_value().encode() if key else None
+
+
+def resolve_signing_key(signing_key: bytes | None) -> bytes | None:
+    """``CONFIGURED`` -> EVENTS_SIGNING_KEY (or None); any other value as given."""
+    return configured_signing_key() if signing_key is CONFIGURED else signing_key
 
 
 def sign(key: bytes, body: bytes) -> str:

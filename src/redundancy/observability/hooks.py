@@ -1,7 +1,8 @@
 """Celery signal handlers for metrics, tracing, logs and the correlation id.
 
-Listed in ``HOOK_MODULES`` (``redundancy.workers.app``), so producers and workers import
-it when the app is created. Where each signal fires decides where it is counted:
+Importing this module connects nothing; ``register()`` does, called by ``create_app``
+(``HOOK_MODULES`` in ``redundancy.workers.factory``) in producers and workers alike.
+Where each signal fires decides where it is counted:
 
 =====================================  ==============  ====================================
 signal                                 process         does
@@ -39,7 +40,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from celery import signals, states
+from celery.utils.dispatch import Signal
 
+from redundancy import names
 from redundancy.config import get_settings
 from redundancy.errors import InvalidInputError
 from redundancy.observability import metrics as m
@@ -53,7 +56,6 @@ from redundancy.observability.context import (
 )
 from redundancy.observability.logs import use_json
 from redundancy.observability.tracing import configure_tracing, shutdown_tracing
-from redundancy.workers import routing as names
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +114,6 @@ def _labels(name: str, request: Any) -> tuple[str, str, str]:
 # --- producer side ---------------------------------------------------------------------
 
 
-@signals.before_task_publish.connect(weak=False)
 @guarded("publish_headers")
 def _stamp_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is None:
@@ -122,7 +123,6 @@ def _stamp_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
     headers[SENT_AT_HEADER] = time.time()
 
 
-@signals.after_task_publish.connect(weak=False)
 @guarded("metrics")
 def _count_sent(
     sender: Any = None,
@@ -137,13 +137,11 @@ def _count_sent(
 # --- worker main process -----------------------------------------------------------------
 
 
-@signals.celeryd_init.connect(weak=False)
 @guarded("tracing")
 def _no_tracing_in_worker_main(**_: Any) -> None:
     shutdown_tracing()  # the main process runs no task; pool processes trace
 
 
-@signals.celeryd_init.connect(weak=False)
 @guarded("logging")
 def _json_from_the_first_line(**_: Any) -> None:
     """Until Celery sets up logging, JSON-format what comes before it (such as the
@@ -157,7 +155,6 @@ def _json_from_the_first_line(**_: Any) -> None:
     use_json(root)
 
 
-@signals.worker_init.connect(weak=False)
 @guarded("metrics_endpoint")
 def _start_endpoint(sender: Any = None, **_: Any) -> None:
     global _server, _hostname
@@ -175,7 +172,6 @@ def _start_endpoint(sender: Any = None, **_: Any) -> None:
     )
 
 
-@signals.worker_ready.connect(weak=False)
 @guarded("metrics_monitor")
 def _worker_ready(sender: Any = None, **_: Any) -> None:
     global _monitor
@@ -210,7 +206,6 @@ def _quiet_shutdown_notices(worker: Any) -> None:
         celery_worker.install_worker_term_hard_handler(worker, verbose=False)
 
 
-@signals.worker_shutdown.connect(weak=False)
 @guarded("metrics_endpoint")
 def _worker_shutdown(sender: Any = None, **_: Any) -> None:
     global _server, _monitor
@@ -224,21 +219,17 @@ def _worker_shutdown(sender: Any = None, **_: Any) -> None:
         _server = None
 
 
-@signals.task_received.connect(weak=False)
 @guarded("metrics")
 def _received(request: Any = None, **_: Any) -> None:
     m.TASK_RECEIVED.labels(*_labels(request.name, request)).inc()
 
 
-@signals.task_revoked.connect(weak=False)
 @guarded("metrics")
 def _revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
     name = getattr(sender, "name", None) or getattr(request, "task", None) or "unknown"
     m.TASK_REVOKED.labels(*_labels(name, request)).inc()
 
 
-@signals.task_rejected.connect(weak=False)
-@signals.task_unknown.connect(weak=False)
 @guarded("metrics")
 def _rejected(message: Any = None, name: str | None = None, **_: Any) -> None:
     headers = getattr(message, "headers", None) or {}
@@ -249,7 +240,6 @@ def _rejected(message: Any = None, name: str | None = None, **_: Any) -> None:
 # --- pool processes ----------------------------------------------------------------------
 
 
-@signals.worker_process_init.connect(weak=False)
 @guarded("tracing")
 def _child_started(sender: Any = None, **_: Any) -> None:
     global _hostname
@@ -260,13 +250,11 @@ def _child_started(sender: Any = None, **_: Any) -> None:
     configure_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint)
 
 
-@signals.worker_process_shutdown.connect(weak=False)
 @guarded("tracing")
 def _child_exiting(**_: Any) -> None:
     shutdown_tracing()
 
 
-@signals.task_prerun.connect(weak=False)
 @guarded("task_prerun")
 def _prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task is None or task_id is None:
@@ -300,7 +288,6 @@ def _queue_wait(request: Any) -> float | None:
     return max(0.0, time.time() - due)
 
 
-@signals.task_postrun.connect(weak=False)
 @guarded("task_postrun")
 def _postrun(
     task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
@@ -331,7 +318,6 @@ def _pop(stacks: dict[str, list[Any]], key: str) -> Any:
     return value
 
 
-@signals.task_success.connect(weak=False)
 @guarded("task_success")
 def _succeeded(sender: Any = None, result: Any = None, **_: Any) -> None:
     if sender is None:
@@ -370,7 +356,6 @@ def _domain_metrics(name: str, result: dict[str, Any]) -> None:
         m.BATCHES_COMPLETED.inc()
 
 
-@signals.task_failure.connect(weak=False)
 @guarded("task_failure")
 def _failed(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
     if sender is None:
@@ -383,7 +368,6 @@ def _failed(sender: Any = None, exception: BaseException | None = None, **_: Any
         m.DOCUMENTS_FAILED.inc()
 
 
-@signals.task_retry.connect(weak=False)
 @guarded("task_retry")
 def _retried(sender: Any = None, request: Any = None, **_: Any) -> None:
     if sender is None or getattr(request, "is_eager", False):
@@ -394,8 +378,6 @@ def _retried(sender: Any = None, request: Any = None, **_: Any) -> None:
 # --- logs --------------------------------------------------------------------------------
 
 
-@signals.after_setup_logger.connect(weak=False)
-@signals.after_setup_task_logger.connect(weak=False)
 @guarded("logging")
 def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:
     if logger is not None and get_settings().log_format == "json":
@@ -411,4 +393,36 @@ def _trace_producer() -> None:
     configure_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint)
 
 
-_trace_producer()
+# --- registration ------------------------------------------------------------------------
+
+HANDLERS: tuple[tuple[Signal, Callable[..., Any]], ...] = (
+    (signals.before_task_publish, _stamp_headers),
+    (signals.after_task_publish, _count_sent),
+    (signals.celeryd_init, _no_tracing_in_worker_main),
+    (signals.celeryd_init, _json_from_the_first_line),
+    (signals.worker_init, _start_endpoint),
+    (signals.worker_ready, _worker_ready),
+    (signals.worker_shutdown, _worker_shutdown),
+    (signals.task_received, _received),
+    (signals.task_revoked, _revoked),
+    (signals.task_rejected, _rejected),
+    (signals.task_unknown, _rejected),
+    (signals.worker_process_init, _child_started),
+    (signals.worker_process_shutdown, _child_exiting),
+    (signals.task_prerun, _prerun),
+    (signals.task_postrun, _postrun),
+    (signals.task_success, _succeeded),
+    (signals.task_failure, _failed),
+    (signals.task_retry, _retried),
+    (signals.after_setup_logger, _json_logs),
+    (signals.after_setup_task_logger, _json_logs),
+)
+"""Every signal handler of this module, in the order each signal calls them."""
+
+
+def register() -> None:
+    """Connect every handler and start the producer's tracing. Idempotent: Celery keeps
+    one connection per receiver, and tracing is configured once per process."""
+    for signal, handler in HANDLERS:
+        signal.connect(handler, weak=False)
+    _trace_producer()

@@ -328,13 +328,13 @@ class CompactingMultiProcessCollector(MultiProcessCollector):
     """The folder's metrics, compacted first so exited processes are counted once."""
 
     def __init__(self, folder: Path) -> None:
-        super().__init__(None, str(folder))
+        super().__init__(None, str(folder))  # type: ignore[no-untyped-call]
         self.folder = folder
 
     def collect(self) -> Iterable[Metric]:
         compact_safely(self.folder)  # never lose the scrape over compaction
         with _compact_lock:
-            families = list(super().collect())
+            families = list(super().collect())  # type: ignore[no-untyped-call]
         return _with_thread_errors(families, THREAD_ERRORS.snapshot())
 
 

@@ -50,7 +50,7 @@ def enable_multiprocess(base: str | Path | None = None) -> Path:
     if "prometheus_client" in sys.modules:
         raise RuntimeError(
             "prometheus_client was imported before the metrics folder was set up, so metrics "
-            "of pool processes would be lost; import redundancy.workers first"
+            "of pool processes would be lost; build the app (redundancy.workers.app) first"
         )
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_folders(root)

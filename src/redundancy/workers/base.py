@@ -10,8 +10,9 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from redundancy.config import RETRY_BACKOFF_MAX, get_settings
+from redundancy.config import get_settings
 from redundancy.errors import InfrastructureError, InvalidInputError, PoisonMessageError
+from redundancy.retry import TASK_RETRY
 from redundancy.workers.deliveries import get_delivery_counter
 
 log = logging.getLogger(__name__)
@@ -28,20 +29,20 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class RedundancyTask(Task):  # type: ignore[misc]
-    """Retries infrastructure errors with exponential back-off and jitter.
+    """Retries infrastructure errors with exponential back-off and jitter (``TASK_RETRY``).
 
     ``throws`` marks invalid input as an expected failure (logged without a traceback).
     """
 
     autoretry_for = RETRYABLE_ERRORS
-    retry_backoff = True
-    retry_backoff_max = RETRY_BACKOFF_MAX
+    retry_backoff = int(TASK_RETRY.first)  # Celery's factor: first wait in seconds
+    retry_backoff_max = int(TASK_RETRY.cap)
     retry_jitter = True
     throws = (InvalidInputError,)
     typing = True
 
     @property
-    def max_retries(self) -> int:  # type: ignore[override]
+    def max_retries(self) -> int:
         return get_settings().task_max_retries
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:

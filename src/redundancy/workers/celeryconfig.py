@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from redundancy.config import REDIS_SCHEMES, Settings, get_settings
+from redundancy.retry import PUBLISH_RETRY
 from redundancy.workers.routing import DEFAULT_QUEUE, TASK_ROUTES, task_queues
 
 EMBEDDED_BROKER = "memory://"
@@ -19,7 +20,7 @@ EMBEDDED_BACKEND = "cache+memory://"
 def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
     """The settings dict for ``Celery.config_from_object``."""
     s = settings or get_settings()
-    broker = s.broker_url if not s.embedded else EMBEDDED_BROKER
+    broker = s.broker_url if s.broker_url and not s.embedded else EMBEDDED_BROKER
     conf: dict[str, Any] = {
         "broker_url": broker,
         "result_backend": s.result_backend_url if not s.embedded else EMBEDDED_BACKEND,
@@ -36,12 +37,7 @@ def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_publish_retry": True,
-        "task_publish_retry_policy": {
-            "max_retries": 5,
-            "interval_start": 0.2,
-            "interval_step": 0.5,
-            "interval_max": 3.0,
-        },
+        "task_publish_retry_policy": dict(PUBLISH_RETRY),
         "broker_connection_retry_on_startup": True,
         "task_time_limit": s.task_time_limit,
         "task_soft_time_limit": s.task_soft_time_limit,

@@ -1,46 +1,66 @@
 """Task names, queues and routes: one place that says what each task is called and
-where it runs. The names are public and stable (producers may ``send_task`` by name)."""
+where it runs. The names live in ``redundancy.names`` (which imports nothing) and are
+re-exported here beside the kombu queues built from them; kombu loads only when the
+queues are built, so importing this module stays cheap and builds no app."""
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING
 
-from kombu import Exchange, Queue
+from redundancy.names import (
+    ANALYSIS_QUEUE,
+    ANALYZE_CONTENT,
+    BATCH_ANALYZE_CHUNK,
+    BATCH_HEADER_TASKS,
+    BATCH_LSH_BUCKET,
+    BATCH_LSH_SIGN,
+    BATCH_LSH_VERIFY,
+    BATCH_MERGE,
+    BATCH_PAIR_SHARD,
+    BATCH_QUEUE,
+    BATCH_SUBTASK_PREFIX,
+    COMPARE_TEXTS,
+    DEFAULT_QUEUE,
+    PAIR_TASKS,
+    PROCESS_BATCH,
+    QUEUES,
+    SIMILARITY_QUEUE,
+    TASK_PREFIX,
+    TASK_ROUTES,
+    WEBHOOK_DELIVER,
+)
 
-ANALYZE_CONTENT: Final = "redundancy.analyze_content"
-COMPARE_TEXTS: Final = "redundancy.compare_texts"
-PROCESS_BATCH: Final = "redundancy.process_batch"
-BATCH_ANALYZE_CHUNK: Final = "redundancy.batch.analyze_chunk"
-BATCH_PAIR_SHARD: Final = "redundancy.batch.pair_shard"
-BATCH_LSH_SIGN: Final = "redundancy.batch.lsh_sign"
-BATCH_LSH_BUCKET: Final = "redundancy.batch.lsh_bucket"
-BATCH_LSH_VERIFY: Final = "redundancy.batch.lsh_verify"
-BATCH_MERGE: Final = "redundancy.batch.merge"
-WEBHOOK_DELIVER: Final = "redundancy.webhooks.deliver"
-BATCH_SUBTASK_PREFIX: Final = "redundancy.batch."
-PAIR_TASKS: Final = (BATCH_PAIR_SHARD, BATCH_LSH_VERIFY)
-"""Batch sub-tasks whose results are near-duplicate pairs (``{"kind": "pairs"}``)."""
-BATCH_HEADER_TASKS: Final = (
-    BATCH_ANALYZE_CHUNK, BATCH_PAIR_SHARD, BATCH_LSH_SIGN, BATCH_LSH_BUCKET, BATCH_LSH_VERIFY
-)  # fmt: skip
-"""Every batch sub-task before the merge (the progress bar counts these)."""
-
-ANALYSIS_QUEUE: Final = "analysis"
-SIMILARITY_QUEUE: Final = "similarity"
-BATCH_QUEUE: Final = "batch"
-QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE)
-DEFAULT_QUEUE: Final = ANALYSIS_QUEUE
-"""Anything unrouted (e.g. Celery's own helpers) lands where every standard worker listens."""
-
-TASK_ROUTES: Final = {
-    ANALYZE_CONTENT: {"queue": ANALYSIS_QUEUE},
-    COMPARE_TEXTS: {"queue": SIMILARITY_QUEUE},
-    PROCESS_BATCH: {"queue": BATCH_QUEUE},
-    f"{BATCH_SUBTASK_PREFIX}*": {"queue": BATCH_QUEUE},
-    "redundancy.webhooks.*": {"queue": BATCH_QUEUE},  # deliveries wait on partners, not analyses
-}
+if TYPE_CHECKING:
+    from kombu.entity import Queue
 
 
 def task_queues() -> tuple[Queue, ...]:
     """Durable direct queues, one exchange each (RabbitMQ and Redis alike)."""
+    from kombu.entity import Exchange, Queue
+
     return tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES)
+
+
+__all__ = [
+    "ANALYSIS_QUEUE",
+    "ANALYZE_CONTENT",
+    "BATCH_ANALYZE_CHUNK",
+    "BATCH_HEADER_TASKS",
+    "BATCH_LSH_BUCKET",
+    "BATCH_LSH_SIGN",
+    "BATCH_LSH_VERIFY",
+    "BATCH_MERGE",
+    "BATCH_PAIR_SHARD",
+    "BATCH_QUEUE",
+    "BATCH_SUBTASK_PREFIX",
+    "COMPARE_TEXTS",
+    "DEFAULT_QUEUE",
+    "PAIR_TASKS",
+    "PROCESS_BATCH",
+    "QUEUES",
+    "SIMILARITY_QUEUE",
+    "TASK_PREFIX",
+    "TASK_ROUTES",
+    "WEBHOOK_DELIVER",
+    "task_queues",
+]

@@ -3,7 +3,8 @@
 Each backend writes its client code once, synchronously (``_connect``, ``_send``,
 ``_open_reader``...). Workers and scripts call the ``*_sync`` methods; asyncio code calls
 the original service's coroutines (``await broker.connect()``, ``await broker.publish(e)``),
-which run the same code in a thread so the event loop never blocks.
+which run the same code in a thread so the event loop never blocks. Publishing an event
+goes through ``EventPublisher`` (one path: serialise, sign, ``send_sync``).
 
 Consuming is shared too: a reader fetches deliveries, and ``consume_sync`` verifies,
 filters, drops repeats by ``event_id``, calls the handler and only then acknowledges.
@@ -25,7 +26,8 @@ from typing import Any, ClassVar
 from redundancy.events import metrics
 from redundancy.events.errors import BrokerUnavailableError, InvalidEventError
 from redundancy.events.models import DomainEvent
-from redundancy.events.wire import WireMessage
+from redundancy.events.publisher import EventPublisher
+from redundancy.events.wire import CONFIGURED, WireMessage
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +35,6 @@ Handler = Callable[[DomainEvent], Any]
 AsyncHandler = Callable[[DomainEvent], Awaitable[Any] | Any]
 DEDUPE_CAPACITY = 100_000
 POLL_SECONDS = 1.0
-
-
-CONFIGURED: bytes = b"\x00configured-signing-key"
-"""Default of ``signing_key``: sign with EVENTS_SIGNING_KEY when one is configured."""
 
 
 @dataclass
@@ -129,10 +127,6 @@ class EventBroker(ABC):
 
     # --- sync face ---------------------------------------------------------------------
 
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
     def connect_sync(self) -> None:
         with self._lock:
             if not self._connected:
@@ -168,12 +162,9 @@ class EventBroker(ABC):
         self.disconnect_sync()
 
     def publish_sync(self, event: DomainEvent, signing_key: bytes | None = CONFIGURED) -> None:
-        """Publish one event, signed with EVENTS_SIGNING_KEY unless ``signing_key`` says
-        otherwise (``None``: unsigned), like ``EventPublisher``."""
-        from redundancy.events.publisher import configured_signing_key
-
-        key = configured_signing_key() if signing_key is CONFIGURED else signing_key
-        self.send_sync([WireMessage.of(event, key)])
+        """``EventPublisher(self, signing_key).publish_sync(event)``: signed with
+        EVENTS_SIGNING_KEY unless ``signing_key`` says otherwise (``None``: unsigned)."""
+        EventPublisher(self, signing_key).publish_sync(event)
 
     def ensure_group_sync(self, group: str, event_types: Iterable[str] | None = None) -> None:
         with self._lock:
@@ -274,14 +265,8 @@ class EventBroker(ABC):
     async def disconnect(self) -> None:
         await asyncio.to_thread(self.disconnect_sync)
 
-    async def send(self, messages: Sequence[WireMessage]) -> None:
-        await asyncio.to_thread(self.send_sync, list(messages))
-
     async def publish(self, event: DomainEvent, signing_key: bytes | None = CONFIGURED) -> None:
         await asyncio.to_thread(self.publish_sync, event, signing_key)
-
-    async def ensure_group(self, group: str, event_types: Iterable[str] | None = None) -> None:
-        await asyncio.to_thread(self.ensure_group_sync, group, event_types)
 
     async def consume(self, handler: AsyncHandler, **options: Any) -> int:
         """``consume_sync`` for asyncio code; ``handler`` may be a coroutine function."""

@@ -87,7 +87,8 @@ class KafkaBroker(EventBroker):
         self._producer = producer
 
     def _create_topic(self, ck: Any) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import AdminClient
+        from confluent_kafka.cimpl import NewTopic
 
         admin = AdminClient(self._base())
         futures = admin.create_topics(

@@ -30,7 +30,7 @@ class RabbitMQBroker(EventBroker):
         self._producer: Any = None
 
     def _connection(self) -> Any:
-        from kombu import Connection
+        from kombu.connection import Connection
 
         return Connection(
             self.url,
@@ -39,14 +39,14 @@ class RabbitMQBroker(EventBroker):
         )
 
     def _exchange(self) -> Any:
-        from kombu import Exchange
+        from kombu.entity import Exchange
 
         return Exchange(
             self.topic, type="topic", durable=True, arguments={"alternate-exchange": self.unrouted}
         )
 
     def _declare(self, channel: Any) -> None:
-        from kombu import Exchange, Queue
+        from kombu.entity import Exchange, Queue
 
         unrouted = Exchange(self.unrouted, type="fanout", durable=True)
         unrouted(channel).declare()
@@ -66,7 +66,7 @@ class RabbitMQBroker(EventBroker):
         return conn, channel
 
     def _connect(self) -> None:
-        from kombu import Producer
+        from kombu.messaging import Producer
 
         conn, channel = self._open_channel()
         self._conn = conn
@@ -106,13 +106,13 @@ class RabbitMQBroker(EventBroker):
 
     def _bindings(self, event_types: frozenset[str] | None) -> list[Any]:
         """The exchange bound by each wanted event type (routing key), or by all (``#``)."""
-        from kombu import binding
+        from kombu.entity import binding
 
         keys = sorted(event_types) if event_types else ["#"]
         return [binding(self._exchange(), routing_key=k) for k in keys]
 
     def _queue(self, group: str, event_types: frozenset[str] | None) -> Any:
-        from kombu import Queue
+        from kombu.entity import Queue
 
         return Queue(f"{self.topic}.{group}", durable=True, bindings=self._bindings(event_types))
 
@@ -126,7 +126,7 @@ class RabbitMQBroker(EventBroker):
         from_beginning: bool,
         consumer: str,
     ) -> Reader:
-        from kombu import Queue
+        from kombu.entity import Queue
 
         conn, channel = self._open_channel()
         if group is not None:
@@ -138,7 +138,7 @@ class RabbitMQBroker(EventBroker):
 
 class _QueueReader(Reader):
     def __init__(self, conn: Any, channel: Any, queue: Any) -> None:
-        from kombu import Consumer
+        from kombu.messaging import Consumer
 
         self._conn = conn
         self._buffer: list[Any] = []

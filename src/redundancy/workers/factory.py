@@ -1,8 +1,9 @@
-"""The Celery application.
+"""``create_app()``: the Celery application, its settings and its hooks.
 
-Settings come from ``redundancy.workers.celeryconfig``; then, as documented for ops, a
-``celeryconfig`` module named by ``CELERY_CONFIG_MODULE`` -- or a ``celeryconfig.py`` in
-the working directory -- may override any of them.
+Importing this module builds nothing; ``redundancy.workers.app`` builds the process's
+app on first use. Settings come from ``redundancy.workers.celeryconfig``; then, as
+documented for ops, a ``celeryconfig`` module named by ``CELERY_CONFIG_MODULE`` -- or a
+``celeryconfig.py`` in the working directory -- may override any of them.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from redundancy.workers.celeryconfig import celery_settings
 OVERRIDE_ENV = "CELERY_CONFIG_MODULE"
 
 HOOK_MODULES: tuple[str, ...] = (
-    # Modules whose import connects Celery signal handlers (events bridge, metrics,
-    # tracing, logging). Imported once when the app is created, in producers and workers.
     "redundancy.cache.hooks",
-    "redundancy.events.bridge",
+    "redundancy.events.signals",
     "redundancy.observability.hooks",
 )
+"""Modules whose ``register()`` connects their Celery signal handlers (dramatiq's
+``add_middleware``): the cache's statistics, the events' outbox writes and relay, and
+metrics, tracing and logs. Importing one connects nothing; ``create_app`` registers each,
+in producers and workers alike. Imported by name, after the metrics folder is chosen."""
 
 
 def _override_module() -> ModuleType | None:
@@ -59,7 +62,7 @@ def _prepare_metrics_folder() -> None:
     """With a worker metrics port, switch prometheus_client to multiprocess files.
 
     This must precede the first import of prometheus_client in the process, i.e. the
-    hook modules below (ours, the events' and the cache's metrics), so it runs first.
+    hook modules (ours, the events' and the cache's metrics), so it runs first.
     """
     settings = get_settings()
     if settings.worker_metrics_port is not None:
@@ -69,15 +72,13 @@ def _prepare_metrics_folder() -> None:
 
 
 def create_app() -> Celery:
-    """Build the app from settings plus the ops override module, if any."""
+    """Build an app from settings plus the ops override module, if any, and register
+    every hook (``register()`` is idempotent, so a second app adds no second handler)."""
     _prepare_metrics_folder()
     app = Celery("redundancy", task_cls="redundancy.workers.base:RedundancyTask")
     conf = celery_settings()
     conf.update(_overrides(_override_module()))
     app.config_from_object(conf)
     for module in HOOK_MODULES:
-        importlib.import_module(module)
+        importlib.import_module(module).register()
     return app
-
-
-app = create_app()
