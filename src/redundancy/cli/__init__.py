@@ -195,6 +195,11 @@ def compare(
     default=None,
     help="output format (default: from --out's extension)",
 )
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the results page: one self-contained HTML file (charts, clusters, diffs)",
+)
 @click.option("--webhook", "webhook_url", default=None, help="POST the summary here when done")
 @click.option("--json", "as_json", is_flag=True, help="print the full result as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a TTY)")
@@ -213,6 +218,7 @@ def batch(
     algorithm: str,
     out: Path | None,
     fmt: str | None,
+    report: Path | None,
     webhook_url: str | None,
     as_json: bool,
     progress: bool | None,
@@ -227,10 +233,21 @@ def batch(
     from redundancy.cli.batchrun import run_batch
     from redundancy.cli.inputs import read_inputs
     from redundancy.cli.output import JsonlStream, output_format, print_summary, write_result
+    from redundancy.report import TextSpool, write_batch_report
 
     console = Console()
     started = time.perf_counter()
     stream = JsonlStream(out) if out and output_format(out, fmt) == "jsonl" else None
+    if report and not report.resolve().parent.is_dir():
+        raise click.BadParameter(f"no folder {report.parent} to write it in", param_hint="--report")
+    spool = TextSpool() if report else None
+
+    def on_document(doc_id: str, text: Any) -> None:
+        if stream:
+            stream.document(doc_id, text)
+        if spool:
+            spool.add(doc_id, text)
+
     try:
         result = run_batch(
             read_inputs(list(paths)),
@@ -241,23 +258,29 @@ def batch(
             timeout=timeout,
             mode=mode,
             on_pairs=stream.pairs if stream else None,
-            on_document=stream.document if stream else None,
+            on_document=on_document if stream or spool else None,
         )
     except BaseException:
         if stream:
             stream.close()  # keeps the pairs found so far
+        if spool:
+            spool.close()
         raise
     seconds = time.perf_counter() - started
     if stream:
         stream.finish(result)
     elif out:
         write_result(result, out, output_format(out, fmt))
+    if report and spool:
+        with spool:
+            write_batch_report(report, result, spool)
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:
         print_summary(console, result, mode=_mode(), seconds=seconds)
-        if out:
-            console.print(f"wrote {out}")
+        for path in (out, report):
+            if path:
+                console.print(f"wrote {path}")
     if result.failed:
         sys.exit(EXIT_ITEMS_FAILED)
 
