@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from pydantic import ValidationError
 
 from redundancy import __version__
 from redundancy.core import BatchResult
-from redundancy.errors import InvalidInputError
 from redundancy.report import view
 from redundancy.report.view import MAX_ID_CHARS, build_page, shorten
 
@@ -40,12 +38,12 @@ def _environment() -> jinja2.Environment:
 
 
 def _validated(batch: Mapping[str, Any] | BatchResult) -> BatchResult:
+    """The caller's dict as a BatchResult, or InvalidInputError naming every problem."""
     if isinstance(batch, BatchResult):
         return batch
-    try:
-        return BatchResult.model_validate(batch)
-    except ValidationError as exc:
-        raise InvalidInputError(f"not a batch result: {exc}") from None
+    from redundancy.tasks.schemas import validate  # the tasks' boundary, its messages
+
+    return validate(BatchResult, **batch)
 
 
 def render_batch_report(
