@@ -16,6 +16,7 @@ from tests.report_support import (
     PAYLOAD,
     RIVER_CLUSTER,
     known_batch,
+    known_items,
     parse_html,
 )
 
@@ -324,3 +325,52 @@ def test_text_spool_gives_back_each_text_by_id():
         assert spool["a"] == "first \U0001f600 text"
         assert spool.get("c") is None and spool.get("d") is None
         assert sorted(spool) == ["a", "b"] and len(spool) == 2
+
+
+def _write_known_jsonl(path):
+    import json
+
+    path.write_text("".join(json.dumps(item) + "\n" for item in known_items()))
+    return path
+
+
+def test_crd_batch_report_writes_the_page_with_the_texts_it_read(tmp_path):
+    # Given the known documents as JSONL (one of them fails)
+    from click.testing import CliRunner
+
+    from redundancy.cli import EXIT_ITEMS_FAILED, cli
+
+    src = _write_known_jsonl(tmp_path / "docs.jsonl")
+    page, out = tmp_path / "report.html", tmp_path / "results.jsonl"
+
+    # When crd batch runs on the embedded default with --report and --out together
+    result = CliRunner().invoke(cli, ["batch", str(src), "--report", str(page), "--out", str(out)])
+
+    # Then the page shows the best pair's difference from the texts the command read
+    assert result.exit_code == EXIT_ITEMS_FAILED, result.output
+    assert f"wrote {page}" in result.output.replace("\n", "")
+    root = parse_html(page.read_text(encoding="utf-8"))
+    assert [d.text for d in root.by_id("pair-1").find_all("del")] == ["forty "]
+    assert len(root.find_all("pre", cls="text")) == 2 * len(root.find_all("article"))
+    assert summary(root)["documents"] == "7"
+    # and the JSONL output, fed by the same documents, still has every pair
+    assert out.read_text().count('"record": "pair"') == 4
+
+
+def test_crd_batch_report_into_a_missing_folder_fails_before_the_batch(tmp_path):
+    # Given a report path in a folder that does not exist
+    from click.testing import CliRunner
+
+    from redundancy.cli import EXIT_USAGE, cli
+
+    src = _write_known_jsonl(tmp_path / "docs.jsonl")
+
+    # When crd batch is asked to write it
+    result = CliRunner().invoke(
+        cli, ["batch", str(src), "--report", str(tmp_path / "nowhere" / "r.html"), "--json"]
+    )
+
+    # Then it is a usage error naming the folder, and no batch ran
+    assert result.exit_code == EXIT_USAGE
+    assert "no folder" in result.output and "nowhere" in result.output
+    assert '"pairs"' not in result.output

@@ -245,7 +245,7 @@ def batch(
     def on_document(doc_id: str, text: Any) -> None:
         if stream:
             stream.document(doc_id, text)
-        if spool:
+        if spool is not None:
             spool.add(doc_id, text)
 
     try:
@@ -258,12 +258,12 @@ def batch(
             timeout=timeout,
             mode=mode,
             on_pairs=stream.pairs if stream else None,
-            on_document=on_document if stream or spool else None,
+            on_document=on_document if stream or spool is not None else None,
         )
     except BaseException:
         if stream:
             stream.close()  # keeps the pairs found so far
-        if spool:
+        if spool is not None:
             spool.close()
         raise
     seconds = time.perf_counter() - started
@@ -271,7 +271,7 @@ def batch(
         stream.finish(result)
     elif out:
         write_result(result, out, output_format(out, fmt))
-    if report and spool:
+    if report and spool is not None:
         with spool:
             write_batch_report(report, result, spool)
     if as_json:
