@@ -16,6 +16,8 @@ MARGIN_LEFT = 56
 MARGIN_RIGHT = 12
 MARGIN_TOP = 12
 MARGIN_BOTTOM = 48
+MAX_SLOT = 72
+"""Widest room for one bar: a chart of two bars keeps bar-like bars."""
 MAX_X_LABELS = 10
 """More bars than this get every n-th label only, so labels never overlap."""
 
@@ -69,7 +71,7 @@ def bar_chart(values: Sequence[tuple[str, int]], *, x_label: str, y_label: str) 
     plot_height = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM
     bottom = HEIGHT - MARGIN_BOTTOM
     top = nice_ceiling(max((v for _, v in values), default=0))
-    slot = plot_width / max(len(values), 1)
+    slot = min(plot_width / max(len(values), 1), MAX_SLOT)
     gap = min(slot * 0.15, 6.0)
     every = math.ceil(len(values) / MAX_X_LABELS) if values else 1
     bars = []

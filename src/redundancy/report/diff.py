@@ -83,11 +83,14 @@ def word_diff(a: str, b: str, max_chars: int) -> WordDiff:
 
 
 def _extend(side: list[Segment], run: list[str], changed: bool) -> None:
-    """Append a run of tokens, joined to the previous segment when of the same kind."""
-    if not run:
-        return
+    """Append a run of tokens, joined to the previous segment when of the same kind; a
+    changed run's trailing space is not highlighted (unless it is all the run has)."""
     text = "".join(run)
-    if side and side[-1].changed == changed:
-        side[-1] = Segment(side[-1].text + text, changed)
-    else:
-        side.append(Segment(text, changed))
+    core = text.rstrip() if changed else text
+    for part, kind in ((core or text, changed), (text[len(core) :] if core else "", False)):
+        if not part:
+            continue
+        if side and side[-1].changed == kind:
+            side[-1] = Segment(side[-1].text + part, kind)
+        else:
+            side.append(Segment(part, kind))
