@@ -6,8 +6,10 @@ and in ids, so every page test also exercises the escaping.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 RIVER = (
@@ -45,6 +47,12 @@ def known_items() -> list[dict[str, str]]:
     return [{"id": i, "text": t} for i, t in KNOWN_DOCUMENTS.items()] + [
         {"id": FAILED_ID, "text": "   "}
     ]
+
+
+def write_known_jsonl(path: Path) -> Path:
+    """The known items as a JSONL file, the input of ``crd batch``."""
+    path.write_text("".join(json.dumps(item) + "\n" for item in known_items()), "utf-8")
+    return path
 
 
 def known_batch() -> dict[str, Any]:

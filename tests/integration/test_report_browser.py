@@ -6,7 +6,6 @@ Screenshots are kept in tests/artifacts/ (their paths are printed).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,8 +22,8 @@ from tests.report_support import (
     EVIL_ID,
     PAYLOAD,
     RIVER_CLUSTER,
-    known_items,
     parse_html,
+    write_known_jsonl,
 )
 from tests.services import ROOT, require
 
@@ -62,11 +61,6 @@ def browser() -> Iterator[Any]:
         )
         yield browser
         browser.close()
-
-
-def write_known_jsonl(path: Path) -> Path:
-    path.write_text("".join(json.dumps(item) + "\n" for item in known_items()), "utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")

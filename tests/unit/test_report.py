@@ -16,8 +16,8 @@ from tests.report_support import (
     PAYLOAD,
     RIVER_CLUSTER,
     known_batch,
-    known_items,
     parse_html,
+    write_known_jsonl,
 )
 
 
@@ -327,20 +327,13 @@ def test_text_spool_gives_back_each_text_by_id():
         assert sorted(spool) == ["a", "b"] and len(spool) == 2
 
 
-def _write_known_jsonl(path):
-    import json
-
-    path.write_text("".join(json.dumps(item) + "\n" for item in known_items()))
-    return path
-
-
 def test_crd_batch_report_writes_the_page_with_the_texts_it_read(tmp_path):
     # Given the known documents as JSONL (one of them fails)
     from click.testing import CliRunner
 
     from redundancy.cli import EXIT_ITEMS_FAILED, cli
 
-    src = _write_known_jsonl(tmp_path / "docs.jsonl")
+    src = write_known_jsonl(tmp_path / "docs.jsonl")
     page, out = tmp_path / "report.html", tmp_path / "results.jsonl"
 
     # When crd batch runs on the embedded default with --report and --out together
@@ -363,7 +356,7 @@ def test_crd_batch_report_into_a_missing_folder_fails_before_the_batch(tmp_path)
 
     from redundancy.cli import EXIT_USAGE, cli
 
-    src = _write_known_jsonl(tmp_path / "docs.jsonl")
+    src = write_known_jsonl(tmp_path / "docs.jsonl")
 
     # When crd batch is asked to write it
     result = CliRunner().invoke(
