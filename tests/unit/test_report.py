@@ -58,6 +58,8 @@ def test_page_shows_summary_clusters_and_the_best_pair_side_by_side(batch):
     assert heads == [f"Document A: {BEST_NEAR_PAIR[0]}", f"Document B: {BEST_NEAR_PAIR[1]}"]
     assert [d.text for d in first.find_all("del")] == ["forty"]
     assert [i.text for i in first.find_all("ins")] == ["fifty"]
+    # and a server learns from the batch dict which texts that view needs
+    assert compared_ids(batch)[:2] == list(BEST_NEAR_PAIR)
     # the failed item is listed with its error
     failed = root.by_id("failed").find_all("td")
     assert [failed[0].text, failed[1].text] == [FAILED_ID, "EmptyTextError"]

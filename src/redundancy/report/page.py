@@ -16,7 +16,7 @@ import jinja2
 from redundancy import __version__
 from redundancy.core import BatchResult
 from redundancy.report import view
-from redundancy.report.view import MAX_ID_CHARS, build_page, shorten
+from redundancy.report.view import MAX_ID_CHARS, as_batch_result, build_page, shorten
 
 MAX_PAGE_BYTES = 2_000_000
 """Upper bound of a page's size in UTF-8 bytes whatever the batch (a test proves it on a
@@ -37,15 +37,6 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _validated(batch: Mapping[str, Any] | BatchResult) -> BatchResult:
-    """The caller's dict as a BatchResult, or InvalidInputError naming every problem."""
-    if isinstance(batch, BatchResult):
-        return batch
-    from redundancy.tasks.schemas import validate  # the tasks' boundary, its messages
-
-    return validate(BatchResult, **batch)
-
-
 def render_batch_report(
     batch: Mapping[str, Any] | BatchResult,
     texts: Mapping[str, str] | None = None,
@@ -58,7 +49,7 @@ def render_batch_report(
     ``texts`` maps document ids to texts for the side-by-side views (``compared_ids``
     says which are needed); without them the page says the texts are not available.
     """
-    result = _validated(batch)
+    result = as_batch_result(batch)
     page = build_page(result, texts, shorten(title, MAX_ID_CHARS) if title else None)
     template = _environment().get_template("report.html.j2")
     return template.render(page=page, limits=view, version=__version__)

@@ -1,5 +1,5 @@
 """What the results page shows, computed from a BatchResult: every list capped, so the page
-of a 100,000-document batch has the same bounded size as that of a small one.
+of a 100,000-document batch stays as bounded as that of a small one.
 
 Histograms count every pair; lists keep the top entries and say how many there are in all.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -131,9 +132,19 @@ def compared_pairs(batch: BatchResult) -> list[DocumentPair]:
     return near
 
 
-def compared_ids(batch: BatchResult) -> list[str]:
-    """The documents whose texts the side-by-side views show (fetch only these)."""
-    return list(dict.fromkeys(i for p in compared_pairs(batch) for i in (p.id_a, p.id_b)))
+def as_batch_result(batch: Mapping[str, Any] | BatchResult) -> BatchResult:
+    """The caller's dict as a BatchResult, or InvalidInputError naming every problem."""
+    if isinstance(batch, BatchResult):
+        return batch
+    from redundancy.tasks.schemas import validate  # the tasks' boundary, its messages
+
+    return validate(BatchResult, **batch)
+
+
+def compared_ids(batch: Mapping[str, Any] | BatchResult) -> list[str]:
+    """The documents whose texts the side-by-side views show: a server fetches only these."""
+    pairs = compared_pairs(as_batch_result(batch))
+    return list(dict.fromkeys(i for p in pairs for i in (p.id_a, p.id_b)))
 
 
 def score_histogram(scores: Sequence[float], threshold: float) -> list[tuple[str, int]]:
@@ -167,13 +178,12 @@ def _largest_clusters(batch: BatchResult) -> list[ClusterRow]:
     ranked = heapq.nsmallest(
         TOP_CLUSTERS, range(len(batch.clusters)), key=lambda n: (-len(batch.clusters[n]), n)
     )
-    shown = set(ranked)
     cluster_of = {doc: n for n in ranked for doc in batch.clusters[n]}
     best_of: dict[str, float] = {}
     scores: dict[int, list[float]] = {n: [] for n in ranked}
     for p in batch.pairs:
         n = cluster_of.get(p.id_a)
-        if n is None or n not in shown:
+        if n is None:
             continue
         scores[n].append(p.score)
         for doc in (p.id_a, p.id_b):
