@@ -195,6 +195,11 @@ def compare(
     default=None,
     help="output format (default: from --out's extension)",
 )
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the results page: one self-contained HTML file (charts, clusters, diffs)",
+)
 @click.option("--webhook", "webhook_url", default=None, help="POST the summary here when done")
 @click.option("--json", "as_json", is_flag=True, help="print the full result as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a TTY)")
@@ -213,6 +218,7 @@ def batch(
     algorithm: str,
     out: Path | None,
     fmt: str | None,
+    report: Path | None,
     webhook_url: str | None,
     as_json: bool,
     progress: bool | None,
@@ -233,11 +239,22 @@ def batch(
         progress_bar,
         write_result,
     )
+    from redundancy.report import TextSpool, write_batch_report
 
     console = Console()
     started = time.perf_counter()
     stream = JsonlStream(out) if out and output_format(out, fmt) == "jsonl" else None
     show_progress = console.is_terminal if progress is None else progress
+    if report and not report.resolve().parent.is_dir():
+        raise click.BadParameter(f"no folder {report.parent} to write it in", param_hint="--report")
+    spool = TextSpool() if report else None
+
+    def on_document(doc_id: str, text: Any) -> None:
+        if stream:
+            stream.document(doc_id, text)
+        if spool is not None:
+            spool.add(doc_id, text)
+
     try:
         result = run_batch(
             read_inputs(list(paths)),
@@ -248,11 +265,13 @@ def batch(
             timeout=timeout,
             mode=mode,
             on_pairs=stream.pairs if stream else None,
-            on_document=stream.document if stream else None,
+            on_document=on_document if stream or spool is not None else None,
         )
     except BaseException as exc:
         if stream:
             stream.close()  # keeps the pairs found so far
+        if spool is not None:
+            spool.close()
         if isinstance(exc, BatchRunError):
             raise click.ClickException(str(exc)) from exc
         raise
@@ -261,12 +280,16 @@ def batch(
         stream.finish(result)
     elif out:
         write_result(result, out, output_format(out, fmt))
+    if report and spool is not None:
+        with spool:
+            write_batch_report(report, result, spool)
     if as_json:
         _print_json(result.model_dump(mode="json"))
     else:
         print_summary(console, result, mode=_mode(), seconds=seconds)
-        if out:
-            console.print(f"wrote {out}")
+        for path in (out, report):
+            if path:
+                console.print(f"wrote {path}")
     if result.failed:
         sys.exit(EXIT_ITEMS_FAILED)
 
