@@ -195,6 +195,7 @@ def rate_limit(key_id: str) -> str:
     return f"{RATELIMIT}gcra:{key_id}"
 
 
-def daily_quota(key_id: str, day: str) -> str:
-    """Hash ``documents``/``bytes`` used by one API key on one UTC day (YYYYMMDD)."""
-    return f"{RATELIMIT}quota:{key_id}:{day}"
+def daily_quota(key_id: str) -> str:
+    """Hash: the UTC ``day`` (days since the epoch, server clock) and the ``documents``
+    and ``bytes`` one API key submitted that day; a new day starts from zero."""
+    return f"{RATELIMIT}quota:{key_id}"

@@ -18,6 +18,7 @@ fail the batch; infrastructure errors are retried; a lost staging area fails lou
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import uuid
@@ -29,6 +30,7 @@ from celery import chain, chord, group
 from celery.canvas import Signature
 from celery.result import allow_join_result
 
+from redundancy import keys
 from redundancy.config import get_settings
 from redundancy.core import (
     DEFAULT_ALGORITHM,
@@ -36,6 +38,7 @@ from redundancy.core import (
     BatchItemResult,
     BatchResult,
     Document,
+    DocumentPair,
     ItemError,
     LSHParams,
     SearchMode,
@@ -340,11 +343,40 @@ def merge_batch(
     emit(event)
     if webhook_url:
         _schedule_webhook(webhook_url, event)
+    keep_pair_texts(batch_id, found.pairs)  # the results page's diff view (redundancy.api)
     try:
         get_job_store().delete(batch_id, **_search_tables(mode, count, chunk_size, threshold))
     except Exception:  # the TTL removes them anyway
         log.warning("could not delete staged documents of batch %s", batch_id, exc_info=True)
     return summary
+
+
+KEPT_TEXT_DOCUMENTS = 100
+"""Documents of a finished batch's best pairs whose texts outlive the merge."""
+KEPT_TEXT_CHARS = 100_000
+"""Characters kept of each (the page shows fewer; a 1 MB text is not kept whole)."""
+
+
+def keep_pair_texts(batch_id: str, pairs: Sequence[DocumentPair]) -> None:
+    """Keep the texts of the documents in the best-scoring pairs for ``BATCH_TTL``
+    (``keys.batch_texts``): the results page shows two of them side by side after the
+    staged documents are deleted. A hook: it never fails the merge."""
+    try:
+        positions: dict[int, None] = {}
+        for pair in sorted(pairs, key=lambda p: -p.score):
+            if len(positions) >= KEPT_TEXT_DOCUMENTS:
+                break
+            positions.update({pair.a: None, pair.b: None})
+        if not positions:
+            return
+        kept = {
+            doc_id: json.dumps({"id": doc_id, "text": text[:KEPT_TEXT_CHARS]}).encode()
+            for _, doc_id, text in load_positions(batch_id, sorted(positions))
+            if isinstance(text, str)
+        }
+        get_job_store().put_blobs({keys.batch_texts(batch_id): kept}, get_settings().batch_ttl)
+    except Exception:
+        log.warning("could not keep the pair texts of batch %s", batch_id, exc_info=True)
 
 
 def _search_tables(mode: str, count: int, chunk_size: int, threshold: float) -> dict[str, int]:
