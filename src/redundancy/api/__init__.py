@@ -18,6 +18,16 @@
 
 from __future__ import annotations
 
-from redundancy.api.app import create_api
+from typing import Any
 
 __all__ = ["create_api"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: ``crd serve`` imports ``redundancy.api.server`` and must set up the metrics
+    # folder before anything (the app's modules) imports prometheus_client.
+    if name == "create_api":
+        from redundancy.api.app import create_api
+
+        return create_api
+    raise AttributeError(name)
