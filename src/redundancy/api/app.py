@@ -1,4 +1,4 @@
-"""``create_api()``: the ASGI app of the HTTP gateway (docs/architecture.md, "HTTP").
+"""``create_api()``: the ASGI app of the HTTP gateway (README, "HTTP API").
 
     request -> GatewayMiddleware (correlation id, metrics, access log, body limits)
             -> OpenTelemetry's FastAPI instrumentation (a SERVER span; tasks become children)

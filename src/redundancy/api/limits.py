@@ -1,5 +1,5 @@
 """Rate limits and daily quotas per API key: atomic, on the server's clock, shared by
-every API instance (docs/architecture.md, "HTTP").
+every API instance (README, "HTTP API").
 
 * **Requests per second with a burst**: GCRA (the generic cell rate algorithm of
   redis-cell), one Lua script. Each key stores one number, its *theoretical arrival

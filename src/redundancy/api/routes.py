@@ -202,7 +202,7 @@ async def submit_batch(
     kind = intake.media_type(request)
     query = {"threshold": threshold, "algorithm": algorithm, "mode": mode,
              "webhook_url": webhook_url}  # fmt: skip
-    options = {k: v for k, v in query.items() if v is not None}
+    options: dict[str, Any] = {k: v for k, v in query.items() if v is not None}
     tally = intake.Tally(settings.api_max_batch_documents)
     job_id = uuid.uuid4().hex
 
@@ -260,10 +260,10 @@ def status_body(job: jobs.JobRecord, snap: jobs.Snapshot, offset: int, limit: in
         state=snap.state,
         created_at=job.created_at,
         documents=job.documents,
-        progress=progress,  # type: ignore[arg-type]
+        progress=progress,
         result=result,
-        error=snap.error,  # type: ignore[arg-type]
-        links=links(job.job_id, job.kind),  # type: ignore[arg-type]
+        error=snap.error,
+        links=links(job.job_id, job.kind),
     ).model_dump(mode="json")
 
 
@@ -323,7 +323,7 @@ async def job_events(job_id: str, principal: Caller) -> EventSourceResponse:
                 progress = {"state": snap.state, "done": snap.done, "total": job.tasks}
                 yield ServerSentEvent(orjson.dumps(progress).decode(), event="progress")
             if snap.state in FINISHED:
-                final = {"job_id": job.job_id, "state": snap.state}
+                final: dict[str, Any] = {"job_id": job.job_id, "state": snap.state}
                 final["links"] = links(job.job_id, job.kind)
                 if snap.error:
                     final["error"] = snap.error
@@ -433,7 +433,7 @@ async def metrics() -> Response:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         registry = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(registry, str(folder))
+        MultiProcessCollector(registry, str(folder))  # type: ignore[no-untyped-call]
         data = await anyio.to_thread.run_sync(generate_latest, registry)
     else:
         data = generate_latest(REGISTRY)
