@@ -358,16 +358,38 @@ def test_multipart_upload_is_one_document_per_file(monkeypatch):
     assert unsupported.status_code == 415
 
 
-def test_the_gcra_allows_the_burst_at_once_then_the_rate(monkeypatch):
-    from redundancy.api import limits
+def test_one_admission_checks_key_rate_and_quota_and_charges_only_when_all_hold(monkeypatch):
+    from redundancy.api import apikeys, limits
     from redundancy.api.store import run_blocking
 
     make_app(monkeypatch)
-    decisions = [run_blocking(limits.admit("k1", 2.0, 3)) for _ in range(5)]
-    assert [d.allowed for d in decisions] == [True, True, True, False, False]
-    assert [d.remaining for d in decisions[:3]] == [2, 1, 0]
-    assert decisions[3].retry_after == 1  # 0.5 s to the next slot, rounded up
-    assert decisions[0].headers()["RateLimit-Policy"] == "3;w=2"
+    key = new_key("ana")
+    key_id = apikeys.key_id_of(key)
+    ref = keys.api_key(apikeys.digest(key))
+
+    def admit(documents: int = 0, key_ref: str = ref, key_id: str = key_id):
+        flow = limits.admit(
+            key_id, key_ref=key_ref, by_digest=True, rate=2.0, burst=3,
+            documents=documents, size=10 * documents, max_documents=5, max_bytes=1000,
+        )  # fmt: skip
+        return run_blocking(flow)
+
+    # Given a key allowed 2 requests/s with a burst of 3 and 5 documents a day
+    # When a request asks for more documents than the quota allows
+    over = admit(documents=6)
+    # Then it is refused for the quota, and neither its rate nor its documents were charged
+    assert (over.status, over.quota.exceeded, over.user_id) == (-2, "documents", "ana")
+    # When 5 requests of one document come at once: the burst of 3 passes, then the rate
+    results = [admit(documents=1) for _ in range(5)]
+    assert [r.status for r in results] == [1, 1, 1, 0, 0]
+    assert [r.rate.remaining for r in results[:3]] == [2, 1, 0]
+    assert results[3].rate.retry_after == 1  # 0.5 s to the next slot, rounded up
+    assert [r.quota.documents for r in results] == [1, 2, 3, 3, 3]  # refused: not charged
+    assert results[0].rate.headers()["RateLimit-Policy"] == "3;w=2"
+    # A key id that does not match the digest's (a guessed id) is unknown, charging nothing
+    forged = admit(key_id="0" * 12)
+    assert forged.status == -1
+    assert admit(key_ref=keys.api_key("0" * 64)).status == -1
 
 
 def test_openapi_is_generated_from_the_tasks_and_core_models(monkeypatch):

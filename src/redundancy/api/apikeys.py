@@ -2,8 +2,10 @@
 
 A key reads ``crd_<key id>_<secret>``: the key id (12 hex digits) is public -- it names
 the key in ``crd keys list`` and in rate-limit state -- and the secret is 256 random
-bits. Looking a key up is one HMGET of ``keys.api_key(sha256(key))``; revoking deletes
-that hash, so the next request on any instance is refused. A plain sha256 suffices
+bits. A key is found by ``keys.api_key(sha256(key))``, a hash holding its id and user;
+revoking deletes that hash, so the next request on any instance is refused
+(``limits.admit`` checks the key in the same round trip as its rate limit). A plain
+sha256 suffices
 (no slow hash): the secret is random, not a password someone chose.
 """
 
@@ -55,6 +57,13 @@ def key_shape_ok(key: str) -> bool:
     return _KEY_SHAPE.fullmatch(key) is not None
 
 
+def key_id_of(key: str) -> str | None:
+    """The public id inside a well-formed key (None for a malformed one). Only a guess
+    until the key's digest is found holding the same id (``limits.admit`` checks)."""
+    match = _KEY_SHAPE.fullmatch(key)
+    return match.group(1) if match else None
+
+
 def create(user_id: str, name: str = "") -> Flow[tuple[str, ApiKeyInfo]]:
     """A new key for ``user_id``: ``(the key, its info)``. The key is not stored."""
     check_user_id(user_id)
@@ -71,21 +80,6 @@ def create(user_id: str, name: str = "") -> Flow[tuple[str, ApiKeyInfo]]:
         transaction=True,
     )
     return key, info
-
-
-def lookup(key: str) -> Flow[Principal | None]:
-    """The key's owner, or None for an unknown, revoked or malformed key."""
-    if not key_shape_ok(key):
-        return None
-    key_id, user_id = yield cmd("HMGET", keys.api_key(digest(key)), "key_id", "user_id")
-    if key_id is None or user_id is None:
-        return None
-    return Principal(user_id=as_text(user_id), key_id=as_text(key_id))
-
-
-def alive(key_id: str) -> Flow[bool]:
-    """True while the key with this id is not revoked (sessions made with it check)."""
-    return bool((yield cmd("EXISTS", keys.api_key_id(key_id))))
 
 
 def list_keys(user_id: str) -> Flow[list[ApiKeyInfo]]:
@@ -122,4 +116,12 @@ def _values(reply: Any) -> list[str]:
     return [as_text(v) for v in list(reply)[1::2]]
 
 
-__all__ = ["ApiKeyInfo", "Principal", "alive", "create", "digest", "list_keys", "lookup", "revoke"]
+__all__ = [
+    "ApiKeyInfo",
+    "Principal",
+    "create",
+    "digest",
+    "key_id_of",
+    "list_keys",
+    "revoke",
+]

@@ -16,6 +16,7 @@ import ipaddress
 
 from fastapi import Request
 
+from redundancy import keys
 from redundancy.api import apikeys, limits
 from redundancy.api.apikeys import Principal
 from redundancy.api.errors import RateLimitedError, UnauthorizedError
@@ -45,55 +46,95 @@ def bearer_key(request: Request) -> str | None:
     return None
 
 
-async def identify(request: Request) -> Principal:
-    """The caller, or UnauthorizedError (401) with what is missing or wrong."""
-    key = bearer_key(request)
+async def admitted(
+    request: Request, *, key: str | None = None, documents: int = 0, size: int = 0
+) -> Principal:
+    """The caller, admitted: a live key (``key``, else the Bearer header, else the
+    session cookie's), within its rate limit and -- for ``documents``/``size`` -- today's
+    quota, all checked and charged in one round trip (``limits.admit``). Raises
+    UnauthorizedError (401) or RateLimitedError (429 with Retry-After)."""
+    settings = get_settings()
+    key = key if key is not None else bearer_key(request)
+    session_id: str | None = None
+    user_id = ""
     if key is not None:
-        principal = await run(apikeys.lookup(key))
-        if principal is None:
+        key_id = apikeys.key_id_of(key)
+        if key_id is None:
             raise UnauthorizedError("unknown or revoked API key")
-        return principal
-    session_id = request.cookies.get(SESSION_COOKIE)
-    if session_id:
+        ref, by_digest = keys.api_key(apikeys.digest(key)), True
+    elif session_cookie := request.cookies.get(SESSION_COOKIE):
         from redundancy.sessions import get_session_manager
 
-        session = await get_session_manager().get_session(session_id, client_ip(request))
-        key_id = session.data.get(SESSION_KEY_FIELD) if session else None
-        if session is None or not isinstance(key_id, str) or not await run(apikeys.alive(key_id)):
-            raise UnauthorizedError("the session ended or its API key was revoked: log in again")
-        return Principal(session.user_id, key_id, session.session_id)
-    raise UnauthorizedError(
-        "authentication required: send 'Authorization: Bearer <API key>' or log in "
-        "(POST /v1/sessions) for a session cookie"
+        session = await get_session_manager().get_session(session_cookie, client_ip(request))
+        found = session.data.get(SESSION_KEY_FIELD) if session else None
+        if session is None or not isinstance(found, str):
+            raise UnauthorizedError(ENDED)
+        key_id, session_id, user_id = found, session.session_id, session.user_id
+        ref, by_digest = keys.api_key_id(key_id), False
+    else:
+        raise UnauthorizedError(
+            "authentication required: send 'Authorization: Bearer <API key>' or log in "
+            "(POST /v1/sessions) for a session cookie"
+        )
+    admission = await run(
+        limits.admit(
+            key_id,
+            key_ref=ref,
+            by_digest=by_digest,
+            rate=settings.api_rate_limit,
+            burst=settings.api_rate_burst,
+            documents=documents,
+            size=size,
+            max_documents=settings.api_quota_documents,
+            max_bytes=settings.api_quota_bytes,
+        )
     )
-
-
-async def authorized(request: Request) -> Principal:
-    """FastAPI dependency: identify the caller and charge one request to their key."""
-    principal = await identify(request)
-    await admit_request(request, principal)
+    if admission.status == -1:
+        raise UnauthorizedError(ENDED if session_id else "unknown or revoked API key")
+    principal = Principal(user_id or admission.user_id, key_id, session_id)
+    setattr(request.state, STATE_PRINCIPAL, principal)
+    headers = admission.rate.headers()
+    setattr(request.state, STATE_RATE_HEADERS, headers)
+    if admission.status == 0:
+        raise RateLimitedError(
+            f"rate limit of {settings.api_rate_limit:g} requests/s (burst "
+            f"{settings.api_rate_burst}) reached for key {key_id}; retry in "
+            f"{admission.rate.retry_after} s",
+            headers=headers,
+        )
+    if admission.status == -2:
+        raise quota_exceeded(principal, admission.quota, documents, size)
     return principal
 
 
-async def admit_request(request: Request, principal: Principal) -> None:
-    """Charge one request to the caller's key: RateLimit-* headers, or 429."""
-    setattr(request.state, STATE_PRINCIPAL, principal)
+ENDED = "the session ended or its API key was revoked: log in again"
+
+
+async def authorized(request: Request) -> Principal:
+    """FastAPI dependency: the caller, admitted for one request (no documents)."""
+    return await admitted(request)
+
+
+def quota_exceeded(
+    principal: Principal, quota: limits.QuotaDecision, documents: int, size: int
+) -> RateLimitedError:
     settings = get_settings()
-    decision = await run(
-        limits.admit(principal.key_id, settings.api_rate_limit, settings.api_rate_burst)
+    limit = (
+        f"{settings.api_quota_documents:,} documents"
+        if quota.exceeded == "documents"
+        else f"{settings.api_quota_bytes:,} bytes"
     )
-    setattr(request.state, STATE_RATE_HEADERS, decision.headers())
-    if not decision.allowed:
-        raise RateLimitedError(
-            f"rate limit of {settings.api_rate_limit:g} requests/s (burst "
-            f"{settings.api_rate_burst}) reached for key {principal.key_id}; retry in "
-            f"{decision.retry_after} s",
-            headers=decision.headers(),
-        )
+    return RateLimitedError(
+        f"daily quota of {limit} for key {principal.key_id} would be exceeded (used "
+        f"today: {quota.documents:,} documents, {quota.bytes:,} bytes; this request: "
+        f"{documents:,} documents, {size:,} bytes); it resets at 00:00 UTC",
+        headers={"Retry-After": str(quota.reset)},
+    )
 
 
 async def charge_quota(principal: Principal, documents: int, size: int) -> None:
-    """Count documents and bytes against the key's daily quota, or 429 until tomorrow."""
+    """Count documents and bytes against the key's daily quota, or 429 until tomorrow
+    (for batches, whose size is known only once read)."""
     settings = get_settings()
     decision = await run(
         limits.charge(
@@ -105,17 +146,7 @@ async def charge_quota(principal: Principal, documents: int, size: int) -> None:
         )
     )
     if not decision.allowed:
-        limit = (
-            f"{settings.api_quota_documents:,} documents"
-            if decision.exceeded == "documents"
-            else f"{settings.api_quota_bytes:,} bytes"
-        )
-        raise RateLimitedError(
-            f"daily quota of {limit} for key {principal.key_id} would be exceeded (used "
-            f"today: {decision.documents:,} documents, {decision.bytes:,} bytes; this "
-            f"request: {documents:,} documents, {size:,} bytes); it resets at 00:00 UTC",
-            headers={"Retry-After": str(decision.reset)},
-        )
+        raise quota_exceeded(principal, decision, documents, size)
 
 
 async def refund_quota(principal: Principal, documents: int, size: int) -> None:
@@ -132,4 +163,4 @@ async def refund_quota(principal: Principal, documents: int, size: int) -> None:
     )
 
 
-__all__ = ["SESSION_COOKIE", "authorized", "charge_quota", "client_ip", "identify"]
+__all__ = ["SESSION_COOKIE", "admitted", "authorized", "charge_quota", "client_ip"]

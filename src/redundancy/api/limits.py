@@ -26,85 +26,171 @@ from redundancy.kv.ops import as_text
 
 DAY_SECONDS = 86_400
 
-GCRA = Script(
-    "api_gcra",
-    """
+# Lua pieces, composed into the scripts below (each runs whole, atomically).
+_CLOCK = """
     local t = redis.call('TIME')
     local now = t[1] * 1000 + t[2] / 1000
-    local period = tonumber(ARGV[1])
-    local burst = tonumber(ARGV[2])
+    local day = math.floor(t[1] / 86400)
+    local day_left = 86400 - t[1] % 86400
+"""
+_GCRA_CHECK = """
+    local period, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
     local tolerance = period * burst
     local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
     if tat < now then tat = now end
     local new_tat = tat + period
-    if new_tat - now > tolerance then
-        local retry = new_tat - now - tolerance
-        return {0, 0, math.ceil(retry), math.ceil(tat - now)}
+    local rate_ok = new_tat - now <= tolerance
+    local remaining, retry, reset = 0, math.ceil(new_tat - now - tolerance), math.ceil(tat - now)
+    if rate_ok then
+        remaining = math.floor((tolerance - (new_tat - now)) / period)
+        retry, reset = 0, math.ceil(new_tat - now)
+    end
+"""
+_QUOTA_CHECK = """
+    local q = redis.call('HMGET', KEYS[2], 'day', 'documents', 'bytes')
+    local docs, size = 0, 0
+    if tonumber(q[1]) == day then docs, size = tonumber(q[2]), tonumber(q[3]) end
+    local add_docs, add_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+    local exceeded = ''
+    if add_docs > 0 and docs + add_docs > tonumber(ARGV[5]) then exceeded = 'documents'
+    elseif add_bytes > 0 and size + add_bytes > tonumber(ARGV[6]) then exceeded = 'bytes' end
+"""
+_QUOTA_COMMIT = """
+    if add_docs ~= 0 or add_bytes ~= 0 then
+        docs, size = math.max(0, docs + add_docs), math.max(0, size + add_bytes)
+        redis.call('HSET', KEYS[2], 'day', day, 'documents', docs, 'bytes', size)
+        redis.call('EXPIRE', KEYS[2], day_left)
+    end
+"""
+
+ADMIT = Script(
+    "api_admit",
+    _CLOCK
+    + """
+    local user = ''
+    if ARGV[7] == 'digest' then
+        local f = redis.call('HMGET', KEYS[3], 'key_id', 'user_id')
+        if not f[1] or f[1] ~= ARGV[8] then return {-1} end
+        user = f[2]
+    elseif redis.call('EXISTS', KEYS[3]) == 0 then
+        return {-1}
+    end
+    """
+    + _GCRA_CHECK
+    + _QUOTA_CHECK
+    + """
+    if not rate_ok then return {0, user, remaining, retry, reset, docs, size, day_left, ''} end
+    if exceeded ~= '' then
+        return {-2, user, remaining, retry, reset, docs, size, day_left, exceeded}
     end
     redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now))
-    local remaining = math.floor((tolerance - (new_tat - now)) / period)
-    return {1, remaining, 0, math.ceil(new_tat - now)}
+    """
+    + _QUOTA_COMMIT
+    + """
+    return {1, user, remaining, retry, reset, docs, size, day_left, ''}
     """,
 )
-"""ARGV: period (ms per request), burst. Answers {allowed, remaining, retry_ms, reset_ms}."""
-
-
-@script_twin(GCRA.name)
-def _gcra_twin(store: Any, k: list[bytes], a: list[bytes]) -> list[int]:
-    sec, usec = store.call("TIME")
-    now = int(sec) * 1000 + int(usec) / 1000
-    period, burst = float(a[0]), float(a[1])
-    tolerance = period * burst
-    tat = max(float(store.call("GET", k[0]) or 0), now)
-    new_tat = tat + period
-    if new_tat - now > tolerance:
-        return [0, 0, math.ceil(new_tat - now - tolerance), math.ceil(tat - now)]
-    store.call("SET", k[0], repr(new_tat), "PX", math.ceil(new_tat - now))
-    return [1, math.floor((tolerance - (new_tat - now)) / period), 0, math.ceil(new_tat - now)]
-
+"""One request of one API key, in one round trip: the key is live (KEYS[3]: its digest
+hash, whose ``key_id`` must be ARGV[8], or -- for a session -- its id key), it is within
+its GCRA rate (KEYS[1]) and, if it brings documents, within today's quota (KEYS[2]).
+Nothing is charged unless all hold. ARGV: period ms, burst, documents, bytes, documents
+limit, bytes limit, ``digest`` or ``id``, key id. Answers {status (1 ok, 0 rate, -2
+quota, -1 unknown key), user, remaining, retry ms, reset ms, documents used, bytes used,
+seconds to the next UTC day, quota limit hit}."""
 
 QUOTA = Script(
     "api_quota",
+    _CLOCK
+    + _QUOTA_CHECK.replace("KEYS[2]", "KEYS[1]")
+    + """
+    if exceeded ~= '' then return {0, docs, size, day_left, exceeded} end
     """
-    local t = redis.call('TIME')
-    local day = math.floor(t[1] / 86400)
-    local left = 86400 - t[1] % 86400
-    local h = redis.call('HMGET', KEYS[1], 'day', 'documents', 'bytes')
-    local docs, size = 0, 0
-    if tonumber(h[1]) == day then docs, size = tonumber(h[2]), tonumber(h[3]) end
-    local add_docs, add_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
-    if add_docs > 0 and docs + add_docs > tonumber(ARGV[3]) then
-        return {0, docs, size, left, 'documents'}
-    end
-    if add_bytes > 0 and size + add_bytes > tonumber(ARGV[4]) then
-        return {0, docs, size, left, 'bytes'}
-    end
-    docs, size = math.max(0, docs + add_docs), math.max(0, size + add_bytes)
-    redis.call('HSET', KEYS[1], 'day', day, 'documents', docs, 'bytes', size)
-    redis.call('EXPIRE', KEYS[1], left)
-    return {1, docs, size, left, ''}
+    + _QUOTA_COMMIT.replace("KEYS[2]", "KEYS[1]")
+    + """
+    return {1, docs, size, day_left, ''}
     """,
 )
-"""ARGV: documents, bytes (negative: a refund), documents limit, bytes limit.
-Answers {allowed, documents used, bytes used, seconds to the next UTC day, limit hit}."""
+"""Charge (or, negative, refund) documents and bytes as they stream in. ARGV as ADMIT's
+(3..6 used; 1..2 are zeros). Answers {allowed, documents used, bytes used, seconds to
+the next day, limit hit}."""
+
+
+# --- the in-memory twins (same steps, in Python, under the store's lock) -----------------
+
+
+def _twin_clock(store: Any) -> tuple[float, int, int]:
+    sec, usec = store.call("TIME")
+    return (
+        int(sec) * 1000 + int(usec) / 1000,
+        int(sec) // DAY_SECONDS,
+        DAY_SECONDS - int(sec) % DAY_SECONDS,
+    )
+
+
+def _twin_gcra(store: Any, key: bytes, now: float, a: list[bytes]) -> tuple[bool, list[Any], float]:
+    period, burst = float(a[0]), float(a[1])
+    tolerance = period * burst
+    tat = max(float(store.call("GET", key) or 0), now)
+    new_tat = tat + period
+    if new_tat - now <= tolerance:
+        remaining = math.floor((tolerance - (new_tat - now)) / period)
+        return True, [remaining, 0, math.ceil(new_tat - now)], new_tat
+    return False, [0, math.ceil(new_tat - now - tolerance), math.ceil(tat - now)], new_tat
+
+
+def _twin_quota(store: Any, key: bytes, day: int, a: list[bytes]) -> tuple[int, int, str]:
+    stored = store.call("HGETALL", key)
+    docs = size = 0
+    if stored and int(stored[b"day"]) == day:
+        docs, size = int(stored[b"documents"]), int(stored[b"bytes"])
+    add_docs, add_bytes = int(a[2]), int(a[3])
+    if add_docs > 0 and docs + add_docs > int(a[4]):
+        return docs, size, "documents"
+    if add_bytes > 0 and size + add_bytes > int(a[5]):
+        return docs, size, "bytes"
+    return docs, size, ""
+
+
+def _twin_quota_commit(
+    store: Any, key: bytes, day: int, left: int, a: list[bytes], docs: int, size: int
+) -> tuple[int, int]:
+    add_docs, add_bytes = int(a[2]), int(a[3])
+    if add_docs or add_bytes:
+        docs, size = max(0, docs + add_docs), max(0, size + add_bytes)
+        store.call("HSET", key, "day", day, "documents", docs, "bytes", size)
+        store.call("PEXPIRE", key, left * 1000)
+    return docs, size
+
+
+@script_twin(ADMIT.name)
+def _admit_twin(store: Any, k: list[bytes], a: list[bytes]) -> list[Any]:
+    now, day, left = _twin_clock(store)
+    user: Any = b""
+    if a[6] == b"digest":
+        fields = store.call("HGETALL", k[2])
+        if not fields or fields.get(b"key_id") != a[7]:
+            return [-1]
+        user = fields[b"user_id"]
+    elif not store.call("EXISTS", k[2]):
+        return [-1]
+    rate_ok, rate, new_tat = _twin_gcra(store, k[0], now, a)
+    docs, size, exceeded = _twin_quota(store, k[1], day, a)
+    if not rate_ok:
+        return [0, user, *rate, docs, size, left, b""]
+    if exceeded:
+        return [-2, user, *rate, docs, size, left, exceeded.encode()]
+    store.call("SET", k[0], repr(new_tat), "PX", math.ceil(new_tat - now))
+    docs, size = _twin_quota_commit(store, k[1], day, left, a, docs, size)
+    return [1, user, *rate, docs, size, left, b""]
 
 
 @script_twin(QUOTA.name)
 def _quota_twin(store: Any, k: list[bytes], a: list[bytes]) -> list[Any]:
-    sec, _ = store.call("TIME")
-    day, left = int(sec) // DAY_SECONDS, DAY_SECONDS - int(sec) % DAY_SECONDS
-    stored = store.call("HGETALL", k[0])
-    docs = size = 0
-    if stored and int(stored[b"day"]) == day:
-        docs, size = int(stored[b"documents"]), int(stored[b"bytes"])
-    add_docs, add_bytes = int(a[0]), int(a[1])
-    if add_docs > 0 and docs + add_docs > int(a[2]):
-        return [0, docs, size, left, b"documents"]
-    if add_bytes > 0 and size + add_bytes > int(a[3]):
-        return [0, docs, size, left, b"bytes"]
-    docs, size = max(0, docs + add_docs), max(0, size + add_bytes)
-    store.call("HSET", k[0], "day", day, "documents", docs, "bytes", size)
-    store.call("PEXPIRE", k[0], left * 1000)
+    _, day, left = _twin_clock(store)
+    docs, size, exceeded = _twin_quota(store, k[0], day, a)
+    if exceeded:
+        return [0, docs, size, left, exceeded.encode()]
+    docs, size = _twin_quota_commit(store, k[0], day, left, a, docs, size)
     return [1, docs, size, left, b""]
 
 
@@ -145,20 +231,64 @@ class QuotaDecision:
     """``documents`` or ``bytes`` when refused."""
 
 
-def admit(key_id: str, rate: float, burst: int) -> Flow[RateDecision]:
-    """Count one request of ``key_id`` against ``rate`` requests/s with ``burst``."""
+@dataclass(frozen=True)
+class Admission:
+    """ADMIT's answer: whether the request may go on, who the key belongs to (by digest),
+    and both decisions for the response headers."""
+
+    status: int
+    """1 admitted; 0 over the rate; -2 over the quota; -1 unknown or revoked key."""
+    user_id: str
+    rate: RateDecision
+    quota: QuotaDecision
+
+
+def admit(
+    key_id: str,
+    *,
+    key_ref: str,
+    by_digest: bool,
+    rate: float,
+    burst: int,
+    documents: int = 0,
+    size: int = 0,
+    max_documents: int = 1,
+    max_bytes: int = 1,
+) -> Flow[Admission]:
+    """One request of ``key_id``: the key is live (``key_ref``: ``keys.api_key(digest)``
+    when ``by_digest``, else ``keys.api_key_id(key_id)``), within ``rate`` requests/s with
+    ``burst``, and within today's quota for ``documents``/``size`` -- one round trip."""
     period = 1000.0 / rate
-    allowed, remaining, retry_ms, reset_ms = yield RunScript(
-        GCRA, (keys.rate_limit(key_id),), (repr(period), burst)
+    reply = yield RunScript(
+        ADMIT,
+        (keys.rate_limit(key_id), keys.daily_quota(key_id), key_ref),
+        (
+            repr(period),
+            burst,
+            documents,
+            size,
+            max_documents,
+            max_bytes,
+            "digest" if by_digest else "id",
+            key_id,
+        ),
     )
-    return RateDecision(
-        allowed=bool(allowed),
+    status = int(reply[0])
+    if status == -1:
+        return Admission(
+            -1, "", RateDecision(False, burst, 0, 0, 0, 1), QuotaDecision(False, 0, 0, 0, "")
+        )
+    _, user, remaining, retry_ms, reset_ms, docs, used, day_left, exceeded = reply
+    decision = RateDecision(
+        allowed=status != 0,
         limit=burst,
         remaining=int(remaining),
         retry_after=math.ceil(int(retry_ms) / 1000),
         reset=math.ceil(int(reset_ms) / 1000),
         window=max(1, math.ceil(burst / rate)),
     )
+    quota = QuotaDecision(status != -2, int(docs), int(used), int(day_left), as_text(exceeded))
+    return Admission(status, as_text(user), decision, quota)
 
 
 def charge(
@@ -167,9 +297,9 @@ def charge(
     """Add documents and bytes to today's use of ``key_id`` unless a limit would be
     crossed (then nothing is added). Negative amounts refund an aborted request."""
     allowed, docs, used, reset, exceeded = yield RunScript(
-        QUOTA, (keys.daily_quota(key_id),), (documents, size, max_documents, max_bytes)
+        QUOTA, (keys.daily_quota(key_id),), (0, 0, documents, size, max_documents, max_bytes)
     )
     return QuotaDecision(bool(allowed), int(docs), int(used), int(reset), as_text(exceeded))
 
 
-__all__ = ["QuotaDecision", "RateDecision", "admit", "charge"]
+__all__ = ["Admission", "QuotaDecision", "RateDecision", "admit", "charge"]

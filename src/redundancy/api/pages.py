@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from redundancy import keys
 from redundancy.api import jobs
-from redundancy.api.auth import admit_request, identify
+from redundancy.api.auth import authorized
 from redundancy.api.errors import UnauthorizedError
 from redundancy.api.store import run
 
@@ -58,10 +58,9 @@ def _note(title: str, text: str, status: int, refresh: bool = False) -> HTMLResp
 @router.get("/batches/{job_id}", response_class=HTMLResponse)
 async def batch_page(job_id: str, request: Request) -> Response:
     try:
-        principal = await identify(request)
+        principal = await authorized(request)
     except UnauthorizedError:
         return RedirectResponse(f"/login?next=/batches/{job_id}", status_code=303)
-    await admit_request(request, principal)
     job = await run(jobs.owned(job_id, principal.user_id)) if len(job_id) <= 64 else None
     if job is None or job.kind != "batch":
         return _note("Not found", f"You have no batch {job_id}.", 404)

@@ -20,7 +20,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from redundancy.api import intake, jobs
 from redundancy.api.apikeys import Principal
-from redundancy.api.auth import authorized, charge_quota, refund_quota
+from redundancy.api.auth import admitted, authorized, charge_quota, refund_quota
 from redundancy.api.errors import ConflictError, NotFoundError
 from redundancy.api.models import (
     AnalyzeRequest,
@@ -84,7 +84,7 @@ def accepted(job_id: str, kind: jobs.JobKind, documents: int) -> JSONResponse:
 
 
 async def _submit_single(
-    principal: Principal,
+    request: Request,
     kind: jobs.JobKind,
     task_name: str,
     kwargs: dict[str, Any],
@@ -93,7 +93,7 @@ async def _submit_single(
 ) -> Response:
     from redundancy.workers import app
 
-    await charge_quota(principal, 1, size)
+    principal = await admitted(request, documents=1, size=size)
     job_id = uuid.uuid4().hex
     task = app.tasks[task_name]
     try:
@@ -129,13 +129,13 @@ Wait = Annotated[
     response_model=JobAccepted,
     responses={200: {"model": JobStatus, "description": "finished within ?wait="}},
 )
-async def submit_analysis(body: AnalyzeRequest, principal: Caller, wait: Wait = None) -> Response:
+async def submit_analysis(request: Request, body: AnalyzeRequest, wait: Wait = None) -> Response:
     """How much one text repeats itself (``redundancy.analyze_content``)."""
     from redundancy.workers.routing import ANALYZE_CONTENT
 
     kwargs = body.model_dump()
     return await _submit_single(
-        principal, "analysis", ANALYZE_CONTENT, kwargs, utf8_size(body.text), wait
+        request, "analysis", ANALYZE_CONTENT, kwargs, utf8_size(body.text), wait
     )
 
 
@@ -145,14 +145,12 @@ async def submit_analysis(body: AnalyzeRequest, principal: Caller, wait: Wait = 
     response_model=JobAccepted,
     responses={200: {"model": JobStatus, "description": "finished within ?wait="}},
 )
-async def submit_comparison(body: CompareRequest, principal: Caller, wait: Wait = None) -> Response:
+async def submit_comparison(request: Request, body: CompareRequest, wait: Wait = None) -> Response:
     """Similarity of two texts (``redundancy.compare_texts``)."""
     from redundancy.workers.routing import COMPARE_TEXTS
 
     size = utf8_size(body.text_a, body.text_b)
-    return await _submit_single(
-        principal, "comparison", COMPARE_TEXTS, body.model_dump(), size, wait
-    )
+    return await _submit_single(request, "comparison", COMPARE_TEXTS, body.model_dump(), size, wait)
 
 
 BATCH_BODY = {

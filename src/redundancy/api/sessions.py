@@ -16,19 +16,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from redundancy.api import apikeys
 from redundancy.api.apikeys import Principal
 from redundancy.api.auth import (
     SESSION_COOKIE,
     SESSION_KEY_FIELD,
-    admit_request,
+    admitted,
     authorized,
     bearer_key,
     client_ip,
 )
 from redundancy.api.errors import UnauthorizedError
 from redundancy.api.models import ErrorBody, LoginRequest, SessionInfo
-from redundancy.api.store import run
 
 router = APIRouter()
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -89,12 +87,14 @@ async def login(request: Request) -> Response:
     from redundancy.sessions import get_session_manager
 
     key, next_page = await _key_from(request)
-    principal = await run(apikeys.lookup(key)) if key else None
-    if principal is None:
+    try:
+        if not key:
+            raise UnauthorizedError("send a valid API key (Authorization: Bearer, or api_key)")
+        principal = await admitted(request, key=key)
+    except UnauthorizedError as exc:
         if next_page is not None:
-            return _login_page(next_page, "unknown or revoked API key", status=401)
-        raise UnauthorizedError("send a valid API key (Authorization: Bearer, or api_key)")
-    await admit_request(request, principal)
+            return _login_page(next_page, str(exc), status=401)
+        raise
     session = await get_session_manager().create_session(
         principal.user_id, client_ip(request), data={SESSION_KEY_FIELD: principal.key_id}
     )
