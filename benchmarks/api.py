@@ -16,7 +16,8 @@ loopback client.
 
 Each publishes one task to the Redis broker; no worker consumes (only the front door is
 measured). Rounds are interleaved so drift hits every contender alike; the best round
-of each counts. The client is httpx with a keep-alive pool on loopback.
+of each counts (the medians are written too). The client is httpx with a keep-alive pool
+on loopback, in its own process.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ async def load(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--api-redis", default=None, help="REDIS_URL of the API (default: db+1)")
@@ -245,6 +246,7 @@ def main() -> None:
         for url in (args.redis, api_redis):
             redis.Redis.from_url(url).flushdb()
     best = {name: max(r, key=lambda x: x["req_per_s"]) for name, r in rounds.items()}
+    median = {name: statistics.median(x["req_per_s"] for x in r) for name, r in rounds.items()}
     for name, result in best.items():
         ok = result["statuses"].get(202, 0) + result["statuses"].get(200, 0)
         assert ok == result["requests"], f"{name}: {result['statuses']}"

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from redundancy import __version__
 from redundancy.api import errors
-from redundancy.api.observability import GatewayMiddleware
+from redundancy.api.observability import GatewayMiddleware, access_log
 from redundancy.config import get_settings
 from redundancy.errors import InvalidInputError, RedundancyError
 
@@ -40,7 +40,8 @@ def create_api() -> FastAPI:
     from redundancy.observability.logs import configure_logging
 
     settings = get_settings()
-    configure_logging(settings.log_format, "INFO")
+    configure_logging(settings.log_format, "WARNING")
+    access_log.setLevel("INFO")  # one line per request; libraries stay at WARNING
     import redundancy.workers  # noqa: F401  (the Celery app: producer hooks, tracing)
 
     app = FastAPI(
@@ -116,7 +117,12 @@ def _instrument(app: FastAPI) -> None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, excluded_urls=UNTRACED)
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=UNTRACED,
+        exclude_spans=["receive", "send"],  # a span per body chunk costs more than it tells
+    )
 
 
 __all__ = ["create_api"]
