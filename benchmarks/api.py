@@ -263,6 +263,9 @@ def main() -> None:
             "ratio_gateway_vs_bare_route": best["gateway"]["req_per_s"]
             / best["bare_route"]["req_per_s"],
             "ratio_gateway_vs_flower": best["gateway"]["req_per_s"] / best["flower"]["req_per_s"],
+            "median_req_per_s": median,
+            "median_ratio_gateway_vs_bare_route": median["gateway"] / median["bare_route"],
+            "median_ratio_gateway_vs_flower": median["gateway"] / median["flower"],
         },
     )
 
