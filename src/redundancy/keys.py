@@ -182,9 +182,10 @@ def api_job(job_id: str) -> str:
     return f"{API}job:{job_id}"
 
 
-def api_user_jobs(user_id: str) -> str:
-    """List of the job ids a user submitted, newest last (capped)."""
-    return f"{API}user-jobs:{user_id}"
+def api_key_jobs(key_id: str) -> str:
+    """List of the job ids submitted with one API key, newest last (capped); a user's
+    jobs are those of their keys (``api_user_keys``)."""
+    return f"{API}key-jobs:{key_id}"
 
 
 RATELIMIT = area_prefix("ratelimit")

@@ -410,13 +410,15 @@ def test_openapi_is_generated_from_the_tasks_and_core_models(monkeypatch):
 
 def test_the_results_page_renders_the_callers_finished_batch_with_kept_texts(monkeypatch):
     # Given a finished batch of ana's (its result and kept texts in place) ...
-    from redundancy.api import jobs
+    from redundancy.api import apikeys, jobs
     from redundancy.api.store import run_blocking
     from redundancy.workers.jobstore import get_job_store
 
     app = make_app(monkeypatch)
     key = new_key("ana")
-    run_blocking(jobs.record("b1", "ana", "batch", tasks=3, documents=2, ttl=60))
+    run_blocking(
+        jobs.record("b1", "ana", apikeys.key_id_of(key), "batch", tasks=3, documents=2, ttl=60)
+    )
     result = {"batch_id": "b1", "pairs": [{"id_a": "x", "id_b": "y"}], "clusters": [["x", "y"]]}
     monkeypatch.setattr(jobs, "snapshot", lambda job: jobs.Snapshot("succeeded", result, done=3))
     texts = {"x": "A <b>text</b>.", "y": "A text!"}

@@ -20,6 +20,7 @@ from redundancy import keys
 from redundancy.api import apikeys, limits
 from redundancy.api.apikeys import Principal
 from redundancy.api.errors import RateLimitedError, UnauthorizedError
+from redundancy.api.jobs import MAX_KEY_JOBS
 from redundancy.api.observability import STATE_PRINCIPAL, STATE_RATE_HEADERS
 from redundancy.api.store import run
 from redundancy.config import get_settings
@@ -47,12 +48,18 @@ def bearer_key(request: Request) -> str | None:
 
 
 async def admitted(
-    request: Request, *, key: str | None = None, documents: int = 0, size: int = 0
+    request: Request,
+    *,
+    key: str | None = None,
+    documents: int = 0,
+    size: int = 0,
+    job: tuple[str, str] | None = None,
 ) -> Principal:
     """The caller, admitted: a live key (``key``, else the Bearer header, else the
     session cookie's), within its rate limit and -- for ``documents``/``size`` -- today's
-    quota, all checked and charged in one round trip (``limits.admit``). Raises
-    UnauthorizedError (401) or RateLimitedError (429 with Retry-After)."""
+    quota, all checked and charged in one round trip (``limits.admit``) -- which also
+    records ``job`` (id, kind) as the caller's. Raises UnauthorizedError (401) or
+    RateLimitedError (429 with Retry-After)."""
     settings = get_settings()
     key = key if key is not None else bearer_key(request)
     session_id: str | None = None
@@ -87,6 +94,9 @@ async def admitted(
             size=size,
             max_documents=settings.api_quota_documents,
             max_bytes=settings.api_quota_bytes,
+            job=None
+            if job is None
+            else limits.JobToRecord(job[0], job[1], settings.batch_ttl, MAX_KEY_JOBS, user_id),
         )
     )
     if admission.status == -1:

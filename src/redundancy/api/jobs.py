@@ -1,7 +1,7 @@
 """Jobs as the gateway sees them: who owns which, and their state read from Celery.
 
-Ownership is a small hash per job (``keys.api_job``) plus a per-user list, both expiring
-after ``BATCH_TTL``; a job id that is not the caller's is answered like an unknown one
+Ownership is a small hash per job (``keys.api_job``) plus a list per API key, both
+expiring after ``BATCH_TTL``; a job id that is not the caller's is answered like an unknown one
 (404), so ids leak nothing. State and results are read from Celery's result backend and,
 for a batch's progress, from the job store's counter of finished sub-tasks.
 """
@@ -19,8 +19,8 @@ from redundancy.kv.ops import as_text
 
 JobKind = Literal["analysis", "comparison", "batch"]
 JobState = Literal["queued", "running", "succeeded", "failed", "revoked"]
-MAX_USER_JOBS = 10_000
-"""Job ids kept per user (newest); older ones stay readable until they expire."""
+MAX_KEY_JOBS = 10_000
+"""Job ids kept per API key (newest); older ones stay readable until they expire."""
 
 CELERY_STATES: dict[str, JobState] = {
     "PENDING": "queued",
@@ -45,28 +45,33 @@ class JobRecord:
     revoked: bool = False
 
 
-def record(
-    job_id: str, user_id: str, kind: JobKind, *, tasks: int, documents: int, ttl: int
-) -> Flow[None]:
-    """Remember who submitted ``job_id`` (and add it to the user's list)."""
+def _record_fields(user_id: str, kind: JobKind, *, tasks: int, documents: int) -> list[object]:
+    """The job hash's fields, as HSET pairs (``limits.admit`` writes the same)."""
     now = datetime.now(UTC).isoformat()
-    job, mine = keys.api_job(job_id), keys.api_user_jobs(user_id)
+    return _pairs(user_id=user_id, kind=kind, created_at=now, tasks=tasks, documents=documents)
+
+
+def record(
+    job_id: str, user_id: str, key_id: str, kind: JobKind, *, tasks: int, documents: int, ttl: int
+) -> Flow[None]:
+    """Remember who submitted ``job_id`` (and add it to the key's list). Single jobs are
+    recorded by their admission instead (``limits.admit``), in the same round trip."""
+    job, mine = keys.api_job(job_id), keys.api_key_jobs(key_id)
     yield Pipeline(
         (
-            cmd(
-                "HSET",
-                job,
-                *_pairs(
-                    user_id=user_id, kind=kind, created_at=now, tasks=tasks, documents=documents
-                ),
-            ),
+            cmd("HSET", job, *_record_fields(user_id, kind, tasks=tasks, documents=documents)),
             cmd("PEXPIRE", job, ttl * 1000),
             cmd("RPUSH", mine, job_id),
-            cmd("LTRIM", mine, -MAX_USER_JOBS, -1),
+            cmd("LTRIM", mine, -MAX_KEY_JOBS, -1),
             cmd("PEXPIRE", mine, ttl * 1000),
         ),
         transaction=True,
     )
+
+
+def forget(job_id: str) -> Flow[None]:
+    """Drop the record of a job that was never sent (its key's list then skips it)."""
+    yield cmd("UNLINK", keys.api_job(job_id))
 
 
 def _pairs(**fields: object) -> list[object]:
@@ -95,9 +100,17 @@ def mark_revoked(job_id: str) -> Flow[None]:
 
 
 def list_jobs(user_id: str, limit: int) -> Flow[list[str]]:
-    """The user's newest job ids, newest first (expired ones may still be listed)."""
-    ids = yield cmd("LRANGE", keys.api_user_jobs(user_id), -limit, -1)
-    return [as_text(i) for i in reversed(ids)]
+    """The user's newest job ids (over all their keys), newest first."""
+    key_ids = list(_fields((yield cmd("HGETALL", keys.api_user_keys(user_id)))))
+    if not key_ids:
+        return []
+    lists = yield Pipeline(tuple(cmd("LRANGE", keys.api_key_jobs(k), -limit, -1) for k in key_ids))
+    ids = [as_text(i) for found in lists for i in found]
+    if not ids:
+        return []
+    created = yield Pipeline(tuple(cmd("HGET", keys.api_job(i), "created_at") for i in ids))
+    live = [(as_text(c), i) for i, c in zip(ids, created, strict=True) if c is not None]
+    return [i for _, i in sorted(live, reverse=True)[:limit]]
 
 
 def _fields(reply: Any) -> dict[str, str]:
@@ -181,6 +194,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Snapshot",
+    "forget",
     "list_jobs",
     "mark_revoked",
     "owned",

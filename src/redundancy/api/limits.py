@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from redundancy import keys
@@ -87,6 +88,15 @@ ADMIT = Script(
     """
     + _QUOTA_COMMIT
     + """
+    if #ARGV >= 9 then
+        if user == '' then user = ARGV[15] end
+        redis.call('HSET', KEYS[4], 'user_id', user, 'kind', ARGV[10], 'created_at', ARGV[11],
+                   'tasks', 1, 'documents', ARGV[12])
+        redis.call('PEXPIRE', KEYS[4], ARGV[13])
+        redis.call('RPUSH', KEYS[5], ARGV[9])
+        redis.call('LTRIM', KEYS[5], -tonumber(ARGV[14]), -1)
+        redis.call('PEXPIRE', KEYS[5], ARGV[13])
+    end
     return {1, user, remaining, retry, reset, docs, size, day_left, ''}
     """,
 )
@@ -96,7 +106,10 @@ its GCRA rate (KEYS[1]) and, if it brings documents, within today's quota (KEYS[
 Nothing is charged unless all hold. ARGV: period ms, burst, documents, bytes, documents
 limit, bytes limit, ``digest`` or ``id``, key id. Answers {status (1 ok, 0 rate, -2
 quota, -1 unknown key), user, remaining, retry ms, reset ms, documents used, bytes used,
-seconds to the next UTC day, quota limit hit}."""
+seconds to the next UTC day, quota limit hit}. With a job (ARGV 9..15: job id, kind,
+created at, documents, TTL ms, jobs kept per key, the session's user), an admitted request
+also records the job as the caller's (KEYS[4]: ``keys.api_job``, KEYS[5]: the key's
+list), so a job exists for its owner before it is sent."""
 
 QUOTA = Script(
     "api_quota",
@@ -181,6 +194,14 @@ def _admit_twin(store: Any, k: list[bytes], a: list[bytes]) -> list[Any]:
         return [-2, user, *rate, docs, size, left, exceeded.encode()]
     store.call("SET", k[0], repr(new_tat), "PX", math.ceil(new_tat - now))
     docs, size = _twin_quota_commit(store, k[1], day, left, a, docs, size)
+    if len(a) >= 9:
+        user = user or a[14]
+        store.call("HSET", k[3], "user_id", user, "kind", a[9], "created_at", a[10],
+                   "tasks", 1, "documents", a[11])  # fmt: skip
+        store.call("PEXPIRE", k[3], int(a[12]))
+        store.call("RPUSH", k[4], a[8])
+        store.call("LTRIM", k[4], -int(a[13]), -1)
+        store.call("PEXPIRE", k[4], int(a[12]))
     return [1, user, *rate, docs, size, left, b""]
 
 
@@ -232,6 +253,19 @@ class QuotaDecision:
 
 
 @dataclass(frozen=True)
+class JobToRecord:
+    """A single job to record as the caller's when its request is admitted."""
+
+    job_id: str
+    kind: str
+    ttl: int
+    keep: int
+    """Job ids kept per key."""
+    user_id: str = ""
+    """The caller's user when known before the script (a session's)."""
+
+
+@dataclass(frozen=True)
 class Admission:
     """ADMIT's answer: whether the request may go on, who the key belongs to (by digest),
     and both decisions for the response headers."""
@@ -254,25 +288,23 @@ def admit(
     size: int = 0,
     max_documents: int = 1,
     max_bytes: int = 1,
+    job: JobToRecord | None = None,
 ) -> Flow[Admission]:
     """One request of ``key_id``: the key is live (``key_ref``: ``keys.api_key(digest)``
     when ``by_digest``, else ``keys.api_key_id(key_id)``), within ``rate`` requests/s with
-    ``burst``, and within today's quota for ``documents``/``size`` -- one round trip."""
+    ``burst``, and within today's quota for ``documents``/``size`` -- one round trip,
+    which also records ``job`` as the caller's when the request is admitted."""
     period = 1000.0 / rate
-    reply = yield RunScript(
-        ADMIT,
-        (keys.rate_limit(key_id), keys.daily_quota(key_id), key_ref),
-        (
-            repr(period),
-            burst,
-            documents,
-            size,
-            max_documents,
-            max_bytes,
-            "digest" if by_digest else "id",
-            key_id,
-        ),
-    )
+    mode = "digest" if by_digest else "id"
+    script_keys: tuple[str, ...] = (keys.rate_limit(key_id), keys.daily_quota(key_id), key_ref)
+    args: tuple[object, ...] = (repr(period), burst, documents, size, max_documents, max_bytes,
+                                mode, key_id)  # fmt: skip
+    if job is not None:
+        script_keys += (keys.api_job(job.job_id), keys.api_key_jobs(key_id))
+        created = datetime.now(UTC).isoformat()
+        args += (job.job_id, job.kind, created, documents, job.ttl * 1000, job.keep,
+                 job.user_id)  # fmt: skip
+    reply = yield RunScript(ADMIT, script_keys, args)
     status = int(reply[0])
     if status == -1:
         return Admission(
@@ -302,4 +334,4 @@ def charge(
     return QuotaDecision(bool(allowed), int(docs), int(used), int(reset), as_text(exceeded))
 
 
-__all__ = ["Admission", "QuotaDecision", "RateDecision", "admit", "charge"]
+__all__ = ["Admission", "JobToRecord", "QuotaDecision", "RateDecision", "admit", "charge"]

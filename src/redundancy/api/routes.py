@@ -65,7 +65,12 @@ def utf8_size(*texts: str) -> int:
 
 
 async def _record(principal: Principal, job_id: str, kind: jobs.JobKind, **sizes: int) -> None:
-    await run(jobs.record(job_id, principal.user_id, kind, ttl=get_settings().batch_ttl, **sizes))
+    ttl = get_settings().batch_ttl
+    await run(jobs.record(job_id, principal.user_id, principal.key_id, kind, ttl=ttl, **sizes))
+    await _in_session(principal, job_id)
+
+
+async def _in_session(principal: Principal, job_id: str) -> None:
     if principal.session_id:
         from redundancy.sessions import get_session_manager
 
@@ -93,15 +98,16 @@ async def _submit_single(
 ) -> Response:
     from redundancy.workers import app
 
-    principal = await admitted(request, documents=1, size=size)
     job_id = uuid.uuid4().hex
+    principal = await admitted(request, documents=1, size=size, job=(job_id, kind))
     task = app.tasks[task_name]
     try:
         await anyio.to_thread.run_sync(lambda: task.apply_async(kwargs=kwargs, task_id=job_id))
     except BaseException:
         await refund_quota(principal, 1, size)
+        await run(jobs.forget(job_id))
         raise
-    await _record(principal, job_id, kind, tasks=1, documents=1)
+    await _in_session(principal, job_id)
     if wait:
         job = jobs.JobRecord(job_id, principal.user_id, kind, _now(), 1, 1)
         timeout = min(wait, get_settings().api_max_wait)
