@@ -101,6 +101,52 @@ def test_a_batch_streams_progress_then_completion_and_pages_its_results(redis_cl
         assert "sunny day in the park" in page.text  # the kept texts reached the page
 
 
+def test_errors_over_real_http_401_404_422_413_and_429_with_retry_after(redis_cluster):
+    # Given an API with one request per 10 s per key, 3 documents a day and small bodies
+    settings = {
+        "API_RATE_LIMIT": "0.1",
+        "API_RATE_BURST": "1",
+        "API_QUOTA_DOCUMENTS": "3",
+        "API_MAX_JSON_BYTES": "4096",
+        "API_MAX_BATCH_DOCUMENTS": "2",
+    }
+    with api_servers(redis_cluster, **settings) as (api,):
+        ana, bob, cid, eve = (create_key(redis_cluster, u, redis_cluster.tmp) for u in "abce")
+        # Then: no key is 401; invalid input 422 with the field named; a body over the
+        # limit 413 (declared length, and chunked without one); too many documents 413
+        assert api.client().get("/v1/jobs").status_code == 401
+        invalid = api.client(ana).post("/v1/analyses", json={"text": "x", "threshold": 2})
+        assert invalid.status_code == 422 and "threshold" in invalid.json()["error"]["message"]
+        big = api.client(bob).post("/v1/analyses", json={"text": "y" * 5000})
+        assert big.status_code == 413 and "4,096 bytes" in big.json()["error"]["message"]
+        chunked = api.client(bob).post(
+            "/v1/analyses",
+            content=iter([b'{"text": "', b"z" * 5000, b'"}']),
+            headers={"Content-Type": "application/json"},
+        )
+        assert chunked.status_code == 413
+        many = api.client(cid).post("/v1/batches", json={"items": ["a.", "b.", "c."]})
+        assert many.status_code == 413 and "at most 2 documents" in many.json()["error"]["message"]
+        # the rate limit (refused bodies were never admitted, so charged nothing): bob's
+        # first request passes, the next waits for his 10 s slot
+        assert api.client(bob).get("/v1/jobs").status_code == 200
+        limited = api.client(bob).get("/v1/jobs")
+        assert limited.status_code == 429 and limited.headers["Retry-After"] in {"9", "10"}
+        assert limited.headers["RateLimit-Remaining"] == "0"
+        # another user's job is 404; the daily quota refuses a batch past it until midnight
+        mine = api.client(ana).post("/v1/batches", json={"items": ["d.", "e."]})
+        assert mine.status_code == 202
+        theirs = api.client(eve).get(f"/v1/jobs/{mine.json()['job_id']}")
+        assert theirs.status_code == 404
+    with api_servers(redis_cluster, API_QUOTA_DOCUMENTS="3") as (api,):
+        client = api.client(create_key(redis_cluster, "dee", redis_cluster.tmp))
+        assert client.post("/v1/batches", json={"items": ["f.", "g."]}).status_code == 202
+        over = client.post("/v1/batches", json={"items": ["h.", "i."]})
+        now = time.gmtime()
+        to_midnight = 86_400 - (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec)
+        assert over.status_code == 429 and abs(int(over.headers["Retry-After"]) - to_midnight) <= 5
+
+
 def test_a_revoked_key_is_refused_by_the_next_request_on_every_instance(redis_cluster):
     with api_servers(redis_cluster, count=2) as servers:
         key = create_key(redis_cluster, "ana", redis_cluster.tmp)
@@ -109,7 +155,9 @@ def test_a_revoked_key_is_refused_by_the_next_request_on_every_instance(redis_cl
         assert out.returncode == 0 and "revoked 1 keys" in out.stdout
         assert [s.client(key).get("/v1/jobs").status_code for s in servers] == [401, 401]
         listed = redis_cluster.crd("keys", "list", "ana", REDIS_URL=redis_url(REDIS_CACHE_DB))
-        assert json.loads(listed.stdout)["revoked_at"] is not None
+        (info,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert info["revoked_at"] is not None and key not in listed.stdout  # never shown again
+        assert key.startswith(f"crd_{info['key_id']}_")
 
 
 def test_a_queued_job_can_be_revoked(redis_cluster):

@@ -457,3 +457,23 @@ def test_health_and_readiness(monkeypatch):
     health, ready = call(app, ("GET", "/healthz", {}), ("GET", "/readyz", {}))
     assert health.json() == {"status": "ok", "checks": {}}
     assert ready.status_code == 200 and ready.json()["checks"]["api_store"] == "ok"
+
+
+def test_crd_serve_and_crd_keys_refuse_without_a_broker_or_redis(monkeypatch):
+    from click.testing import CliRunner
+
+    from redundancy.cli import cli
+
+    runner = CliRunner()
+    # Given no broker: the API has no workers to send jobs to
+    no_broker = runner.invoke(cli, ["serve"])
+    assert no_broker.exit_code == 2 and "CELERY_BROKER_URL is not set" in no_broker.output
+    # Given a broker but no REDIS_URL: keys, sessions and limits have nowhere shared to live
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    from redundancy.config import get_settings
+
+    get_settings.cache_clear()
+    no_redis = runner.invoke(cli, ["serve"])
+    assert no_redis.exit_code == 2 and "REDIS_URL is not set" in no_redis.output
+    keys_without = runner.invoke(cli, ["keys", "create", "ana"])
+    assert keys_without.exit_code == 2 and "REDIS_URL is not set" in keys_without.output

@@ -82,6 +82,10 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc.__cause__, RedundancyError):
+        # FastAPI wraps any error raised while it reads a JSON body (our body limit
+        # among them) in a 400 "error parsing the body": answer the real one.
+        return await _our_error(request, exc.__cause__)
     status = getattr(exc, "status_code", 500)
     message = str(getattr(exc, "detail", "") or "error")
     kind = {404: "NotFoundError", 405: "MethodNotAllowedError"}.get(status, "HTTPError")
