@@ -209,14 +209,14 @@ def _twin_bound_elsewhere(m: dict[bytes, bytes], ip: bytes) -> bool:
 
 
 @script_twin(UPDATE.name)
-def _update_twin(store: Any, k: list[bytes], a: list[bytes]) -> int:
+def _update_twin(store: Any, k: list[bytes], a: list[bytes]) -> int | None:
     m = store.call("HGETALL", k[0])
     if not m:
         return 0
     if _twin_bound_elsewhere(m, a[0]):
         return -1
     if not _twin_refresh(store, k, m):
-        return 0
+        return None  # the Lua's ``return false`` in _REFRESH
     for i in range(1, len(a), 2):
         store.call("HSET", k[0], a[i], a[i + 1])
     return 1
@@ -328,7 +328,9 @@ def _flat(reply: Any) -> list[Any]:
 
 
 def _allowed(reply: Any) -> bool:
-    """A script's answer: 1 done, 0 session gone, -1 bound to another IP (refused)."""
+    """A script's answer: 1 done, 0 (or nil: it just expired) gone, -1 bound to another IP."""
+    if reply is None:
+        return False
     if int(reply) < 0:
         raise SessionRefusedError("this session is bound to another IP address")
     return bool(reply)
