@@ -28,12 +28,12 @@ def make_app(monkeypatch, **env: str):
     return create_api()
 
 
-def call(app, *requests, base: str = BASE, session: str | None = None):
-    """Run requests ``(method, url, kwargs)`` in order on one client (with the session
-    cookie ``session``, if given); their responses."""
+def call(app, *requests, base: str = BASE, session: str | None = None, ip: str = "203.0.113.9"):
+    """Run requests ``(method, url, kwargs)`` in order on one client at ``ip`` (with the
+    session cookie ``session``, if given); their responses."""
 
     async def scenario():
-        transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
+        transport = httpx.ASGITransport(app=app, client=(ip, 40000))
         cookies = {"crd_session": session} if session else None
         async with httpx.AsyncClient(transport=transport, base_url=base, cookies=cookies) as client:
             return [await client.request(m, u, **kw) for m, u, kw in requests]
@@ -260,6 +260,24 @@ def test_a_session_cookie_authenticates_and_ends_with_its_key(monkeypatch):
     run_blocking(apikeys.revoke("ana"))
     (refused,) = call(app, ("GET", "/v1/jobs", {}), session=session_id)
     assert refused.status_code == 401
+
+
+def test_an_ip_bound_session_serves_only_its_ip(monkeypatch):
+    # Given sessions bound to the IP that logged in
+    app = make_app(monkeypatch, SESSION_BIND_IP="true")
+    (login,) = call(app, ("POST", "/v1/sessions", bearer(new_key())))
+    assert login.json()["bound_ip"] is True
+    session = login.cookies["crd_session"]
+    text = {"json": {"text": "Bound."}}
+    # When the same cookie comes from the creator's IP and from another one
+    (here,) = call(app, ("POST", "/v1/analyses", text), session=session)
+    (elsewhere,) = call(app, ("POST", "/v1/analyses", text), session=session, ip="198.51.100.1")
+    # Then only the creator's IP is served, and its job is in the session's list
+    assert here.status_code == 202 and elsewhere.status_code == 401
+    from redundancy.sessions import get_session_manager
+
+    listed = get_session_manager().sync.list_jobs(session, ip_address="203.0.113.9")
+    assert listed == [here.json()["job_id"]]
 
 
 def test_logout_ends_the_session(monkeypatch):

@@ -8,6 +8,7 @@ context: its correlation id and trace reach every task it sends.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from redundancy.api import intake, jobs
 from redundancy.api.apikeys import Principal
-from redundancy.api.auth import admitted, authorized, charge_quota, refund_quota
+from redundancy.api.auth import admitted, authorized, charge_quota, client_ip, refund_quota
 from redundancy.api.errors import ConflictError, NotFoundError
 from redundancy.api.models import (
     AnalyzeRequest,
@@ -33,6 +34,8 @@ from redundancy.api.models import (
 )
 from redundancy.api.store import run
 from redundancy.config import get_settings
+
+log = logging.getLogger(__name__)
 
 FINISHED = ("succeeded", "failed", "revoked")
 EVENTS_POLL_SECONDS = 0.25
@@ -64,17 +67,24 @@ def utf8_size(*texts: str) -> int:
     return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
 
 
-async def _record(principal: Principal, job_id: str, kind: jobs.JobKind, **sizes: int) -> None:
+async def _record(
+    request: Request, principal: Principal, job_id: str, kind: jobs.JobKind, **sizes: int
+) -> None:
     ttl = get_settings().batch_ttl
     await run(jobs.record(job_id, principal.user_id, principal.key_id, kind, ttl=ttl, **sizes))
-    await _in_session(principal, job_id)
+    await _in_session(request, principal, job_id)
 
 
-async def _in_session(principal: Principal, job_id: str) -> None:
+async def _in_session(request: Request, principal: Principal, job_id: str) -> None:
+    """Add the job to the caller's session's list too (the key's list is the record: a
+    failure here is logged, never the request's, whose job is already sent)."""
     if principal.session_id:
-        from redundancy.sessions import get_session_manager
+        from redundancy.sessions import SessionError, get_session_manager
 
-        await get_session_manager().add_job(principal.session_id, job_id)
+        try:
+            await get_session_manager().add_job(principal.session_id, job_id, client_ip(request))
+        except SessionError:
+            log.warning("could not add job %s to its session", job_id, exc_info=True)
 
 
 def accepted(job_id: str, kind: jobs.JobKind, documents: int) -> JSONResponse:
@@ -107,7 +117,7 @@ async def _submit_single(
         await refund_quota(principal, 1, size)
         await run(jobs.forget(job_id))
         raise
-    await _in_session(principal, job_id)
+    await _in_session(request, principal, job_id)
     if wait:
         job = jobs.JobRecord(job_id, principal.user_id, kind, _now(), 1, 1)
         timeout = min(wait, get_settings().api_max_wait)
@@ -240,7 +250,9 @@ async def submit_batch(
     except BaseException:
         await intake.refund(tally, principal)
         raise
-    await _record(principal, job_id, "batch", tasks=staged.task_count, documents=staged.count)
+    await _record(
+        request, principal, job_id, "batch", tasks=staged.task_count, documents=staged.count
+    )
     return accepted(job_id, "batch", staged.count)
 
 
