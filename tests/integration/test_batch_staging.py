@@ -12,11 +12,10 @@ import uuid
 import pytest
 import redis
 
-from redundancy import keys
+from redundancy import keys, resources
 from redundancy.config import get_settings
 from redundancy.errors import InvalidInputError
 from redundancy.tasks import stage_batch
-from redundancy.workers import jobstore
 from redundancy.workers.jobstore import STAGE_PIPELINE, RedisJobStore, get_job_store
 from tests.services import REDIS_BACKEND_DB, flush_db, redis_url
 
@@ -32,10 +31,11 @@ def redis_job_store(redis_server, monkeypatch):
     monkeypatch.setenv("CELERY_BROKER_URL", url)
     monkeypatch.setenv("CELERY_RESULT_BACKEND", url)
     get_settings.cache_clear()
-    monkeypatch.setattr(jobstore, "_store", None)  # restored afterwards
+    resources.forget("job_store")  # the next get_job_store() follows the settings
     yield redis.Redis.from_url(url)
     monkeypatch.undo()
     get_settings.cache_clear()
+    resources.forget("job_store")
 
 
 def test_a_duplicate_id_after_the_first_chunk_drops_what_was_already_staged(redis_job_store):

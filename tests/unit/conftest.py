@@ -1,16 +1,16 @@
 """Unit tests share one process: each starts from fresh process-wide state.
 
-The settings cache, the results cache and session manager (in-memory twins on the
-embedded default), the memory job store, the memory outbox with its inline relay, and the
-memory event broker's topics are reset before every test -- with the project's own reset
-functions and constructors. Only modules some test already imported are touched (one not
-imported yet holds no state), so a test of the pure core pays nothing for it.
+The settings cache, the process's shared resources (the results cache and session
+manager, the job store and the outbox: in-memory twins on the embedded default), the
+outbox's inline relay, and the memory event broker's topics are reset before every test
+-- with the project's own reset functions. Only modules some test already imported are
+touched (one not imported yet holds no state), so a test of the pure core pays nothing.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -19,18 +19,8 @@ def reset_process_state() -> None:
     modules = sys.modules
     if "redundancy.config" in modules:
         modules["redundancy.config"].get_settings.cache_clear()
-    if "redundancy.cache.client" in modules:
-        modules["redundancy.cache.client"].reset_cache()
-    if "redundancy.sessions" in modules:
-        modules["redundancy.sessions"].reset_session_manager()
-    if "redundancy.workers.jobstore" in modules:
-        jobstore = modules["redundancy.workers.jobstore"]
-        jobstore._memory_store = jobstore.MemoryJobStore()
-        jobstore._store = None  # the next get_job_store() picks the new one
-    if "redundancy.events.outbox" in modules:
-        outbox = modules["redundancy.events.outbox"]
-        outbox._memory_outbox = outbox.MemoryOutbox()
-        outbox._outbox = None
+    if "redundancy.resources" in modules:  # the cache, sessions, job store and outbox
+        modules["redundancy.resources"].reset()
     if "redundancy.events.bridge" in modules:
         modules["redundancy.events.bridge"]._relay = None  # it held the previous outbox
     if "redundancy.events.brokers.memory" in modules:
@@ -43,4 +33,21 @@ def reset_process_state() -> None:
 def fresh_process_state() -> Iterator[None]:
     reset_process_state()
     yield
+    reset_process_state()
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Set environment variables and re-read settings; restored afterwards (the shared
+    resources built from them are forgotten by ``fresh_process_state``)."""
+
+    def apply(**env: str) -> None:
+        from redundancy.config import get_settings
+
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
     reset_process_state()

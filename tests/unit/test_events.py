@@ -13,7 +13,7 @@ from datetime import datetime
 
 import pytest
 
-from redundancy.config import get_settings, load_settings
+from redundancy.config import load_settings
 from redundancy.errors import ConfigurationError
 from redundancy.events import (
     EVENT_TYPES,
@@ -88,20 +88,6 @@ def default_broker():
     broker.clear()
     yield broker
     broker.clear()
-
-
-@pytest.fixture
-def settings_env(monkeypatch):
-    """Set environment variables and re-read settings; restored afterwards."""
-
-    def apply(**env: str) -> None:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        get_settings.cache_clear()
-
-    yield apply
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 # --- envelope -------------------------------------------------------------------------

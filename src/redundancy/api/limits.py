@@ -41,10 +41,10 @@ _GCRA_CHECK = """
     if tat < now then tat = now end
     local new_tat = tat + period
     local rate_ok = new_tat - now <= tolerance
-    local remaining, retry, reset = 0, math.ceil(new_tat - now - tolerance), math.ceil(tat - now)
+    local remaining, retry_at, reset_at = 0, new_tat - tolerance, tat
     if rate_ok then
         remaining = math.floor((tolerance - (new_tat - now)) / period)
-        retry, reset = 0, math.ceil(new_tat - now)
+        retry_at, reset_at = now, new_tat
     end
 """
 _QUOTA_CHECK = """
@@ -80,9 +80,12 @@ ADMIT = Script(
     + _GCRA_CHECK
     + _QUOTA_CHECK
     + """
-    if not rate_ok then return {0, user, remaining, retry, reset, docs, size, day_left, ''} end
+    local answer = {0, user, remaining, math.floor(now), math.ceil(retry_at), math.ceil(reset_at),
+                    docs, size, ''}
+    if not rate_ok then return answer end
     if exceeded ~= '' then
-        return {-2, user, remaining, retry, reset, docs, size, day_left, exceeded}
+        answer[1], answer[9] = -2, exceeded
+        return answer
     end
     redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now))
     """
@@ -97,7 +100,8 @@ ADMIT = Script(
         redis.call('LTRIM', KEYS[5], -tonumber(ARGV[14]), -1)
         redis.call('PEXPIRE', KEYS[5], ARGV[13])
     end
-    return {1, user, remaining, retry, reset, docs, size, day_left, ''}
+    answer[1], answer[2], answer[7], answer[8] = 1, user, docs, size
+    return answer
     """,
 )
 """One request of one API key, in one round trip: the key is live (KEYS[3]: its digest
@@ -105,9 +109,11 @@ hash, whose ``key_id`` must be ARGV[8], or -- for a session -- its id key), it i
 its GCRA rate (KEYS[1]) and, if it brings documents, within today's quota (KEYS[2]).
 Nothing is charged unless all hold. ARGV: period ms, burst, documents, bytes, documents
 limit, bytes limit, ``digest`` or ``id``, key id. Answers {status (1 ok, 0 rate, -2
-quota, -1 unknown key), user, remaining, retry ms, reset ms, documents used, bytes used,
-seconds to the next UTC day, quota limit hit}. With a job (ARGV 9..15: job id, kind,
-created at, documents, TTL ms, jobs kept per key, the session's user), an admitted request
+quota, -1 unknown key), user, remaining, now, when a refused request would pass, when the
+full burst is back (all ms on the server's clock), documents used, bytes used, quota limit
+hit}; times are absolute, so replies compare across servers (the twin's table). With a
+job (ARGV 9..15: job id, kind, created at, documents, TTL ms, jobs kept per key, the
+session's user), an admitted request
 also records the job as the caller's (KEYS[4]: ``keys.api_job``, KEYS[5]: the key's
 list), so a job exists for its owner before it is sent."""
 
@@ -116,16 +122,16 @@ QUOTA = Script(
     _CLOCK
     + _QUOTA_CHECK.replace("KEYS[2]", "KEYS[1]")
     + """
-    if exceeded ~= '' then return {0, docs, size, day_left, exceeded} end
+    if exceeded ~= '' then return {0, docs, size, math.floor(now), exceeded} end
     """
     + _QUOTA_COMMIT.replace("KEYS[2]", "KEYS[1]")
     + """
-    return {1, docs, size, day_left, ''}
+    return {1, docs, size, math.floor(now), ''}
     """,
 )
 """Charge (or, negative, refund) documents and bytes as they stream in. ARGV as ADMIT's
-(3..6 used; 1..2 are zeros). Answers {allowed, documents used, bytes used, seconds to
-the next day, limit hit}."""
+(3..6 used; 1..2 are zeros). Answers {allowed, documents used, bytes used, now (ms),
+limit hit}."""
 
 
 # --- the in-memory twins (same steps, in Python, under the store's lock) -----------------
@@ -147,8 +153,8 @@ def _twin_gcra(store: Any, key: bytes, now: float, a: list[bytes]) -> tuple[bool
     new_tat = tat + period
     if new_tat - now <= tolerance:
         remaining = math.floor((tolerance - (new_tat - now)) / period)
-        return True, [remaining, 0, math.ceil(new_tat - now)], new_tat
-    return False, [0, math.ceil(new_tat - now - tolerance), math.ceil(tat - now)], new_tat
+        return True, [remaining, math.floor(now), math.ceil(now), math.ceil(new_tat)], new_tat
+    return False, [0, math.floor(now), math.ceil(new_tat - tolerance), math.ceil(tat)], new_tat
 
 
 def _twin_quota(store: Any, key: bytes, day: int, a: list[bytes]) -> tuple[int, int, str]:
@@ -189,9 +195,9 @@ def _admit_twin(store: Any, k: list[bytes], a: list[bytes]) -> list[Any]:
     rate_ok, rate, new_tat = _twin_gcra(store, k[0], now, a)
     docs, size, exceeded = _twin_quota(store, k[1], day, a)
     if not rate_ok:
-        return [0, user, *rate, docs, size, left, b""]
+        return [0, user, *rate, docs, size, b""]
     if exceeded:
-        return [-2, user, *rate, docs, size, left, exceeded.encode()]
+        return [-2, user, *rate, docs, size, exceeded.encode()]
     store.call("SET", k[0], repr(new_tat), "PX", math.ceil(new_tat - now))
     docs, size = _twin_quota_commit(store, k[1], day, left, a, docs, size)
     if len(a) >= 9:
@@ -202,17 +208,17 @@ def _admit_twin(store: Any, k: list[bytes], a: list[bytes]) -> list[Any]:
         store.call("RPUSH", k[4], a[8])
         store.call("LTRIM", k[4], -int(a[13]), -1)
         store.call("PEXPIRE", k[4], int(a[12]))
-    return [1, user, *rate, docs, size, left, b""]
+    return [1, user, *rate, docs, size, b""]
 
 
 @script_twin(QUOTA.name)
 def _quota_twin(store: Any, k: list[bytes], a: list[bytes]) -> list[Any]:
-    _, day, left = _twin_clock(store)
+    now, day, left = _twin_clock(store)
     docs, size, exceeded = _twin_quota(store, k[0], day, a)
     if exceeded:
-        return [0, docs, size, left, exceeded.encode()]
+        return [0, docs, size, math.floor(now), exceeded.encode()]
     docs, size = _twin_quota_commit(store, k[0], day, left, a, docs, size)
-    return [1, docs, size, left, b""]
+    return [1, docs, size, math.floor(now), b""]
 
 
 @dataclass(frozen=True)
@@ -310,16 +316,18 @@ def admit(
         return Admission(
             -1, "", RateDecision(False, burst, 0, 0, 0, 1), QuotaDecision(False, 0, 0, 0, "")
         )
-    _, user, remaining, retry_ms, reset_ms, docs, used, day_left, exceeded = reply
+    _, user, remaining, now, retry_at, reset_at, docs, used, exceeded = (
+        x if i in (1, 8) else int(x) for i, x in enumerate(reply)
+    )
     decision = RateDecision(
         allowed=status != 0,
         limit=burst,
-        remaining=int(remaining),
-        retry_after=math.ceil(int(retry_ms) / 1000),
-        reset=math.ceil(int(reset_ms) / 1000),
+        remaining=remaining,
+        retry_after=max(0, math.ceil((retry_at - now) / 1000)),
+        reset=max(0, math.ceil((reset_at - now) / 1000)),
         window=max(1, math.ceil(burst / rate)),
     )
-    quota = QuotaDecision(status != -2, int(docs), int(used), int(day_left), as_text(exceeded))
+    quota = QuotaDecision(status != -2, docs, used, _to_next_day(now), as_text(exceeded))
     return Admission(status, as_text(user), decision, quota)
 
 
@@ -328,10 +336,16 @@ def charge(
 ) -> Flow[QuotaDecision]:
     """Add documents and bytes to today's use of ``key_id`` unless a limit would be
     crossed (then nothing is added). Negative amounts refund an aborted request."""
-    allowed, docs, used, reset, exceeded = yield RunScript(
+    allowed, docs, used, now, exceeded = yield RunScript(
         QUOTA, (keys.daily_quota(key_id),), (0, 0, documents, size, max_documents, max_bytes)
     )
-    return QuotaDecision(bool(allowed), int(docs), int(used), int(reset), as_text(exceeded))
+    reset = _to_next_day(int(now))
+    return QuotaDecision(bool(allowed), int(docs), int(used), reset, as_text(exceeded))
+
+
+def _to_next_day(now_ms: int) -> int:
+    """Seconds from ``now_ms`` (server clock) to the next UTC midnight."""
+    return DAY_SECONDS - (now_ms // 1000) % DAY_SECONDS
 
 
 __all__ = ["Admission", "JobToRecord", "QuotaDecision", "RateDecision", "admit", "charge"]

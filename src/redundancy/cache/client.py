@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from redundancy import keys
+from redundancy import keys, resources
 from redundancy.cache.core import MISS, SCAN_BATCH, CacheCore
 from redundancy.kv.clients import Connector
 from redundancy.kv.memory import MemoryStore
@@ -26,15 +25,16 @@ def _build_core(
     retry_after: float | None,
     socket_timeout: float | None,
     fail_open: bool,
+    connector: Connector | None,
 ) -> CacheCore:
     """Unset arguments come from the settings (``REDIS_CACHE_URL``, ``CACHE_*``)."""
     from redundancy.config import get_settings
 
     s = get_settings()
-    connector = Connector(
+    connector = connector or Connector(
         redis_url or s.cache_url,
         max_connections=max_connections or s.cache_max_connections,
-        socket_timeout=socket_timeout or s.cache_socket_timeout,
+        socket_timeout=socket_timeout,
         memory=MemoryStore(max_keys=s.cache_memory_max_keys),
     )
     return CacheCore(
@@ -59,6 +59,7 @@ class _Face:
         retry_after: float | None = None,
         socket_timeout: float | None = None,
         fail_open: bool = True,
+        connector: Connector | None = None,
         core: CacheCore | None = None,
     ) -> None:
         self.core = core or _build_core(
@@ -70,6 +71,7 @@ class _Face:
             retry_after=retry_after,
             socket_timeout=socket_timeout,
             fail_open=fail_open,
+            connector=connector,
         )
 
     @property
@@ -214,29 +216,23 @@ class SyncRedisCache(_Face):
     def close(self) -> None:
         self.core.connector.close()
 
-    @property
-    def aio(self) -> RedisCache:
-        """The async face of this same cache."""
-        return RedisCache(core=self.core)
-
-
-_default: SyncRedisCache | None = None
-_default_lock = threading.Lock()
-
 
 def get_cache() -> SyncRedisCache:
-    """The process's cache from the settings (sync face; ``.aio`` for the async one).
+    """The process's cache from the settings (sync face), made on first use and again
+    in a forked child (``redundancy.resources``)."""
+    return resources.shared("cache", _new_default_cache)
 
-    Made on first use; its connections are opened lazily in each process (again after a
-    fork), so a Celery prefork child never shares its parent's sockets.
-    """
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = SyncRedisCache()
-                atexit.register(_flush_at_exit, _default)
-    return _default
+
+def current_cache() -> SyncRedisCache | None:
+    """The process's cache if it was made (hooks that must not make one)."""
+    cache: SyncRedisCache | None = resources.built("cache")
+    return cache
+
+
+def _new_default_cache() -> SyncRedisCache:
+    cache = SyncRedisCache()
+    atexit.register(_flush_at_exit, cache)
+    return cache
 
 
 def _flush_at_exit(cache: SyncRedisCache) -> None:
@@ -246,6 +242,4 @@ def _flush_at_exit(cache: SyncRedisCache) -> None:
 
 def reset_cache() -> None:
     """Forget the process's cache (tests; after a settings change)."""
-    global _default
-    with _default_lock:
-        _default = None
+    resources.forget("cache")

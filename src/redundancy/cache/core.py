@@ -35,9 +35,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redundancy import keys
 from redundancy.cache.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
 from redundancy.errors import InfrastructureError
-from redundancy.kv.clients import Connector, reset_after_fork
+from redundancy.kv.clients import Connector
 from redundancy.kv.memory import script_twin
 from redundancy.kv.ops import Call, Flow, Pipeline, RunScript, Script, Sleep, as_text, cmd
+from redundancy.resources import reset_after_fork
 
 log = logging.getLogger("redundancy.cache")
 

@@ -17,7 +17,7 @@ log = logging.getLogger("redundancy.cache")
 
 
 def share_cache_stats(**_: Any) -> None:
-    cache = client._default
+    cache = client.current_cache()
     if cache is None:
         return
     try:

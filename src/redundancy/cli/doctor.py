@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from redundancy import resources
 from redundancy.config import Settings, get_settings
 from redundancy.kv.clients import sanitize
 
@@ -22,10 +23,8 @@ TIMEOUT = 3.0
 
 
 def _redis_ping(url: str, variable: str) -> tuple[bool, str]:
-    import redis
-
+    client = resources.redis_client(url, resources.Role.JOBS, timeout=TIMEOUT)
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT)
         started = time.perf_counter()
         client.ping()
         return True, f"{sanitize(url)} answers ({(time.perf_counter() - started) * 1000:.1f} ms)"
@@ -34,6 +33,8 @@ def _redis_ping(url: str, variable: str) -> tuple[bool, str]:
             False,
             f"{sanitize(url)} unreachable ({type(exc).__name__}: {exc}); check {variable}",
         )
+    finally:
+        client.close()
 
 
 def check_mode(s: Settings) -> CheckResult:

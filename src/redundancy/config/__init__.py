@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     rabbitmq_url: str | None = None
     kafka_bootstrap_servers: str | None = None
     redis_cache_url: str | None = None
+    redis_socket_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="reply timeout of the job store, outbox and lease Redis (s)",
+    )
+    redis_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="connect timeout of those and of the Redis Streams event broker (s)",
+    )
     cache_default_ttl: int = Field(default=3600, gt=0)
     cache_max_connections: int = Field(default=50, gt=0)
     otel_exporter_otlp_endpoint: str | None = None

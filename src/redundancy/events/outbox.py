@@ -8,18 +8,17 @@ its length is the backlog. The embedded default keeps an in-process list instead
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
 import threading
 import time
 from typing import Any, Protocol
 
-from redundancy import keys
+from redundancy import keys, resources
 from redundancy.events import metrics
 from redundancy.events.errors import BrokerUnavailableError
 from redundancy.events.wire import WireMessage
+from redundancy.kv.lease import Lease, LocalLease, RedisLease
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +27,6 @@ WRITE_BACKOFF = 0.2
 DEAD_LETTER_MAXLEN = 10_000
 
 Entry = tuple[str, dict[Any, Any]]
-
-
-class Lease(Protocol):
-    def acquire(self) -> bool: ...
-    def renew(self) -> bool: ...
-    def release(self) -> None: ...
 
 
 class Outbox(Protocol):
@@ -56,15 +49,17 @@ def _ms_of(entry_id: str | bytes) -> int:
 
 
 class RedisOutbox:
+    """The outbox on ``client`` (injected), or on a new client of ``url`` made with the
+    job role's timeouts (``redundancy.resources``)."""
+
     durable = True
 
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.url = url
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-        )
+    def __init__(self, url: str | None = None, *, client: Any = None) -> None:
+        if client is None:
+            if url is None:
+                raise TypeError("RedisOutbox needs a url or a client")
+            client = resources.redis_client(url, resources.Role.JOBS)
+        self._redis = client
         self.key = keys.outbox()
 
     def append(self, message: WireMessage) -> None:
@@ -116,38 +111,8 @@ class RedisOutbox:
         return int(self._redis.xlen(keys.outbox_dead_letters()))
 
     def lease(self, ttl: float) -> Lease:
-        return _RedisLease(self._redis, ttl)
-
-
-class _RedisLease:
-    """redis-py's Lock as a leadership lease: held by one relay, renewed while it works."""
-
-    def __init__(self, client: Any, ttl: float) -> None:
-        self._lock = client.lock(
-            keys.relay_lease(), timeout=ttl, blocking=False, thread_local=False
-        )
-        self.held = False
-
-    def acquire(self) -> bool:
-        self.held = bool(self._lock.acquire(blocking=False))
-        return self.held
-
-    def renew(self) -> bool:
-        from redis.exceptions import LockError
-
-        try:
-            self._lock.reacquire()
-        except LockError:
-            self.held = False
-        return self.held
-
-    def release(self) -> None:
-        from redis.exceptions import LockError
-
-        if self.held:
-            self.held = False
-            with contextlib.suppress(LockError):
-                self._lock.release()
+        """The relays' leadership lease (one relay drains the outbox at a time)."""
+        return RedisLease(self._redis, keys.relay_lease(), ttl)
 
 
 class MemoryOutbox:
@@ -201,33 +166,15 @@ class MemoryOutbox:
         return len(self._dead)
 
     def lease(self, ttl: float) -> Lease:
-        return _AlwaysHeld()
-
-
-class _AlwaysHeld:
-    def acquire(self) -> bool:
-        return True
-
-    def renew(self) -> bool:
-        return True
-
-    def release(self) -> None:
-        pass
-
-
-_outbox: Outbox | None = None
-_outbox_pid: int | None = None
-_memory_outbox = MemoryOutbox()
+        return LocalLease()
 
 
 def get_outbox() -> Outbox:
-    """This process's outbox: Redis (the job store) on a cluster, in-memory when embedded."""
-    global _outbox, _outbox_pid
-    if _outbox is None or _outbox_pid != os.getpid():
-        from redundancy.config import get_settings
+    """This process's outbox: Redis (the job store's) on a cluster, in-memory on the
+    embedded default (``redundancy.resources`` decides, and makes it again after a fork)."""
+    return resources.shared("outbox", _new_outbox)
 
-        settings = get_settings()
-        url = settings.job_store_url
-        _outbox = RedisOutbox(url) if url and not settings.embedded else _memory_outbox
-        _outbox_pid = os.getpid()
-    return _outbox
+
+def _new_outbox() -> Outbox:
+    client = resources.jobs_client()
+    return MemoryOutbox() if client is None else RedisOutbox(client=client)

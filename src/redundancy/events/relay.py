@@ -19,8 +19,9 @@ from typing import Any
 from redundancy.events import metrics, webhooks
 from redundancy.events.brokers.base import EventBroker
 from redundancy.events.errors import BrokerUnavailableError, InvalidEventError, PublishRejectedError
-from redundancy.events.outbox import Lease, Outbox
+from redundancy.events.outbox import Outbox
 from redundancy.events.wire import WireMessage
+from redundancy.kv.lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +212,14 @@ class Relay:
     def _leader(self) -> bool:
         """Hold the lease: take it when free, renew it a third of its time after the last."""
         now = time.monotonic()
-        if not getattr(self.lease, "held", True):
+        if not self.lease.held:
             if self.lease.acquire():
                 self._renewed_at = now
-            return bool(getattr(self.lease, "held", True))
+            return self.lease.held
         if now - self._renewed_at >= self.lease_ttl / 3:
             self.lease.renew()
             self._renewed_at = now
-        return bool(getattr(self.lease, "held", True))
+        return self.lease.held
 
     def _round(self, stop: threading.Event) -> None:
         self.update_gauges()

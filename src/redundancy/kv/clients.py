@@ -1,38 +1,23 @@
 """Per-process Redis clients with a bounded pool, for the sync and the async driver.
 
-A ``Connector`` builds its clients lazily and again after a fork (a prefork child never
-uses its parent's sockets), and one async client per event loop (a redis.asyncio
-connection belongs to the loop that opened it). ``memory://`` (or no URL) selects the
-in-memory twin instead.
+A ``Connector`` builds its clients lazily (with ``redundancy.resources``, the one place
+clients are made) and again after a fork (a prefork child never uses its parent's
+sockets), and one async client per event loop (a redis.asyncio connection belongs to
+the loop that opened it). ``memory://`` (or no URL) selects the in-memory twin instead.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import weakref
 from typing import Any
 
+from redundancy import resources
 from redundancy.kv.memory import AsyncMemoryBackend, MemoryStore
 from redundancy.kv.ops import AsyncBackend, Command, Script, SyncBackend
+from redundancy.resources import MEMORY_URL, Role
 
-MEMORY_URL = "memory://"
-_FORK_AWARE: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def reset_after_fork(obj: Any) -> None:
-    """Call ``obj._after_fork()`` in the child of every ``os.fork`` (prefork pools),
-    so per-process state is rebuilt without a ``getpid()`` on every operation."""
-    _FORK_AWARE.add(obj)
-
-
-def _after_fork_in_child() -> None:
-    for obj in list(_FORK_AWARE):
-        obj._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 POOL_WAIT_FACTOR = 5
 """A caller waits up to this many socket timeouts for a free pooled connection."""
 
@@ -46,7 +31,7 @@ def sanitize(url: str) -> str:
 
 class RedisSyncBackend:
     """Bounded by ``max_connections`` tokens in a ``queue.SimpleQueue`` (C code, ~0.2 us)
-    over redis-py's plain pool; its BlockingConnectionPool does the same for ~3 us a
+    over redis-py's plain pool; its blocking pool does the same for ~3 us a
     command, a tenth of a cache hit. A caller waits ``wait`` seconds for a token, then
     gets a ConnectionError, as from a blocking pool."""
 
@@ -140,19 +125,19 @@ class Connector:
         url: str | None,
         *,
         max_connections: int = 50,
-        socket_timeout: float = 1.0,
+        socket_timeout: float | None = None,
         memory: MemoryStore | None = None,
     ) -> None:
         self.url = url or MEMORY_URL
         self.max_connections = max_connections
-        self.socket_timeout = socket_timeout
+        self.socket_timeout = resources.timeouts(Role.CACHE, socket_timeout).reply
         self.memory = (memory or MemoryStore()) if self.is_memory else None
         self._after_fork()
-        reset_after_fork(self)
+        resources.reset_after_fork(self)
 
     @property
     def is_memory(self) -> bool:
-        return self.url.startswith(MEMORY_URL)
+        return resources.is_memory(self.url)
 
     def describe(self) -> str:
         return "in-memory (this process only)" if self.is_memory else sanitize(self.url)
@@ -162,14 +147,6 @@ class Connector:
         self._lock = threading.Lock()
         self._sync: SyncBackend | None = None
         self._async: weakref.WeakKeyDictionary[Any, AsyncBackend] = weakref.WeakKeyDictionary()
-
-    def _options(self) -> dict[str, Any]:
-        return {
-            "max_connections": self.max_connections,
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.socket_timeout,
-            "health_check_interval": 30,
-        }
 
     def sync(self) -> SyncBackend:
         """This process's blocking backend."""
@@ -184,13 +161,12 @@ class Connector:
     def _make_sync(self) -> SyncBackend:
         if self.memory is not None:
             return self.memory
-        import redis
-        from redis.backoff import ExponentialWithJitterBackoff
-        from redis.retry import Retry
-
-        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1)
-        pool = redis.ConnectionPool.from_url(self.url, retry=retry, **self._options())
-        client = redis.Redis(connection_pool=pool)
+        client = resources.redis_client(
+            self.url,
+            Role.CACHE,
+            timeout=self.socket_timeout,
+            max_connections=self.max_connections,
+        )
         wait = self.socket_timeout * POOL_WAIT_FACTOR
         return RedisSyncBackend(client, self.max_connections, wait)
 
@@ -207,13 +183,13 @@ class Connector:
     def _make_async(self) -> AsyncBackend:
         if self.memory is not None:
             return AsyncMemoryBackend(self.memory)
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import ExponentialWithJitterBackoff
-
-        retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), retries=1)
-        pool = aioredis.ConnectionPool.from_url(self.url, retry=retry, **self._options())
-        return RedisAsyncBackend(aioredis.Redis(connection_pool=pool), self.max_connections)
+        client = resources.async_redis_client(
+            self.url,
+            Role.CACHE,
+            timeout=self.socket_timeout,
+            max_connections=self.max_connections,
+        )
+        return RedisAsyncBackend(client, self.max_connections)
 
     def close(self) -> None:
         """Close this process's blocking client (the async ones: ``aclose``)."""

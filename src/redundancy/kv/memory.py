@@ -5,7 +5,19 @@ It answers with the same shapes redis-py gives (bytes values, ``True``/``None`` 
 Python twins registered by name. One lock makes every command, pipeline and script
 atomic, as Redis does. ``max_keys`` bounds its memory: past it, the least recently used
 key is evicted (Redis's ``allkeys-lru``). The same test suite runs against it and
-against real Redis.
+against real Redis, and one table of cases (``tests/integration/test_kv_twin.py``) runs
+every Lua script and its twin, and the commands we send, on both and requires equal
+replies -- so a script cannot change without its twin being checked against the server.
+
+Why twins rather than running the same Lua on ``fakeredis[lua]`` (measured on the
+2-core dev machine, median of 9 interleaved runs, twins vs fakeredis 2.41 + lupa 2.8):
+a first cache use in a fresh process took 904 vs 1043 ms, a first session use 692 vs
+946 ms, ``crd analyze`` 1355 vs 1424 ms (``crd batch examples/corpus``, which uses no
+store here, 1775 vs 1884 ms: noise); per operation in-process, a cache hit 4 vs 30 us,
+a ``get_or_set`` hit 8 vs 115 us, a session read 20 vs 280 us. fakeredis also has no
+eviction, so ``CACHE_MEMORY_MAX_KEYS`` could not bound the embedded cache, and it would
+add two dependencies (one compiled). The twins cost this module and a Python copy of
+each of six short scripts; the table keeps them honest.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from redundancy import keys
+from redundancy import keys, resources
+from redundancy.kv.lease import Lease, RedisLease
 from redundancy.observability.metrics import THREAD_ERRORS, WorkerState, compact_safely
 from redundancy.observability.multiproc import multiprocess_folder
 
@@ -58,46 +59,14 @@ def probe_connection(app: Any) -> Any:
     return app.connection_for_read(connect_timeout=PROBE_TIMEOUT, transport_options=timeouts)
 
 
-RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('expire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
-
-class Lease:
-    """A named lease in Redis: at most one holder, renewed while it lives, lost after ttl."""
-
-    def __init__(self, client: Any, key: str, owner: str, ttl: int) -> None:
-        self.client, self.key, self.owner, self.ttl = client, key, owner, ttl
-
-    def hold(self) -> bool:
-        """Take or renew the lease; False while someone else holds it."""
-        if self.client.set(self.key, self.owner, nx=True, ex=self.ttl):
-            return True
-        return bool(self.client.eval(RENEW, 1, self.key, self.owner, self.ttl))
-
-    def release(self) -> None:
-        self.client.eval(RELEASE, 1, self.key, self.owner)
-
-
-def reporter_lease(url: str, owner: str, interval: float) -> Lease:
-    import redis
-
-    client = redis.Redis.from_url(
-        url,
-        socket_timeout=PROBE_TIMEOUT,
-        socket_connect_timeout=PROBE_TIMEOUT,
-        decode_responses=True,
+def reporter_lease(url: str, owner: str, interval: float) -> RedisLease:
+    """The lease of the one worker that reports queue lengths, renewed every ``interval``
+    and lost after three missed renewals."""
+    client = resources.redis_client(
+        url, resources.Role.JOBS, timeout=PROBE_TIMEOUT, decode_responses=True
     )
-    return Lease(client, keys.metrics_queue_reporter(), owner, ttl=max(3, int(interval * 3)))
+    ttl = max(3, int(interval * 3))
+    return RedisLease(client, keys.metrics_queue_reporter(), ttl, owner=owner)
 
 
 class WorkerMonitor(threading.Thread):

@@ -24,11 +24,11 @@ blocking face over the same code.
 
 from __future__ import annotations
 
-import threading
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
+from redundancy import resources
 from redundancy.kv.clients import Connector
 from redundancy.kv.ops import Flow, run_async, run_sync
 from redundancy.sessions.core import (
@@ -60,6 +60,7 @@ class _Face:
         max_jobs: int | None = None,
         max_connections: int | None = None,
         socket_timeout: float | None = None,
+        connector: Connector | None = None,
         _shared: tuple[SessionCore, Connector] | None = None,
     ) -> None:
         if _shared is not None:
@@ -68,10 +69,10 @@ class _Face:
         from redundancy.config import get_settings
 
         s = get_settings()
-        self.connector = Connector(
+        self.connector = connector or Connector(
             redis_url or s.sessions_url,
             max_connections=max_connections or s.cache_max_connections,
-            socket_timeout=socket_timeout or s.cache_socket_timeout,
+            socket_timeout=socket_timeout,
         )
         max_lifetime = max_lifetime or s.session_max_lifetime
         max_ttl = max_ttl or min(s.session_max_ttl, max_lifetime)
@@ -202,25 +203,15 @@ class SyncSessionManager(_Face):
         return SessionManager(_shared=(self.core, self.connector))
 
 
-_manager: SessionManager | None = None
-_lock = threading.Lock()
-
-
 def get_session_manager() -> SessionManager:
-    """The process's session manager from the settings (``.sync`` for the blocking face)."""
-    global _manager
-    if _manager is None:
-        with _lock:
-            if _manager is None:
-                _manager = SessionManager()
-    return _manager
+    """The process's session manager from the settings (``.sync`` for the blocking face),
+    made on first use and again in a forked child (``redundancy.resources``)."""
+    return resources.shared("sessions", SessionManager)
 
 
 def reset_session_manager() -> None:
     """Forget the process's manager (tests; after a settings change)."""
-    global _manager
-    with _lock:
-        _manager = None
+    resources.forget("sessions")
 
 
 __all__ = [

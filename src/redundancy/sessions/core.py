@@ -8,7 +8,8 @@ absolute end (``max_until``), so a user's index never outlives its last session.
 Every read-check-write runs in one Lua script on the server's clock (``TIME``): merges
 from any number of processes are atomic (no update is ever lost), the IP check and the
 sliding refresh cannot race a delete, and hosts with skewed clocks agree. The in-memory
-twin runs Python copies of the scripts, line for line, under its lock.
+twin runs Python copies of the scripts, line for line, under its lock (proven to answer
+as Redis does by one shared table of cases, see ``redundancy.kv.memory``).
 """
 
 from __future__ import annotations

@@ -1,20 +1,19 @@
 """Job data that is not a result: staged batch documents and delivery counters.
 
 It lives in the result backend's Redis (``Settings.job_store_url``), which production
-runs without eviction; the embedded default uses the in-memory twin. Clients are made
-lazily per process, so a prefork child never inherits its parent's sockets.
+runs without eviction; the embedded default uses the in-memory twin. The client comes
+from ``redundancy.resources``: made lazily per process, so a prefork child never
+inherits its parent's sockets.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from redundancy import keys
-from redundancy.config import get_settings
+from redundancy import keys, resources
 
 STAGE_PIPELINE = 500
 """Documents written per Redis round trip when staging a batch."""
@@ -83,16 +82,15 @@ class MemoryJobStore:
 
 
 class RedisJobStore:
-    """Documents as one Redis hash per batch (position -> JSON), with a TTL."""
+    """Documents as one Redis hash per batch (position -> JSON), with a TTL.
 
-    def __init__(self, url: str) -> None:
-        import redis  # imported here so the embedded default never needs a server
+    ``client``: a redis-py client, with the job role's timeouts from
+    ``redundancy.resources`` (every task start counts its delivery here, and a Redis
+    that accepts but never answers must not hold a task until its time limit).
+    """
 
-        # Explicit timeouts: every task start counts its delivery here, and a Redis that
-        # accepts but never answers must not hold a task until its time limit.
-        self._redis = redis.Redis.from_url(
-            url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10
-        )
+    def __init__(self, client: Any) -> None:
+        self._redis = client
 
     def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int:
         key = keys.batch_docs(batch_id)
@@ -138,7 +136,7 @@ class RedisJobStore:
         pipe = self._redis.pipeline(transaction=False)
         for key, fields in tables.items():
             if fields:
-                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+                pipe.hset(key, mapping=fields)
                 pipe.expire(key, ttl)
         pipe.execute()
 
@@ -163,16 +161,12 @@ class RedisJobStore:
         return self._incr(keys.delivery_counter(task_id, retries), ttl)
 
 
-_store: JobStore | None = None
-_store_pid: int | None = None
-_memory_store = MemoryJobStore()
-
-
 def get_job_store() -> JobStore:
-    """This process's job store (a new Redis client after every fork)."""
-    global _store, _store_pid
-    if _store is None or _store_pid != os.getpid():
-        url = get_settings().job_store_url
-        _store = RedisJobStore(url) if url and not get_settings().embedded else _memory_store
-        _store_pid = os.getpid()
-    return _store
+    """This process's job store: Redis on a cluster, in-process on the embedded default
+    (``redundancy.resources`` decides, and makes it again in a forked child)."""
+    return resources.shared("job_store", _new_job_store)
+
+
+def _new_job_store() -> JobStore:
+    client = resources.jobs_client()
+    return MemoryJobStore() if client is None else RedisJobStore(client)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from redundancy import keys
+from redundancy import keys, resources
 from redundancy.events.brokers.base import Delivery, EventBroker, Reader
 from redundancy.events.errors import BrokerUnavailableError, InvalidEventError
 from redundancy.events.wire import WireMessage
@@ -25,25 +25,29 @@ class RedisStreamBroker(EventBroker):
     kind = "redis_streams"
 
     def __init__(
-        self, url: str, *, maxlen: int | None = None, claim_idle: float = CLAIM_IDLE, **options: Any
+        self,
+        url: str,
+        *,
+        client: Any = None,
+        maxlen: int | None = None,
+        claim_idle: float = CLAIM_IDLE,
+        **options: Any,
     ) -> None:
+        """``client``: a redis-py client to use instead of the ones this broker makes
+        (with the events role's timeouts, ``redundancy.resources``); its owner closes it."""
         from redundancy.config import get_settings
 
         super().__init__(url, **options)
         self.maxlen = maxlen or get_settings().events_stream_maxlen
         self.claim_idle = claim_idle
         self.stream = keys.event_stream(self.topic)
+        self._given = client
         self._redis: Any = None
 
     def _client(self) -> Any:
-        import redis
-
-        return redis.Redis.from_url(
-            self.url,
-            socket_timeout=self.publish_timeout,
-            socket_connect_timeout=min(5.0, self.publish_timeout),
-            health_check_interval=30,
-        )
+        if self._given is not None:
+            return _Unowned(self._given)
+        return resources.redis_client(self.url, resources.Role.EVENTS, timeout=self.publish_timeout)
 
     def _connect(self) -> None:
         import redis
@@ -88,6 +92,19 @@ class RedisStreamBroker(EventBroker):
             return _TailReader(client, self.stream, from_beginning)
         _create_group(client, self.stream, group)
         return _GroupReader(client, self.stream, group, consumer, self.claim_idle)
+
+
+class _Unowned:
+    """An injected client as this broker uses it: every call but ``close`` (its owner's)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def close(self) -> None:
+        pass
 
 
 def _create_group(client: Any, stream: str, group: str) -> None:
