@@ -495,3 +495,29 @@ def test_crd_serve_and_crd_keys_refuse_without_a_broker_or_redis(monkeypatch):
     assert no_redis.exit_code == 2 and "REDIS_URL is not set" in no_redis.output
     keys_without = runner.invoke(cli, ["keys", "create", "ana"])
     assert keys_without.exit_code == 2 and "REDIS_URL is not set" in keys_without.output
+
+
+def test_a_broker_that_refuses_the_job_is_a_503_and_costs_nothing(monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from redundancy.api import limits
+    from redundancy.api.store import run_blocking
+    from redundancy.tasks import analyze_content
+
+    # Given a broker that refuses every publish
+    app = make_app(monkeypatch)
+    key = new_key()
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(analyze_content, "apply_async", refuse)
+    # When an analysis is posted
+    refused, listed = call(app, analysis(key), ("GET", "/v1/jobs", bearer(key)))
+    # Then it is 503 (retry later), no job is left recorded and the quota is refunded
+    assert refused.status_code == 503
+    assert "broker did not take the job" in refused.json()["error"]["message"]
+    assert listed.json() == {"jobs": []}
+    key_id = key.split("_")[1]
+    used = run_blocking(limits.charge(key_id, 0, 0, max_documents=10, max_bytes=10))
+    assert (used.documents, used.bytes) == (0, 0)

@@ -22,7 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from redundancy.api import intake, jobs
 from redundancy.api.apikeys import Principal
 from redundancy.api.auth import admitted, authorized, charge_quota, client_ip, refund_quota
-from redundancy.api.errors import ConflictError, NotFoundError
+from redundancy.api.errors import ConflictError, NotFoundError, ServiceUnavailableError
 from redundancy.api.models import (
     AnalyzeRequest,
     CompareRequest,
@@ -34,6 +34,7 @@ from redundancy.api.models import (
 )
 from redundancy.api.store import run
 from redundancy.config import get_settings
+from redundancy.errors import RedundancyError
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,10 @@ async def _submit_single(
     principal = await admitted(request, documents=1, size=size, job=(job_id, kind))
     task = app.tasks[task_name]
     try:
-        await anyio.to_thread.run_sync(lambda: task.apply_async(kwargs=kwargs, task_id=job_id))
-    except BaseException:
+        await anyio.to_thread.run_sync(
+            lambda: send(lambda: task.apply_async(kwargs=kwargs, task_id=job_id))
+        )
+    except Exception:
         await refund_quota(principal, 1, size)
         await run(jobs.forget(job_id))
         raise
@@ -125,6 +128,18 @@ async def _submit_single(
         if snap.state in FINISHED:
             return JSONResponse(status_body(job, snap, 0, DEFAULT_PAGE))
     return accepted(job_id, kind, 1)
+
+
+def send(publish: Any) -> Any:
+    """Publish (blocking), a broker failure answered as 503 (ours, retryable), not 500."""
+    try:
+        return publish()
+    except Exception as exc:
+        if isinstance(exc, RedundancyError):
+            raise
+        raise ServiceUnavailableError(
+            f"the broker did not take the job: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _now() -> Any:
@@ -233,7 +248,7 @@ async def submit_batch(
 
     def stage_and_send(source: Any) -> Any:
         staged = stage_batch(source, batch_id=job_id, **options)
-        staged.canvas.apply_async()
+        send(staged.canvas.apply_async)
         return staged
 
     try:
