@@ -247,7 +247,7 @@ async def submit_batch(
         raise intake.unsupported(kind)
 
     def stage_and_send(source: Any) -> Any:
-        staged = stage_batch(source, batch_id=job_id, **options)
+        staged = stage_batch(source, batch_id=job_id, keep_texts=True, **options)
         send(staged.canvas.apply_async)
         return staged
 

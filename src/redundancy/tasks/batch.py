@@ -95,12 +95,14 @@ def stage_batch(
     *,
     batch_id: str | None = None,
     mode: str = "auto",
+    keep_texts: bool = False,
 ) -> StagedBatch:
     """Validate, store the documents once, and build the canvas (not yet sent).
 
     ``items`` may be any iterable, a generator over a huge JSONL file included: documents
     are written to the job store as they come (only their ids stay in memory). ``mode``
-    ``"auto"`` picks by the number of documents (``redundancy.core.resolve_mode``).
+    ``"auto"`` picks by the number of documents (``redundancy.core.resolve_mode``);
+    ``keep_texts`` keeps the best pairs' texts after the merge (``keep_pair_texts``).
     Producers with large batches call this (the CLI does), then ``canvas.apply_async()``;
     ``process_batch`` does the same on a worker for callers that pass items inline.
     """
@@ -127,7 +129,8 @@ def stage_batch(
         "algorithm": opts.algorithm,
     }
     analyses = [analyze_chunk.si(batch_id, c, **params) for c in range(chunks)]
-    body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **params)
+    kept = {"keep_texts": True} if keep_texts else {}  # the HTTP API's results page
+    body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **kept, **params)
     if used == "indexed":
         from redundancy.tasks.search import lsh_bucket, lsh_sign, lsh_verify, partition_count
 
@@ -292,8 +295,10 @@ def merge_batch(
     algorithm: str,
     webhook_url: str | None = None,
     mode: SearchMode = "all-pairs",
+    keep_texts: bool = False,
 ) -> dict[str, Any]:
-    """Join the chunk results into one BatchResult, announce it, release the documents.
+    """Join the chunk results into one BatchResult, announce it, release the documents
+    (keeping the texts of the best pairs for ``BATCH_TTL`` when ``keep_texts``).
 
     ``batch.completed`` is written to the outbox here rather than from a signal, so the
     webhook carries the very same event; an outbox failure retries the merge, and a re-run
@@ -343,7 +348,8 @@ def merge_batch(
     emit(event)
     if webhook_url:
         _schedule_webhook(webhook_url, event)
-    keep_pair_texts(batch_id, found.pairs)  # the results page's diff view (redundancy.api)
+    if keep_texts:
+        keep_pair_texts(batch_id, found.pairs)  # the results page's diff view (redundancy.api)
     try:
         get_job_store().delete(batch_id, **_search_tables(mode, count, chunk_size, threshold))
     except Exception:  # the TTL removes them anyway
