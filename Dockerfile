@@ -1,4 +1,4 @@
-# The application image: `crd` (workers, Flower, the CLI) with every extra installed.
+# The application image: `crd` (workers, the API, Flower, the CLI) with every extra installed.
 # docker compose builds it; the same image runs any role via its command.
 FROM python:3.11-slim
 

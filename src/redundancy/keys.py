@@ -50,6 +50,13 @@ def batch_keys(batch_id: str, *, partitions: int = 0, chunks: int = 0) -> list[s
     ]
 
 
+def batch_texts(batch_id: str) -> str:
+    """Hash of document id -> JSON ``{"id", "text"}``: texts of a finished batch's best
+    pairs, kept for the results page's diff view after the staged documents are gone.
+    Not in ``batch_keys``: it outlives the merge (BATCH_TTL)."""
+    return f"{BATCH}{batch_id}:texts"
+
+
 def delivery_counter(task_id: str, retries: int) -> str:
     """How many times one attempt of a task message has been delivered."""
     return f"{DELIVERIES}{task_id}:{retries}"
@@ -67,6 +74,7 @@ CACHE_STATS = area_prefix("cache-stats") + "counters"
 
 NON_CACHE_AREAS = frozenset(
     {"batch", "deliveries", "sessions", "cache-lock", "cache-stats", "events", "metrics"}
+    | {"api", "ratelimit"}  # the HTTP gateway's areas (see the end of this module)
 )
 """Areas owned by other parts: never a cache namespace (a pattern clear would wipe them)."""
 
@@ -147,3 +155,48 @@ METRICS = area_prefix("metrics")
 def metrics_queue_reporter() -> str:
     """Lease naming the one worker that reports cluster-wide queue lengths."""
     return f"{METRICS}queue-reporter"
+
+
+# --- HTTP API gateway (redundancy.api) ---------------------------------------------------
+
+API = area_prefix("api")
+
+
+def api_key(digest: str) -> str:
+    """Hash of one API key, found by the sha256 of the key: ``key_id``, ``user_id``."""
+    return f"{API}key:{digest}"
+
+
+def api_key_id(key_id: str) -> str:
+    """String: the digest of the key with this public id (revocation by id)."""
+    return f"{API}key-id:{key_id}"
+
+
+def api_user_keys(user_id: str) -> str:
+    """Hash of key id -> JSON facts (name, created, revoked) of one user's keys."""
+    return f"{API}user-keys:{user_id}"
+
+
+def api_job(job_id: str) -> str:
+    """Hash: who submitted a job, its kind and size (ownership; expires after BATCH_TTL)."""
+    return f"{API}job:{job_id}"
+
+
+def api_key_jobs(key_id: str) -> str:
+    """List of the job ids submitted with one API key, newest last (capped); a user's
+    jobs are those of their keys (``api_user_keys``)."""
+    return f"{API}key-jobs:{key_id}"
+
+
+RATELIMIT = area_prefix("ratelimit")
+
+
+def rate_limit(key_id: str) -> str:
+    """GCRA state of one API key: its theoretical arrival time (ms, server clock)."""
+    return f"{RATELIMIT}gcra:{key_id}"
+
+
+def daily_quota(key_id: str) -> str:
+    """Hash: the UTC ``day`` (days since the epoch, server clock) and the ``documents``
+    and ``bytes`` one API key submitted that day; a new day starts from zero."""
+    return f"{RATELIMIT}quota:{key_id}"

@@ -63,7 +63,9 @@ def test_crd_cache_clear_and_stats(env):
 def test_crd_sessions_list_and_revoke(env):
     url, _ = env
     sessions = SyncSessionManager(url)
-    ids = {sessions.create_session(user_id="ana", ip_address="10.0.0.1") for _ in range(2)}
+    ids = {
+        sessions.create_session(user_id="ana", ip_address="10.0.0.1").session_id for _ in range(2)
+    }
     runner = CliRunner()
     out = runner.invoke(cli, ["sessions", "list", "ana"])
     listed = [json.loads(line) for line in out.output.splitlines()]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from redundancy.api import limits as api_limits
 from redundancy.cache import core as cache_core
 from redundancy.kv.clients import Connector
 from redundancy.kv.memory import SCRIPT_TWINS, MemoryStore
@@ -27,6 +28,7 @@ from tests.services import REDIS_CACHE_DB, flush_db, redis_url
 pytestmark = pytest.mark.integration
 
 S, J, U, V, L = "twin:s", "twin:j", "twin:u", "twin:v", "twin:lock"
+R, Q, K, KI, JOB, KJ = "twin:r", "twin:q", "twin:k", "twin:ki", "twin:job", "twin:kj"
 NOW_WINDOW_MS = 10 * 86_400_000
 """An integer this close to the case's start (ms) is a timestamp from the server clock."""
 
@@ -35,7 +37,7 @@ NOW_WINDOW_MS = 10 * 86_400_000
 class Case:
     name: str
     call: RunScript | tuple[Any, ...]
-    setup: tuple[tuple[Any, ...], ...] = ()
+    setup: tuple[tuple[Any, ...] | RunScript, ...] = ()
     reads: tuple[tuple[Any, ...], ...] = ()
 
     def __str__(self) -> str:
@@ -49,6 +51,17 @@ def script(s: Script, keys: tuple[Any, ...], *args: Any) -> RunScript:
 def session(bind: str = "0", ip: str = "10.0.0.1", ttl: int = 60, life: int = 3600) -> tuple:
     """Set-up: a session created by the server's own script (so both sides hold the same)."""
     return ("CREATE", ("u1", ip, bind, ttl, life, "d:theme", '"dark"'))
+
+
+LIVE_KEY = (("HSET", K, "key_id", "kid", "user_id", "ana"),)
+
+
+def admit_args(documents: int = 0, mode: str = "digest", job: bool = False) -> tuple:
+    """ADMIT's ARGV: 1 request per 10 s, burst 1, 5 documents and 100 bytes a day."""
+    args: tuple = ("10000.0", 1, documents, 10 * documents, 5, 100, mode, "kid")
+    if job:
+        args += ("j1", "analysis", "2026-01-01T00:00:00+00:00", documents, 60_000, 3, "sam")
+    return args
 
 
 SESSION_READS = (("HGETALL", S), ("PTTL", S), ("ZRANGEBYSCORE", U, "-inf", "+inf"), ("PTTL", U))
@@ -131,38 +144,116 @@ CASES = [
     ),
     Case(
         "session update: absent",
-        script(session_core.UPDATE, (S, J), "d:theme", '"light"'),
+        script(session_core.UPDATE, (S, J), "", "d:theme", '"light"'),
         reads=(("EXISTS", S),),
     ),
     Case(
         "session update: merges and refreshes",
-        script(session_core.UPDATE, (S, J), "d:theme", '"light"', "d:lang", '"fr"'),
+        script(session_core.UPDATE, (S, J), "", "d:theme", '"light"', "d:lang", '"fr"'),
         setup=(session(), ("PEXPIRE", S, 5000)),
         reads=SESSION_READS,
     ),
     Case(
         "session update: past its lifetime it is deleted",
-        script(session_core.UPDATE, (S, J), "d:theme", '"light"'),
+        script(session_core.UPDATE, (S, J), "", "d:theme", '"light"'),
         setup=(session(), ("HSET", S, "m:max_until", 1000)),
         reads=(("EXISTS", S),),
     ),
     Case(
         "session add_job: appends, keeps the newest, follows the session's TTL",
-        script(session_core.ADD_JOB, (S, J), "t4", 3),
+        script(session_core.ADD_JOB, (S, J), "", "t4", 3),
         setup=(session(), ("RPUSH", J, "t1", "t2", "t3")),
         reads=(("LRANGE", J, 0, -1), ("PTTL", J)),
     ),
     Case(
         "session add_job: no session, no job",
-        script(session_core.ADD_JOB, (S, J), "t1", 3),
+        script(session_core.ADD_JOB, (S, J), "", "t1", 3),
         reads=(("EXISTS", J),),
     ),
     Case(
         "session add_job: a key without TTL is not a session",
-        script(session_core.ADD_JOB, (S, J), "t1", 3),
+        script(session_core.ADD_JOB, (S, J), "", "t1", 3),
         setup=(("HSET", S, "m:user_id", "u1"),),
         reads=(("EXISTS", J),),
     ),
+    Case(
+        "session update: another IP is refused when bound, nothing changes",
+        script(session_core.UPDATE, (S, J), "10.0.0.2", "d:theme", '"light"'),
+        setup=(session(bind="1"), ("PEXPIRE", S, 5000)),
+        reads=SESSION_READS,
+    ),
+    Case(
+        "session update: the bound IP may",
+        script(session_core.UPDATE, (S, J), "10.0.0.1", "d:theme", '"light"'),
+        setup=(session(bind="1"),),
+        reads=SESSION_READS,
+    ),
+    Case(
+        "session add_job: another IP is refused when bound",
+        script(session_core.ADD_JOB, (S, J), "10.0.0.2", "t1", 3),
+        setup=(session(bind="1"),),
+        reads=(("EXISTS", J),),
+    ),
+    # --- the API's admission and quota ---
+    Case(
+        "admit: an unknown key charges nothing",
+        script(api_limits.ADMIT, (R, Q, K), *admit_args(documents=1)),
+        reads=(("EXISTS", R), ("EXISTS", Q)),
+    ),
+    Case(
+        "admit: a session's revoked key charges nothing",
+        script(api_limits.ADMIT, (R, Q, K), *admit_args(mode="id")),
+        reads=(("EXISTS", R),),
+    ),
+    Case(
+        "admit: a key whose digest names another id is unknown",
+        script(api_limits.ADMIT, (R, Q, K), *admit_args()),
+        setup=(("HSET", K, "key_id", "other", "user_id", "ana"),),
+        reads=(("EXISTS", R),),
+    ),
+    Case(
+        "admit: a live key is charged its request and documents, and the job recorded",
+        script(api_limits.ADMIT, (R, Q, K, JOB, KJ), *admit_args(documents=2, job=True)),
+        setup=(*LIVE_KEY, ("RPUSH", KJ, "older")),
+        reads=(
+            ("PTTL", R),
+            ("HMGET", Q, "documents", "bytes"),
+            ("HGETALL", JOB),
+            ("PTTL", JOB),
+            ("LRANGE", KJ, 0, -1),
+            ("PTTL", KJ),
+        ),
+    ),
+    Case(
+        "admit: a session's live key records the job under the session's user",
+        script(api_limits.ADMIT, (R, Q, KI, JOB, KJ), *admit_args(mode="id", job=True)),
+        setup=(("SET", KI, "digest"),),
+        reads=(("HGETALL", JOB), ("LRANGE", KJ, 0, -1)),
+    ),
+    Case(
+        "admit: over the rate, refused with when it would pass, nothing charged",
+        script(api_limits.ADMIT, (R, Q, K), *admit_args(documents=1)),
+        setup=(*LIVE_KEY, script(api_limits.ADMIT, (R, Q, K), *admit_args(documents=1))),
+        reads=(("HMGET", Q, "documents"),),
+    ),
+    Case(
+        "admit: over the daily documents, refused whole",
+        script(api_limits.ADMIT, (R, Q, K), *admit_args(documents=6)),
+        setup=LIVE_KEY,
+        reads=(("EXISTS", R), ("EXISTS", Q)),
+    ),
+    Case(
+        "quota: charges, and a refund never goes below zero",
+        script(api_limits.QUOTA, (Q,), 0, 0, -3, -30, 5, 100),
+        setup=(script(api_limits.QUOTA, (Q,), 0, 0, 2, 20, 5, 100),),
+        reads=(("HMGET", Q, "documents", "bytes"),),
+    ),
+    Case(
+        "quota: over the bytes, refused",
+        script(api_limits.QUOTA, (Q,), 0, 0, 1, 200, 5, 100),
+        reads=(("EXISTS", Q),),
+    ),
+    Case("HMGET", ("HMGET", S, "a", "missing", "b"), setup=(("HSET", S, "a", "1", "b", "2"),)),
     # --- the commands the flows send directly ---
     Case("SET NX on a new key", ("SET", V, "1", "NX", "PX", 4000), reads=(("PTTL", V),)),
     Case("SET NX on an existing key", ("SET", V, "2", "NX"), setup=(("SET", V, "1"),)),
@@ -220,7 +311,9 @@ def redis_backend(redis_server: str) -> Iterator[Callable[[], SyncBackend]]:
 def run(backend: SyncBackend, case: Case) -> list[Any]:
     """Set up, call and read on ``backend``; every reply normalised (module docstring)."""
     for command in case.setup:
-        if command[0] == "CREATE":  # a session made by the script under test
+        if isinstance(command, RunScript):  # a state only a script can make
+            backend.script(command.script, command.keys, command.args)
+        elif command[0] == "CREATE":  # a session made by the script under test
             backend.script(session_core.CREATE, (S, U), ("sid", *command[1]))
         else:
             backend.execute(command)
@@ -275,7 +368,7 @@ def test_every_lua_script_has_a_twin_and_a_case():
     # Given every Script of the modules that define Lua for the kv layer
     scripts = {
         obj.name
-        for module in (cache_core, session_core)
+        for module in (cache_core, session_core, api_limits)
         for obj in vars(module).values()
         if isinstance(obj, Script)
     }

@@ -33,7 +33,7 @@ def test_create_get_update_delete_round_trip(kv_url):
     sessions = manager(kv_url)
     sid = sessions.create_session(
         user_id="ana", ip_address="203.0.113.7", ttl=120, data={"theme": "dark"}
-    )
+    ).session_id
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", sid)  # 256 bits, URL-safe
     s = sessions.get_session(sid)
     assert (s.user_id, s.ip_address, s.ttl, s.data, s.bound_ip) == (
@@ -57,7 +57,9 @@ def test_async_api_matches_the_original(kv_url):
     sessions = SessionManager(kv_url)
 
     async def scenario():
-        sid = await sessions.create_session(user_id="u1", ip_address="10.1.2.3", ttl=3600)
+        sid = (
+            await sessions.create_session(user_id="u1", ip_address="10.1.2.3", ttl=3600)
+        ).session_id
         await sessions.update_session(sid, {"key": "value"})
         got = await sessions.get_session(sid)
         deleted = await sessions.delete_session(sid)
@@ -69,7 +71,7 @@ def test_async_api_matches_the_original(kv_url):
 
 def test_ids_are_unique_and_ttl_limits_are_enforced(kv_url):
     sessions = manager(kv_url, max_ttl=600)
-    ids = {sessions.create_session(user_id="many") for _ in range(300)}
+    ids = {sessions.create_session(user_id="many").session_id for _ in range(300)}
     assert len(ids) == 300
     for bad in (0, -5, 601, 1.5, True):
         with pytest.raises(InvalidInputError):
@@ -92,8 +94,8 @@ def pttl(sessions: SyncSessionManager, sid: str) -> int:
 
 def test_ttl_expiry_and_sliding_refresh_really_happen(kv_url):
     sessions = manager(kv_url)
-    idle = sessions.create_session(user_id="u", ttl=1)
-    used = sessions.create_session(user_id="u", ttl=2)
+    idle = sessions.create_session(user_id="u", ttl=1).session_id
+    used = sessions.create_session(user_id="u", ttl=2).session_id
     first = sessions.get_session(used, refresh=False)
     assert first.expires_at == first.last_seen + timedelta(seconds=2)
     # When one session is used (refreshed) until the store's clock is past the end of its
@@ -127,7 +129,7 @@ def test_ttl_expiry_and_sliding_refresh_really_happen(kv_url):
 
 def test_sliding_refresh_stops_at_the_maximum_lifetime(kv_url):
     sessions = manager(kv_url, default_ttl=2, max_ttl=2, max_lifetime=4)
-    sid = sessions.create_session(user_id="u")
+    sid = sessions.create_session(user_id="u").session_id
     created = sessions.get_session(sid, refresh=False)
     assert created.max_until == created.created_at + timedelta(seconds=4)
     # When it is used without pause, every refresh ends no later than the absolute end
@@ -152,27 +154,65 @@ def test_sliding_refresh_stops_at_the_maximum_lifetime(kv_url):
 
 def test_an_ip_bound_session_refuses_another_ip(kv_url):
     sessions = manager(kv_url)
-    bound = sessions.create_session(user_id="u", ip_address="198.51.100.4", bind_ip=True)
+    bound = sessions.create_session(user_id="u", ip_address="198.51.100.4", bind_ip=True).session_id
     assert sessions.get_session(bound, ip_address="198.51.100.4").bound_ip
     with pytest.raises(SessionRefusedError):
         sessions.get_session(bound, ip_address="198.51.100.5")
     with pytest.raises(SessionRefusedError):
         sessions.get_session(bound)  # no IP presented
     assert sessions.get_session(bound, ip_address=" 198.51.100.4 ") is not None  # normalised
-    free = sessions.create_session(user_id="u", ip_address="198.51.100.4")
+    free = sessions.create_session(user_id="u", ip_address="198.51.100.4").session_id
     assert sessions.get_session(free, ip_address="192.0.2.1") is not None
     on_by_setting = manager(kv_url, bind_ip=True)
-    sid = on_by_setting.create_session(user_id="u", ip_address="2001:db8::1")
+    sid = on_by_setting.create_session(user_id="u", ip_address="2001:db8::1").session_id
     with pytest.raises(SessionRefusedError):
         on_by_setting.get_session(sid, ip_address="2001:db8::2")
     with pytest.raises(InvalidInputError):
         on_by_setting.create_session(user_id="u")  # binding without an IP
 
 
+def test_create_session_returns_the_session_as_get_session_reads_it(kv_url):
+    # Given a manager
+    sessions = manager(kv_url)
+    # When a session is created
+    created = sessions.create_session(
+        user_id="ana", ip_address="203.0.113.7", ttl=120, data={"k": [1]}
+    )
+    # Then the object returned is the stored session, as the original design's example reads
+    read = sessions.get_session(created.session_id, refresh=False)
+    assert created == read
+    assert created.expires_at == created.created_at + timedelta(seconds=120)
+
+
+def test_ip_binding_guards_every_operation_not_only_reads(kv_url):
+    # Given a session bound to its creator's IP, with one job
+    sessions = manager(kv_url)
+    sid = sessions.create_session(user_id="u", ip_address="198.51.100.4", bind_ip=True).session_id
+    assert sessions.add_job(sid, "j1", ip_address="198.51.100.4")
+    # When another IP (or none) updates it, records or lists jobs, or deletes it
+    for ip in ("198.51.100.5", None):
+        with pytest.raises(SessionRefusedError):
+            sessions.update_session(sid, {"x": 1}, ip_address=ip)
+        with pytest.raises(SessionRefusedError):
+            sessions.add_job(sid, "stolen", ip_address=ip)
+        with pytest.raises(SessionRefusedError):
+            sessions.list_jobs(sid, ip_address=ip)
+        with pytest.raises(SessionRefusedError):
+            sessions.delete_session(sid, ip_address=ip)
+    # Then nothing changed, and the creator's IP may do all of it
+    assert sessions.list_jobs(sid, ip_address="198.51.100.4") == ["j1"]
+    assert sessions.get_session(sid, ip_address="198.51.100.4").data == {}
+    assert sessions.update_session(sid, {"x": 1}, ip_address="198.51.100.4")
+    assert sessions.delete_session(sid, ip_address="198.51.100.4")
+
+
 def test_list_and_revoke_all_sessions_of_a_user(kv_url):
     sessions = manager(kv_url)
-    mine = [sessions.create_session(user_id="ana", ip_address=f"10.0.0.{i}") for i in range(3)]
-    other = sessions.create_session(user_id="bob")
+    mine = [
+        sessions.create_session(user_id="ana", ip_address=f"10.0.0.{i}").session_id
+        for i in range(3)
+    ]
+    other = sessions.create_session(user_id="bob").session_id
     sessions.delete_session(mine[1])
     listed = sessions.list_sessions("ana")
     assert {s.session_id for s in listed} == {mine[0], mine[2]}
@@ -185,7 +225,7 @@ def test_list_and_revoke_all_sessions_of_a_user(kv_url):
 
 def test_a_users_index_is_pruned_and_expires(kv_url):
     sessions = manager(kv_url, default_ttl=1, max_ttl=1, max_lifetime=2)
-    sid = sessions.create_session(user_id="gone")
+    sid = sessions.create_session(user_id="gone").session_id
     backend = sessions.connector.sync()
     assert 0 < backend.execute(("PTTL", keys.user_sessions("gone"))) <= 2000
     time.sleep(1.2)  # idle timeout passed; the index still names it until pruned
@@ -195,7 +235,7 @@ def test_a_users_index_is_pruned_and_expires(kv_url):
 
 def test_job_ids_per_session_from_any_instance(kv_url):
     here = manager(kv_url, max_jobs=5)
-    sid = here.create_session(user_id="u")
+    sid = here.create_session(user_id="u").session_id
     for i in range(7):
         assert here.add_job(sid, f"job-{i}")
     elsewhere = manager(kv_url) if kv_url != "memory://" else here
@@ -217,7 +257,7 @@ def _hammer(url: str, sid: str, name: str, count: int, go) -> None:
 def test_two_processes_updating_one_session_1000_times_each_lose_nothing(redis_server):
     url = redis_url(REDIS_CACHE_DB)
     flush_db(url)
-    sid = manager(url).create_session(user_id="u", data={"start": 0})
+    sid = manager(url).create_session(user_id="u", data={"start": 0}).session_id
     ctx = multiprocessing.get_context("spawn")
     go = ctx.Event()
     procs = [ctx.Process(target=_hammer, args=(url, sid, name, 1000, go)) for name in "ab"]
@@ -236,7 +276,7 @@ def test_two_processes_updating_one_session_1000_times_each_lose_nothing(redis_s
 
 def test_threads_updating_one_session_lose_nothing(kv_url):
     sessions = manager(kv_url)
-    sid = sessions.create_session(user_id="u")
+    sid = sessions.create_session(user_id="u").session_id
     go = threading.Event()
     threads = [
         threading.Thread(target=_hammer_thread, args=(sessions, sid, n, 200, go)) for n in "abcd"
@@ -257,7 +297,7 @@ def _hammer_thread(sessions, sid, name, count, go):
 
 def test_a_stopped_store_raises_instead_of_failing_open(private_redis):
     sessions = manager(private_redis.url, socket_timeout=0.5)
-    sid = sessions.create_session(user_id="u")
+    sid = sessions.create_session(user_id="u").session_id
     private_redis.stop()
     with pytest.raises(SessionStoreUnavailableError):
         sessions.get_session(sid)
@@ -266,7 +306,7 @@ def test_a_stopped_store_raises_instead_of_failing_open(private_redis):
 def test_sessions_keys_live_under_their_own_area(redis_server):
     url = redis_url(REDIS_CACHE_DB)
     flush_db(url)
-    sid = manager(url).create_session(user_id="ana")
+    sid = manager(url).create_session(user_id="ana").session_id
     manager(url).add_job(sid, "j1")
     stored = sorted(k.decode() for k in redis.Redis.from_url(url).scan_iter())
     assert stored == sorted([keys.session(sid), keys.session_jobs(sid), keys.user_sessions("ana")])

@@ -195,6 +195,6 @@ def test_embedded_session_manager_is_one_in_memory_store_for_both_faces():
     reset_session_manager()
     manager = get_session_manager()
     assert manager is get_session_manager() and "in-memory" in manager.url
-    sid = asyncio.run(manager.create_session(user_id="u", data={"k": 1}))
+    sid = asyncio.run(manager.create_session(user_id="u", data={"k": 1})).session_id
     assert manager.sync.get_session(sid).data == {"k": 1}
     reset_session_manager()

@@ -43,9 +43,13 @@ DESIGN_ENV = (  # DESIGN §5
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "SERVICE_NAME",
 )
-APP_SERVICES = ("worker", "flower", "cli")
+APP_SERVICES = ("worker", "flower", "cli", "api")
 
-METRIC_MODULES = ("redundancy.events.metrics", "redundancy.cache.metrics")
+METRIC_MODULES = (
+    "redundancy.events.metrics",
+    "redundancy.cache.metrics",
+    "redundancy.api.observability",
+)
 """Modules whose metrics the dashboard and alerts use besides observability's own."""
 PROMETHEUS_OWN = {"up"}
 
@@ -138,6 +142,7 @@ def test_services_exist_depend_on_healthy_services_and_mount_real_files():
         "kafka",
         "worker",
         "flower",
+        "api",
         "prometheus",
         "grafana",
         "otel-collector",
@@ -161,6 +166,7 @@ def test_services_exist_depend_on_healthy_services_and_mount_real_files():
         "kafka",
         "worker",
         "flower",
+        "api",
         "prometheus",
         "grafana",
     ):
@@ -196,6 +202,18 @@ def test_prometheus_scrapes_every_worker_replica_and_loads_the_rules():
         assert (DEPLOY / "prometheus" / rule_file).is_file()
 
 
+def test_api_service_serves_on_the_port_prometheus_scrapes():
+    command = SERVICES["api"]["command"]
+    port = int(command[command.index("--port") + 1])
+    assert command[:2] == ["crd", "serve"] and "--workers" in command
+    assert f"127.0.0.1:{port}:{port}" in SERVICES["api"]["ports"]
+    assert f"{port}/readyz" in " ".join(SERVICES["api"]["healthcheck"]["test"])
+    assert _env("api")["METRICS_DIR"] in SERVICES["api"]["tmpfs"][0]  # multiprocess files
+    jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
+    dns = jobs["crd-api"]["dns_sd_configs"][0]
+    assert dns["names"] == ["api"] and dns["port"] == port
+
+
 def test_alert_rules_cover_the_runbook_and_use_exported_metrics():
     rules = {r["alert"]: r for g in ALERTS["groups"] for r in g["rules"]}
     assert {
@@ -205,6 +223,8 @@ def test_alert_rules_cover_the_runbook_and_use_exported_metrics():
         "RedundancyWorkerUnreachable",
         "RedundancyOutboxBacklog",
         "RedundancyCacheHitRateLow",
+        "RedundancyApiErrorRate",
+        "RedundancyApiLatencyHigh",
     } <= set(rules)
     known = known_metrics()
     for name, rule in rules.items():
@@ -261,6 +281,8 @@ def test_dashboard_is_provisioned_and_laid_out():
         "cache hit rate",
         "event throughput",
         "outbox backlog",
+        "request rate by endpoint",
+        "api error rate",
     ):
         assert topic in titles, topic
 

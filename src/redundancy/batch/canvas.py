@@ -56,12 +56,14 @@ def stage_batch(
     *,
     batch_id: str | None = None,
     mode: str = "auto",
+    keep_texts: bool = False,
 ) -> StagedBatch:
     """Validate, store the documents once, and build the canvas (not yet sent).
 
     ``items`` may be any iterable, a generator over a huge JSONL file included: documents
     are written to the job store as they come (only their ids stay in memory). ``mode``
-    ``"auto"`` picks by the number of documents (``redundancy.core.resolve_mode``).
+    ``"auto"`` picks by the number of documents (``redundancy.core.resolve_mode``);
+    ``keep_texts`` keeps the best pairs' texts after the merge (``keep_pair_texts``).
     Producers with large batches call this (the CLI does), then ``canvas.apply_async()``;
     ``process_batch`` does the same on a worker for callers that pass items inline.
     """
@@ -80,7 +82,8 @@ def stage_batch(
         "algorithm": opts.algorithm,
     }
     analyses = [analyze_chunk.si(batch_id, c, **params) for c in range(chunks)]
-    body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **params)
+    kept = {"keep_texts": True} if keep_texts else {}  # the HTTP API's results page
+    body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **kept, **params)
     if used == "indexed":
         lsh, parts = lsh_plan(count, opts.threshold)
         lsh_args = {"bands": lsh.bands, "rows": lsh.rows, "shingle": lsh.shingle, "seed": lsh.seed}

@@ -12,11 +12,12 @@ infrastructure errors are retried; a lost staging area fails loudly.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redundancy import names
+from redundancy import keys, names
 from redundancy.batch.search import lsh_plan
 from redundancy.batch.staging import (
     advance_progress,
@@ -30,6 +31,7 @@ from redundancy.batch.store import get_job_store
 from redundancy.batch.webhooks import deliver_webhook
 from redundancy.config import get_settings
 from redundancy.core import BatchItemResult, BatchResult, ItemError, SearchMode, analyze
+from redundancy.core.models import DocumentPair
 from redundancy.core.neardup import (
     Document,
     assemble,
@@ -117,8 +119,10 @@ def merge_batch(
     algorithm: str,
     webhook_url: str | None = None,
     mode: SearchMode = "all-pairs",
+    keep_texts: bool = False,
 ) -> dict[str, Any]:
-    """Join the chunk results into one BatchResult, announce it, release the documents.
+    """Join the chunk results into one BatchResult, announce it, release the documents
+    (keeping the texts of the best pairs for ``BATCH_TTL`` when ``keep_texts``).
 
     ``batch.completed`` is written to the outbox here rather than from a signal, so the
     webhook carries the very same event; an outbox failure retries the merge, and a re-run
@@ -161,11 +165,41 @@ def merge_batch(
     emit(event)
     if webhook_url:
         _schedule_webhook(webhook_url, event)
+    if keep_texts:
+        keep_pair_texts(batch_id, found.pairs)  # the results page's diff view (redundancy.api)
     try:
         get_job_store().delete(batch_id, **_search_tables(mode, count, chunk_size, threshold))
     except Exception:  # the TTL removes them anyway
         log.warning("could not delete staged documents of batch %s", batch_id, exc_info=True)
     return summary
+
+
+KEPT_TEXT_DOCUMENTS = 100
+"""Documents of a finished batch's best pairs whose texts outlive the merge."""
+KEPT_TEXT_CHARS = 100_000
+"""Characters kept of each (the page shows fewer; a 1 MB text is not kept whole)."""
+
+
+def keep_pair_texts(batch_id: str, pairs: Sequence[DocumentPair]) -> None:
+    """Keep the texts of the documents in the best-scoring pairs for ``BATCH_TTL``
+    (``keys.batch_texts``): the results page shows two of them side by side after the
+    staged documents are deleted. A hook: it never fails the merge."""
+    try:
+        positions: dict[int, None] = {}
+        for pair in sorted(pairs, key=lambda p: -p.score):
+            if len(positions) >= KEPT_TEXT_DOCUMENTS:
+                break
+            positions.update({pair.a: None, pair.b: None})
+        if not positions:
+            return
+        kept = {
+            doc_id: json.dumps({"id": doc_id, "text": text[:KEPT_TEXT_CHARS]}).encode()
+            for _, doc_id, text in load_positions(batch_id, sorted(positions))
+            if isinstance(text, str)
+        }
+        get_job_store().put_blobs({keys.batch_texts(batch_id): kept}, get_settings().batch_ttl)
+    except Exception:
+        log.warning("could not keep the pair texts of batch %s", batch_id, exc_info=True)
 
 
 def _search_tables(mode: str, count: int, chunk_size: int, threshold: float) -> dict[str, int]:

@@ -370,6 +370,10 @@ cli.add_command(_events)
 from redundancy.cli.ops import flower  # noqa: E402
 
 cli.add_command(flower)
+from redundancy.cli.api import keys_group, serve  # noqa: E402
+
+cli.add_command(serve)
+cli.add_command(keys_group)
 
 
 def main() -> None:

@@ -300,6 +300,37 @@ class Settings(BaseSettings):
         description="candidate pairs an indexed batch's verify task loads texts for at once",
     )
 
+    # --- HTTP API gateway (redundancy.api; README "HTTP API") ---
+    api_host: str = Field(default="127.0.0.1", description="address crd serve binds")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="port crd serve binds")
+    api_workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    api_rate_limit: float = Field(
+        default=10.0, gt=0, description="requests per second each API key may make (GCRA)"
+    )
+    api_rate_burst: int = Field(
+        default=20, ge=1, description="requests an idle key may make at once above the rate"
+    )
+    api_quota_documents: int = Field(
+        default=100_000, ge=1, description="documents each API key may submit per UTC day"
+    )
+    api_quota_bytes: int = Field(
+        default=1 << 30, ge=1, description="bytes of text each API key may submit per UTC day"
+    )
+    api_max_body_bytes: int = Field(
+        default=256 << 20, ge=1024, description="largest request body (413 above)"
+    )
+    api_max_json_bytes: int = Field(
+        default=16 << 20,
+        ge=1024,
+        description="largest body parsed in memory (JSON); JSONL and uploads stream",
+    )
+    api_max_batch_documents: int = Field(
+        default=100_000, ge=1, description="documents one batch request may hold (413 above)"
+    )
+    api_max_wait: float = Field(
+        default=30.0, ge=0, le=300, description="longest ?wait= a request may ask for (s)"
+    )
+
     @field_validator("celery_broker_url")
     @classmethod
     def _broker(cls, v: str | None) -> str | None:
@@ -350,6 +381,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "expected SESSION_DEFAULT_TTL <= SESSION_MAX_TTL <= SESSION_MAX_LIFETIME, got "
                 f"{self.session_default_ttl}, {self.session_max_ttl}, {self.session_max_lifetime}"
+            )
+        if self.api_max_json_bytes > self.api_max_body_bytes:
+            raise ValueError(
+                "API_MAX_JSON_BYTES must not exceed API_MAX_BODY_BYTES "
+                f"({self.api_max_json_bytes} > {self.api_max_body_bytes})"
             )
         if not self.embedded and not self.result_backend_url:
             raise ValueError(

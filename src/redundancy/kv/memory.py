@@ -245,6 +245,10 @@ class MemoryStore:
         h = self._read(key, dict)
         return None if h is None else h.get(b(field))
 
+    def _hmget(self, key: Any, *fields: Any) -> list[bytes | None]:
+        h = self._read(key, dict) or {}
+        return [h.get(b(field)) for field in fields]
+
     def _hgetall(self, key: Any) -> dict[bytes, bytes]:
         return dict(self._read(key, dict) or {})
 

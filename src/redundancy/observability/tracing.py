@@ -101,6 +101,11 @@ def shutdown_tracing() -> None:
         state.provider.shutdown()  # flushes the batch processor
 
 
+def tracer_provider() -> Any | None:
+    """This process's tracer provider while tracing is on (to instrument an ASGI app)."""
+    return _active.provider if tracing_active() and _active is not None else None
+
+
 def get_tracer() -> trace.Tracer:
     """Our tracer when tracing is on in this process, else a no-op one."""
     if _active is not None and _active.pid == os.getpid():
@@ -143,4 +148,10 @@ class _PhaseSpan:
         self._span.end()
 
 
-__all__ = ["configure_tracing", "get_tracer", "shutdown_tracing", "tracing_active"]
+__all__ = [
+    "configure_tracing",
+    "get_tracer",
+    "shutdown_tracing",
+    "tracer_provider",
+    "tracing_active",
+]

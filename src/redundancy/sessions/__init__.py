@@ -2,7 +2,8 @@
 
     from redundancy.sessions import get_session_manager
     sessions = get_session_manager()
-    sid = await sessions.create_session(user_id="u1", ip_address="203.0.113.7", ttl=3600)
+    session = await sessions.create_session(user_id="u1", ip_address="203.0.113.7", ttl=3600)
+    sid = session.session_id
     session = await sessions.get_session(sid, ip_address="203.0.113.7")  # Session | None
     await sessions.update_session(sid, {"theme": "dark"})                # merge, atomic
     await sessions.add_job(sid, task_id); await sessions.list_jobs(sid)  # "my jobs"
@@ -12,8 +13,9 @@
 Ids are 256 random bits from ``secrets``; every session has a TTL (its idle timeout,
 at most ``SESSION_MAX_TTL``), extended by each ``get_session``/``update_session``
 (sliding refresh) but never past ``SESSION_MAX_LIFETIME`` after creation. With IP
-binding (``SESSION_BIND_IP`` or ``bind_ip=True``) ``get_session`` from another IP --
-or without one -- raises ``SessionRefusedError``. Sessions live in ``REDIS_URL``;
+binding (``SESSION_BIND_IP`` or ``bind_ip=True``) every operation on the session
+(``get``, ``update``, ``delete``, ``add_job``, ``list_jobs``) from another IP -- or
+without one -- raises ``SessionRefusedError``. Sessions live in ``REDIS_URL``;
 without it, in an in-memory twin (the embedded default, one process). A store that does
 not answer raises ``SessionStoreUnavailableError``: sessions guard access, so they
 never fail open. ``SessionManager`` is async (the original API); ``.sync`` is the
@@ -107,8 +109,9 @@ class SessionManager(_Face):
         *,
         data: dict[str, Any] | None = None,
         bind_ip: bool | None = None,
-    ) -> str:
-        """A new session's id. ``ttl``: idle timeout (s), default ``SESSION_DEFAULT_TTL``."""
+    ) -> Session:
+        """A new session (``.session_id``). ``ttl``: idle timeout (s), default
+        ``SESSION_DEFAULT_TTL``."""
         return await self._run(self.core.create(user_id, ip_address, ttl, data, bind_ip))
 
     async def get_session(
@@ -116,19 +119,21 @@ class SessionManager(_Face):
     ) -> Session | None:
         return await self._run(self.core.get(session_id, ip_address, refresh))
 
-    async def update_session(self, session_id: str, data: dict[str, Any]) -> bool:
+    async def update_session(
+        self, session_id: str, data: dict[str, Any], ip_address: str | None = None
+    ) -> bool:
         """Merge ``data`` into the session's data; False when the session is gone."""
-        return await self._run(self.core.update(session_id, data))
+        return await self._run(self.core.update(session_id, data, ip_address))
 
-    async def delete_session(self, session_id: str) -> bool:
-        return await self._run(self.core.delete(session_id))
+    async def delete_session(self, session_id: str, ip_address: str | None = None) -> bool:
+        return await self._run(self.core.delete(session_id, ip_address))
 
-    async def add_job(self, session_id: str, job_id: str) -> bool:
+    async def add_job(self, session_id: str, job_id: str, ip_address: str | None = None) -> bool:
         """Record a job submitted in this session (the newest SESSION_MAX_JOBS are kept)."""
-        return await self._run(self.core.add_job(session_id, job_id))
+        return await self._run(self.core.add_job(session_id, job_id, ip_address))
 
-    async def list_jobs(self, session_id: str) -> list[str]:
-        return await self._run(self.core.list_jobs(session_id))
+    async def list_jobs(self, session_id: str, ip_address: str | None = None) -> list[str]:
+        return await self._run(self.core.list_jobs(session_id, ip_address))
 
     async def list_sessions(self, user_id: str) -> list[Session]:
         return await self._run(self.core.list_sessions(user_id))
@@ -162,7 +167,7 @@ class SyncSessionManager(_Face):
         *,
         data: dict[str, Any] | None = None,
         bind_ip: bool | None = None,
-    ) -> str:
+    ) -> Session:
         return self._run(self.core.create(user_id, ip_address, ttl, data, bind_ip))
 
     def get_session(
@@ -170,17 +175,19 @@ class SyncSessionManager(_Face):
     ) -> Session | None:
         return self._run(self.core.get(session_id, ip_address, refresh))
 
-    def update_session(self, session_id: str, data: dict[str, Any]) -> bool:
-        return self._run(self.core.update(session_id, data))
+    def update_session(
+        self, session_id: str, data: dict[str, Any], ip_address: str | None = None
+    ) -> bool:
+        return self._run(self.core.update(session_id, data, ip_address))
 
-    def delete_session(self, session_id: str) -> bool:
-        return self._run(self.core.delete(session_id))
+    def delete_session(self, session_id: str, ip_address: str | None = None) -> bool:
+        return self._run(self.core.delete(session_id, ip_address))
 
-    def add_job(self, session_id: str, job_id: str) -> bool:
-        return self._run(self.core.add_job(session_id, job_id))
+    def add_job(self, session_id: str, job_id: str, ip_address: str | None = None) -> bool:
+        return self._run(self.core.add_job(session_id, job_id, ip_address))
 
-    def list_jobs(self, session_id: str) -> list[str]:
-        return self._run(self.core.list_jobs(session_id))
+    def list_jobs(self, session_id: str, ip_address: str | None = None) -> list[str]:
+        return self._run(self.core.list_jobs(session_id, ip_address))
 
     def list_sessions(self, user_id: str) -> list[Session]:
         return self._run(self.core.list_sessions(user_id))

@@ -181,6 +181,10 @@ def _get_twin(store: Any, k: list[bytes], a: list[bytes]) -> Any:
     return [b"ok", *(x for pair in m.items() for x in pair)]
 
 
+# IP binding guards every operation on a session, not only reads: the scripts that
+# change one check the caller's IP (ARGV[1]) first and answer -1 when it is refused.
+_BOUND_ELSEWHERE = "m['m:bind'] == '1' and m['m:ip'] ~= ARGV[1]"
+
 UPDATE = Script(
     "session_update",
     """
@@ -189,10 +193,11 @@ UPDATE = Script(
     local m = {}
     for i = 1, #h, 2 do m[h[i]] = h[i + 1] end
     """
+    + f"if {_BOUND_ELSEWHERE} then return -1 end\n"
     + _NOW
     + _REFRESH
     + """
-    for i = 1, #ARGV, 2 do
+    for i = 2, #ARGV, 2 do
         redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
     end
     return 1
@@ -200,14 +205,20 @@ UPDATE = Script(
 )
 
 
+def _twin_bound_elsewhere(m: dict[bytes, bytes], ip: bytes) -> bool:
+    return m.get(b"m:bind") == b"1" and m.get(b"m:ip") != ip
+
+
 @script_twin(UPDATE.name)
 def _update_twin(store: Any, k: list[bytes], a: list[bytes]) -> int | None:
     m = store.call("HGETALL", k[0])
     if not m:
         return 0
+    if _twin_bound_elsewhere(m, a[0]):
+        return -1
     if not _twin_refresh(store, k, m):
         return None  # the Lua's ``return false`` in _REFRESH
-    for i in range(0, len(a), 2):
+    for i in range(1, len(a), 2):
         store.call("HSET", k[0], a[i], a[i + 1])
     return 1
 
@@ -217,8 +228,10 @@ ADD_JOB = Script(
     """
     local pttl = redis.call('PTTL', KEYS[1])
     if pttl <= 0 then return 0 end
-    redis.call('RPUSH', KEYS[2], ARGV[1])
-    redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+    local f = redis.call('HMGET', KEYS[1], 'm:bind', 'm:ip')
+    if f[1] == '1' and f[2] ~= ARGV[1] then return -1 end
+    redis.call('RPUSH', KEYS[2], ARGV[2])
+    redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
     redis.call('PEXPIRE', KEYS[2], pttl)
     return 1
     """,
@@ -230,8 +243,10 @@ def _add_job_twin(store: Any, k: list[bytes], a: list[bytes]) -> int:
     pttl = store.call("PTTL", k[0])
     if pttl <= 0:
         return 0
-    store.call("RPUSH", k[1], a[0])
-    store.call("LTRIM", k[1], -int(a[1]), -1)
+    if _twin_bound_elsewhere(store.call("HGETALL", k[0]), a[0]):
+        return -1
+    store.call("RPUSH", k[1], a[1])
+    store.call("LTRIM", k[1], -int(a[2]), -1)
     store.call("PEXPIRE", k[1], pttl)
     return 1
 
@@ -313,6 +328,21 @@ def _flat(reply: Any) -> list[Any]:
     return list(reply)
 
 
+def _allowed(reply: Any) -> bool:
+    """A script's answer: 1 done, 0 (or nil: it just expired) gone, -1 bound to another IP."""
+    if reply is None:
+        return False
+    if int(reply) < 0:
+        raise SessionRefusedError("this session is bound to another IP address")
+    return bool(reply)
+
+
+def _check_ip(bind: Any, stored_ip: Any, ip_address: str | None) -> None:
+    bound = bind is not None and as_text(bind) == "1"
+    if bound and as_text(stored_ip or b"") != (normalise_ip(ip_address) or ""):
+        raise SessionRefusedError("this session is bound to another IP address")
+
+
 # --- flows ----------------------------------------------------------------------------------
 
 
@@ -346,7 +376,7 @@ class SessionCore:
         ttl: int | None,
         data: dict[str, Any] | None,
         bind_ip: bool | None,
-    ) -> Flow[str]:
+    ) -> Flow[Session]:
         user_id = check_user_id(user_id)
         ip = normalise_ip(ip_address)
         ttl = self.default_ttl if ttl is None else ttl
@@ -368,8 +398,23 @@ class SessionCore:
             self.max_lifetime,
             *data_pairs(data),
         )
-        yield RunScript(CREATE, (keys.session(session_id), keys.user_sessions(user_id)), args)
-        return session_id
+        now_ms = yield RunScript(
+            CREATE, (keys.session(session_id), keys.user_sessions(user_id)), args
+        )
+        now = _ms(now_ms)
+        max_until = _ms(int(now_ms) + self.max_lifetime * 1000)
+        return Session(
+            session_id=session_id,
+            user_id=user_id,
+            ip_address=ip,
+            bound_ip=bind,
+            ttl=ttl,
+            created_at=now,
+            last_seen=now,
+            expires_at=min(_ms(int(now_ms) + ttl * 1000), max_until),
+            max_until=max_until,
+            data=dict(data or {}),
+        )
 
     def get(self, session_id: str, ip_address: str | None, refresh: bool) -> Flow[Session | None]:
         """The session, extended by its idle TTL (``refresh``); None when absent/expired.
@@ -390,22 +435,29 @@ class SessionCore:
             raise SessionRefusedError("this session is bound to another IP address")
         return decode_session(session_id, reply[1:])
 
-    def update(self, session_id: str, data: dict[str, Any]) -> Flow[bool]:
+    def update(
+        self, session_id: str, data: dict[str, Any], ip_address: str | None = None
+    ) -> Flow[bool]:
         """Merge ``data`` into the session's data (atomic) and refresh it; False if gone."""
         pairs = data_pairs(data)
         if not valid_session_id(session_id):
             return False
         done = yield RunScript(
-            UPDATE, (keys.session(session_id), keys.session_jobs(session_id)), tuple(pairs)
+            UPDATE,
+            (keys.session(session_id), keys.session_jobs(session_id)),
+            (normalise_ip(ip_address) or "", *pairs),
         )
-        return bool(done)
+        return _allowed(done)
 
-    def delete(self, session_id: str) -> Flow[bool]:
+    def delete(self, session_id: str, ip_address: str | None = None) -> Flow[bool]:
         if not valid_session_id(session_id):
             return False
-        user = yield cmd("HGET", keys.session(session_id), META + "user_id")
+        user, bind, ip = yield cmd(
+            "HMGET", keys.session(session_id), META + "user_id", META + "bind", META + "ip"
+        )
         if user is None:
             return False
+        _check_ip(bind, ip, ip_address)
         removed, _ = yield Pipeline(
             (
                 cmd("UNLINK", keys.session(session_id), keys.session_jobs(session_id)),
@@ -415,7 +467,7 @@ class SessionCore:
         )
         return int(removed) > 0
 
-    def add_job(self, session_id: str, job_id: str) -> Flow[bool]:
+    def add_job(self, session_id: str, job_id: str, ip_address: str | None = None) -> Flow[bool]:
         if not isinstance(job_id, str) or not job_id:
             raise InvalidInputError(f"job_id must be a non-empty string, got {job_id!r}")
         if not valid_session_id(session_id):
@@ -423,14 +475,21 @@ class SessionCore:
         done = yield RunScript(
             ADD_JOB,
             (keys.session(session_id), keys.session_jobs(session_id)),
-            (job_id, self.max_jobs),
+            (normalise_ip(ip_address) or "", job_id, self.max_jobs),
         )
-        return bool(done)
+        return _allowed(done)
 
-    def list_jobs(self, session_id: str) -> Flow[list[str]]:
+    def list_jobs(self, session_id: str, ip_address: str | None = None) -> Flow[list[str]]:
         if not valid_session_id(session_id):
             return []
-        ids = yield cmd("LRANGE", keys.session_jobs(session_id), 0, -1)
+        (bind, ip), ids = yield Pipeline(
+            (
+                cmd("HMGET", keys.session(session_id), META + "bind", META + "ip"),
+                cmd("LRANGE", keys.session_jobs(session_id), 0, -1),
+            ),
+            transaction=True,
+        )
+        _check_ip(bind, ip, ip_address)
         return [as_text(i) for i in ids]
 
     def list_sessions(self, user_id: str) -> Flow[list[Session]]:
