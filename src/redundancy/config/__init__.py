@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         default=5, ge=1, description="deliveries of one task message before it is poison"
     )
     worker_concurrency: int | None = Field(default=None, gt=0)
+    task_queue_dead_lettering: bool = Field(
+        default=True,
+        description="declare the task queues with a dead-letter exchange (RabbitMQ); false "
+        "for queues an older version declared (use a policy instead, README Security)",
+    )
 
     # Other services.
     message_broker_type: EventBrokerType | None = None
