@@ -170,3 +170,49 @@ def test_task_queues_dead_letter_to_one_exchange_unless_turned_off(settings_env)
     # Given TASK_QUEUE_DEAD_LETTERING=false (queues of an older version), Then no argument
     settings_env(TASK_QUEUE_DEAD_LETTERING="false")
     assert all(not q.queue_arguments for q in celery_settings()["task_queues"])
+
+
+# --- the time budget from the input size -----------------------------------------------
+
+
+def test_the_hard_limit_grows_with_the_input_and_stops_at_the_task_limit(settings_env):
+    from redundancy.config import get_settings
+    from redundancy.workers.budget import time_limits
+
+    # Given the defaults: 10 s, plus 120 s per million characters, at most TASK_TIME_LIMIT
+    settings_env()
+    settings = get_settings()
+    # Then a short text gets about the base, a long one more, and nothing beyond the limit
+    assert time_limits(1_000, settings) == (10.12, 9.108)
+    assert time_limits(1_000_000, settings) == (130.0, 117.0)
+    assert time_limits(50_000_000, settings) == (600.0, 540.0)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "given", "expected"),
+    [
+        (2, {}, [10.0012, 9.001]),  # the producer set none: the budget
+        (2, {"time_limit": 5, "soft_time_limit": 4}, [5.0, 4.0]),  # smaller: kept
+        (2, {"time_limit": 3600, "soft_time_limit": 3000}, [10.0012, 9.001]),  # larger: cut
+        (1, {}, [10.0012, 9.001]),
+    ],
+)
+def test_the_guard_sets_the_budget_where_celery_reads_it(celery_app, protocol, given, expected):
+    from redundancy.workers.guard import set_budget
+
+    # Given an analyze_content message of 10 characters, as Celery's producer makes it
+    message, body = as_celery_sends(celery_app, protocol, **given)
+    # When the guard passes it on
+    assert inspect_message(message, body) is None
+    set_budget(message, body, names.ANALYZE_CONTENT)
+    # Then the time limits Celery's request reads are the budget (or the producer's smaller)
+    fields = message.headers if protocol == 2 else {**body, **message.headers}
+    assert [round(x, 3) for x in fields["timelimit"]] == [round(x, 3) for x in expected]
+
+
+def test_compare_texts_counts_both_texts_and_keyword_arguments():
+    from redundancy.workers.budget import input_chars
+
+    assert input_chars(names.COMPARE_TEXTS, ["abc"], {"text_b": "de", "algorithm": "x"}) == 5
+    assert input_chars(names.ANALYZE_CONTENT, [], {"text": "abcd"}) == 4
+    assert input_chars(names.PROCESS_BATCH, [["a" * 100]], {}) is None

@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     )
     task_time_limit: int = Field(default=600, gt=0, description="hard per-task limit (s)")
     task_soft_time_limit: int = Field(default=540, gt=0, description="soft per-task limit (s)")
+    task_time_base: float = Field(
+        default=10.0,
+        gt=0,
+        description="hard limit of analyze_content/compare_texts before input size (s)",
+    )
+    task_time_per_mchar: float = Field(
+        default=120.0,
+        ge=0,
+        description="hard limit added per million characters of their input text (s)",
+    )
     task_max_retries: int = Field(default=5, ge=0)
     max_deliveries: int = Field(
         default=5, ge=1, description="deliveries of one task message before it is poison"

@@ -16,6 +16,9 @@ and hands it to Celery's default strategy only when it is well formed. A bad mes
 * recorded as FAILURE (``MalformedMessageError``) under its id, when it has one;
 * counted in ``redundancy_messages_rejected_total{reason}`` and logged once (one line).
 
+A good message gets its time budget from its input size before Celery sees it
+(``redundancy.workers.budget``): the hard limit that stops native work.
+
 The check costs the decode Celery does anyway (kombu caches it for the request) plus a
 pydantic validation of the headers and the body's outer shape, never of the arguments
 (the task validates those). Rejecting is the rare path; every step of it is a hook that
@@ -40,7 +43,9 @@ from pydantic import ValidationError as PydanticValidationError
 from typing_extensions import TypedDict
 
 from redundancy import keys, names, resources
+from redundancy.config import get_settings
 from redundancy.errors import MalformedMessageError
+from redundancy.workers.budget import budget_headers
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +279,18 @@ def _copy_to_stream(message: Any, rejection: Rejection, queue: str | None) -> No
     client.xadd(keys.task_dead_letters(), fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
 
 
+def set_budget(message: Any, body: Any, task_name: str) -> None:
+    """The per-message hard time limit from the input size (``redundancy.workers.budget``),
+    where Celery reads it: the headers, or a protocol 1 body that has no ``args``."""
+    payload = message.payload if body is None else body
+    if isinstance(payload, dict):
+        args, kwargs = payload.get("args") or (), payload.get("kwargs") or {}
+        target = message.headers if body is None or "args" in payload else body
+    else:
+        args, kwargs, target = payload[0], payload[1], message.headers
+    budget_headers(target, task_name, args, kwargs, get_settings())
+
+
 UPGRADE_HINT: Final = (
     "RabbitMQ queue {queue!r} was declared without the dead-letter exchange this version "
     "declares ({detail}). Either drain and delete the task queues (workers declare them "
@@ -324,6 +341,7 @@ def guarded_strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Call
         rejection = inspect_message(message, body)
         if rejection is not None:
             return rejecter.reject(message, rejection)
+        set_budget(message, body, task.name)
         return handle(message, body, ack, reject, callbacks, **kwargs)
 
     return task_message_handler
