@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from celery import Celery
 
 pytestmark = pytest.mark.integration
@@ -51,3 +52,7 @@ def test_partial_ratio_on_30_kb_is_stopped_at_its_budget_and_the_worker_serves_o
     out = redis_cluster.producer(GOOD)
     assert out["sentence_count"] == 3
     assert worker.proc.poll() is None
+    # and the stopped message was acknowledged, not put back to run again
+    broker = redis.Redis.from_url(redis_cluster.broker_url)
+    assert broker.llen("similarity") == 0 and not broker.hlen("unacked")
+    assert worker.text().count("Hard time limit") == 1

@@ -216,3 +216,20 @@ def test_compare_texts_counts_both_texts_and_keyword_arguments():
     assert input_chars(names.COMPARE_TEXTS, ["abc"], {"text_b": "de", "algorithm": "x"}) == 5
     assert input_chars(names.ANALYZE_CONTENT, [], {"text": "abcd"}) == 4
     assert input_chars(names.PROCESS_BATCH, [["a" * 100]], {}) is None
+
+
+def test_other_tasks_get_at_most_the_global_limits(settings_env):
+    from redundancy.config import get_settings
+    from redundancy.workers.budget import budget_headers
+
+    settings_env()
+    # Given a producer asking a day for a batch, or nothing, or less than the limit
+    for given, expected in (
+        ([86_400, 80_000], [600.0, 540.0]),
+        (None, [600.0, 540.0]),
+        ([30, None], [30.0, 540.0]),
+    ):
+        headers = {"timelimit": given}
+        budget_headers(headers, names.PROCESS_BATCH, [["a"]], {}, get_settings())
+        # Then it gets no more than TASK_TIME_LIMIT / TASK_SOFT_TIME_LIMIT
+        assert headers["timelimit"] == expected

@@ -10,9 +10,10 @@ whose input travels in the message, to
 
 and the soft limit to ``SOFT_SHARE`` of it (capped by TASK_SOFT_TIME_LIMIT); a producer's
 own ``time_limit`` is kept when it is smaller. ``input_chars`` is the text of
-``analyze_content``, both texts of ``compare_texts``. Other tasks keep the global limits
-(batch sub-tasks read their bounded chunks from Redis). The README's Security section
-lists the measured cost per input size these defaults cover.
+``analyze_content``, both texts of ``compare_texts``. Other tasks get the global limits
+(batch sub-tasks read their bounded chunks from Redis): a producer cannot ask for more.
+The README's Security section lists the measured cost per input size these defaults
+cover.
 """
 
 from __future__ import annotations
@@ -66,11 +67,14 @@ def budget_headers(
     kwargs: Mapping[str, Any],
     settings: Settings,
 ) -> None:
-    """Set ``headers["timelimit"]`` to the budget of this message (a well-formed one)."""
+    """Set ``headers["timelimit"]`` to the budget of this message (a well-formed one):
+    by its size for ``SIZED_TASKS``, else the global limits -- never more than a
+    producer's own smaller limits, never more than TASK_TIME_LIMIT."""
     chars = input_chars(task, args, kwargs)
     if chars is None:
-        return
-    hard, soft = time_limits(chars, settings)
+        hard, soft = float(settings.task_time_limit), float(settings.task_soft_time_limit)
+    else:
+        hard, soft = time_limits(chars, settings)
     given = headers.get("timelimit") or (None, None)
     headers["timelimit"] = [_smaller(given[0], hard), _smaller(given[1], soft)]
 
