@@ -134,16 +134,18 @@ def flush_db(url: str) -> None:
 
 
 def purge_queues(broker_url: str) -> None:
-    """Empty our queues so a previous run's leftovers cannot answer this run's tests."""
+    """Delete our queues (and the dead-letter queue) so a previous run's leftovers cannot
+    answer this run's tests; workers and producers declare them again, with this
+    version's arguments (RabbitMQ refuses to redeclare a queue with other ones)."""
     from kombu import Connection
 
-    from redundancy.workers.routing import QUEUES
+    from redundancy.workers.routing import DEAD_LETTER_QUEUE, QUEUES
 
     with Connection(broker_url) as conn:
         channel = conn.channel()
-        for name in QUEUES:
+        for name in (*QUEUES, DEAD_LETTER_QUEUE):
             try:
-                channel.queue_purge(name)
+                channel.queue_delete(name)
             except Exception:
                 channel = conn.channel()  # a missing queue closes the channel on RabbitMQ
 

@@ -1,13 +1,34 @@
-"""A scripted HTTP server on loopback that records webhook requests (tests only)."""
+"""A scripted HTTP server on loopback that records webhook requests (tests only).
+
+It verifies each request with the README's receiver recipe (the ``verify`` function of
+the README's Webhooks section, executed from the README itself), so every webhook test
+also proves the recipe a user copies.
+"""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
 
-from redundancy.events.wire import signature_valid
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@cache
+def readme_verify() -> Callable[..., bool]:
+    """``verify(secret, headers, raw_body, now=None)`` as the README prints it."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    [recipe] = [b for b in blocks if "def verify(secret: bytes, headers" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(recipe, "README.md (webhook receiver recipe)", "exec"), namespace)
+    verify: Callable[..., bool] = namespace["verify"]
+    return verify
 
 
 @dataclass
@@ -32,7 +53,7 @@ class WebhookServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                ok = signature_valid(server.secret, body, self.headers.get("X-Webhook-Signature"))
+                ok = readme_verify()(server.secret, self.headers, body)
                 server.received.append(Received(dict(self.headers), body, ok))
                 reply = server.replies.pop(0) if server.replies else 200
                 location = None
@@ -61,6 +82,10 @@ class WebhookServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
         return self
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
 
     @property
     def url(self) -> str:

@@ -37,3 +37,8 @@ class InfrastructureError(RedundancyError):
 
 class PoisonMessageError(RedundancyError):
     """A task message was delivered too many times (it keeps killing workers)."""
+
+
+class MalformedMessageError(InvalidInputError):
+    """A task message that is not a Celery message of ours: undecodable, a refused
+    serializer (pickle, YAML), or the wrong shape. Rejected before it reaches a task."""

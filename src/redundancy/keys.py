@@ -62,6 +62,15 @@ def delivery_counter(task_id: str, retries: int) -> str:
     return f"{DELIVERIES}{task_id}:{retries}"
 
 
+DEAD_LETTERS = area_prefix("dead-letters")
+
+
+def task_dead_letters() -> str:
+    """Stream of task messages the message guard rejected on a Redis broker (RabbitMQ
+    dead-letters them to its own queue): reason, headers and the body as received."""
+    return f"{DEAD_LETTERS}tasks"
+
+
 # --- cache (issue 4) -------------------------------------------------------------------
 # A cache entry lives at ``redundancy:<prefix>:v1:<key>``; ``prefix`` is the cache's
 # namespace ("cache" unless the caller names another). Its locks and shared counters sit
@@ -73,7 +82,16 @@ CACHE_STATS = area_prefix("cache-stats") + "counters"
 """Hash ``<cache_type>:<hits|misses|errors|sets>`` -> count, summed over every process."""
 
 NON_CACHE_AREAS = frozenset(
-    {"batch", "deliveries", "sessions", "cache-lock", "cache-stats", "events", "metrics"}
+    {
+        "batch",
+        "deliveries",
+        "dead-letters",
+        "sessions",
+        "cache-lock",
+        "cache-stats",
+        "events",
+        "metrics",
+    }
     | {"api", "ratelimit"}  # the HTTP gateway's areas (see the end of this module)
 )
 """Areas owned by other parts: never a cache namespace (a pattern clear would wipe them)."""

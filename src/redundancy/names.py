@@ -36,6 +36,10 @@ BATCH_QUEUE: Final = "batch"
 QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE)
 DEFAULT_QUEUE: Final = ANALYSIS_QUEUE
 """Anything unrouted (e.g. Celery's own helpers) lands where every standard worker listens."""
+DEAD_LETTER_EXCHANGE: Final = "redundancy.dead-letter"
+"""RabbitMQ: where the task queues dead-letter a rejected message (fanout)."""
+DEAD_LETTER_QUEUE: Final = "redundancy.dead-letter"
+"""RabbitMQ: the queue that keeps them, for inspection; no worker consumes it."""
 
 TASK_ROUTES: Final = {
     ANALYZE_CONTENT: {"queue": ANALYSIS_QUEUE},

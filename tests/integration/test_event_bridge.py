@@ -117,6 +117,7 @@ def test_every_job_event_arrives_once_and_survives_a_broker_outage(kind, request
             BATCH_CHUNK_SIZE="2",
             WEBHOOK_SECRET=SECRET,
             WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+            WEBHOOK_ALLOWED_PORTS=str(hooks.port),
             WEBHOOK_BACKOFF="0.1",
         )
         checker.ensure_group_sync("checker")  # RabbitMQ: the group's queue exists first

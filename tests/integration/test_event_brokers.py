@@ -35,7 +35,7 @@ def live_broker(request):
     yield broker
     broker.disconnect_sync()
     if kind == "rabbitmq":
-        drop_rabbitmq_topic(url, topic, ["round-trip", "second"])
+        drop_rabbitmq_topic(url, topic, ["round-trip", "second", "guarded"])
 
 
 def test_every_event_type_round_trips_signed(live_broker):
@@ -56,7 +56,10 @@ def test_every_event_type_round_trips_signed(live_broker):
     got = collect(live_broker, len(events), group="round-trip", within=60, signing_key=KEY)
     assert sorted(got, key=lambda e: events.index(e)) == events
     # and, acknowledged, they are not delivered to the group again
-    assert live_broker.consume_sync(lambda e: None, group="round-trip", timeout=1.0) == 0
+    assert (
+        live_broker.consume_sync(lambda e: None, group="round-trip", timeout=1.0, signing_key=KEY)
+        == 0
+    )
 
 
 def test_wire_format_key_headers_and_signature(live_broker):
@@ -80,7 +83,8 @@ def test_wire_format_key_headers_and_signature(live_broker):
         assert d.message.event_id == body["event_id"]
         assert d.message.event_type == body["event_type"]
         assert d.message.key == body["aggregate_id"]
-        assert signature_valid(KEY, d.message.body, d.message.signature)
+        assert d.message.timestamp.isdigit()
+        assert signature_valid(KEY, d.message.signed_content(), d.message.signature)
     if live_broker.kind == "kafka":  # one aggregate, one partition (so its order holds)
         partitions = {d.token.partition() for d in deliveries if d.message.key == "aggregate-7"}
         assert len(partitions) == 1
@@ -118,3 +122,38 @@ def test_redis_stream_length_stays_bounded(redis_server):
     length = redis.Redis.from_url(url).xlen(broker.stream)
     broker.disconnect_sync()
     assert 100 <= length < 400  # approximate MAXLEN trims whole nodes
+
+
+def test_forged_relabelled_and_replayed_events_are_rejected_by_default(live_broker, monkeypatch):
+    import dataclasses
+    import uuid
+
+    from redundancy.config import get_settings
+    from redundancy.events import WireMessage, metrics
+
+    # Given producers and consumers configured with a signing key
+    monkeypatch.setenv("EVENTS_SIGNING_KEY", KEY.decode())
+    get_settings.cache_clear()
+    live_broker.ensure_group_sync("guarded")
+    genuine, other = sample_events("genuine")[0], sample_events("other")[1]
+    signed = WireMessage.of(genuine, KEY)
+    # When the bus carries the genuine event and an attacker's variants of it
+    live_broker.send_sync(
+        [
+            signed,
+            signed,  # replayed as is
+            dataclasses.replace(signed, event_id=str(uuid.uuid4())),  # replayed under a new id
+            dataclasses.replace(signed, event_type=other.event_type),  # relabelled
+            WireMessage.of(other, b"a key the attacker made up"),  # forged
+            WireMessage.of(other, None),  # unsigned
+        ]
+    )
+    rejected = metrics.EVENTS_CONSUMED.labels(live_broker.kind, "rejected")
+    before = rejected._value.get()
+    # Then a consumer with default settings (one session: it dedupes on the signed ids it
+    # has handled) handles the genuine event once, and nothing else
+    got = []
+    live_broker.consume_sync(got.append, group="guarded", timeout=10)
+    assert [e.aggregate_id for e in got] == ["genuine"]
+    assert rejected._value.get() - before == 4
+    get_settings.cache_clear()

@@ -95,7 +95,7 @@ CONSUMER = """
         time.sleep(0.02)
         log.write(str(event.event_id) + "\\n")
 
-    broker.consume_sync(handle, group="indexer", consumer="doomed", batch=50)
+    broker.consume_sync(handle, group="indexer", consumer="doomed", batch=50, signing_key=b"k")
 """
 
 
@@ -106,7 +106,7 @@ def test_a_consumer_killed_mid_stream_loses_nothing(redis_server, tmp_path):
     topic = unique_topic()
     broker = make_broker("redis_streams", url, topic, claim_idle=0.5)
     items = events(300)
-    EventPublisher(broker).publish_many_sync(items)
+    EventPublisher(broker, signing_key=b"k").publish_many_sync(items)
     log = tmp_path / "handled.txt"
     log.touch()
     code = textwrap.dedent(CONSUMER.format(url=url, topic=topic, log=str(log)))
@@ -131,7 +131,11 @@ def test_a_consumer_killed_mid_stream_loses_nothing(redis_server, tmp_path):
     handled_by_doomed = set(log.read_text().split())
     rescued = []
     broker.consume_sync(
-        lambda e: rescued.append(str(e.event_id)), group="indexer", consumer="rescuer", timeout=3
+        lambda e: rescued.append(str(e.event_id)),
+        group="indexer",
+        consumer="rescuer",
+        timeout=3,
+        signing_key=b"k",
     )
     assert set(rescued) | handled_by_doomed == {str(e.event_id) for e in items}
     assert stranded <= set(rescued)

@@ -122,3 +122,70 @@ def test_worker_uses_the_cache_and_survives_its_outage(redis_cluster, private_re
     assert proc.returncode == 0, proc.stderr
     shared = json.loads(proc.stdout)["namespaces"]["analysis"]
     assert shared["errors"] >= 1 and shared["misses"] >= 1 and shared["sets"] >= 1
+
+
+def rejected(ctype: str, reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "redundancy_cache_rejected_values_total", {"cache_type": ctype, "reason": reason}
+        )
+        or 0.0
+    )
+
+
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        (b'{"not": "a result"}', "invalid"),  # valid JSON, another shape
+        (b"[1, 2, 3]", "invalid"),
+        (b"\xff\xfe not json", "undecodable"),
+        ("almost", "invalid"),  # the right result with one field a string: no coercion
+        ("extra", "invalid"),  # the right result plus a field the model does not have
+    ],
+)
+def test_a_poisoned_entry_is_a_counted_miss_and_is_overwritten_with_a_ttl(
+    redis_server, cache_env, poison, reason
+):
+    from redundancy.cache.results import similarity_key
+    from redundancy.core import similarity
+    from redundancy.tasks import analyze_content, compare_texts
+    from tests.services import REDIS_CACHE_DB, flush_db, redis_url
+
+    url = redis_url(REDIS_CACHE_DB)
+    flush_db(url)
+    cache_env(url)
+    client = redis.Redis.from_url(url)
+    right_a = analyze(TEXT_A).model_dump(mode="json")
+    right_s = similarity(TEXT_A, TEXT_B, "ratio", 0.8).model_dump(mode="json")
+    cases = [
+        ("analysis", analysis_key(TEXT_A, 0.8, "ratio"), right_a, lambda: analyze_content(TEXT_A)),
+        (
+            "similarity",
+            similarity_key(TEXT_A, TEXT_B, 0.8, "ratio"),
+            right_s,
+            lambda: compare_texts(TEXT_A, TEXT_B),
+        ),
+    ]
+    for ctype, key, right, run in cases:
+        # Given a value under the result's cache key that is not that result, without a TTL
+        if poison == "almost":
+            field = "redundancy_score" if ctype == "analysis" else "similarity_score"
+            value = json.dumps({**right, field: str(right[field])}).encode()
+        elif poison == "extra":
+            value = json.dumps({**right, "injected": True}).encode()
+        else:
+            value = poison
+        full = "redundancy:cache:v1:" + key
+        client.set(full, value)
+        before = rejected(ctype, reason)
+        # When the task runs
+        result = run()
+        # Then it is not believed: the task returns the computed result, the refusal is
+        # counted with its reason, and the entry now holds the right value, with a TTL
+        assert result == right
+        assert rejected(ctype, reason) == before + 1
+        assert json.loads(client.get(full)) == right
+        assert 0 < client.pttl(full) <= 3600 * 1000
+        # and the next run is a plain hit
+        assert run() == right
+        assert rejected(ctype, reason) == before + 1

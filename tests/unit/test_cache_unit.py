@@ -111,6 +111,23 @@ def test_second_submission_is_served_from_the_cache_and_equals_a_recompute():
     assert get_cache().stats()["namespaces"]["similarity"]["hits"] == 1
 
 
+def test_a_wrong_shaped_entry_in_the_twin_is_recomputed_and_overwritten():
+    from redundancy.tasks import analyze_content
+
+    # Given, on the embedded default, a value of another shape under a result's key
+    text = "Rain again. Rain again. The roof holds."
+    key = analysis_key(text, 0.8, "ratio")
+    get_cache().set(key, {"redundancy_score": 0.0})
+    labels = {"cache_type": "analysis", "reason": "invalid"}
+    before = REGISTRY.get_sample_value("redundancy_cache_rejected_values_total", labels) or 0
+    # When the task runs, Then it returns the computed result, counts the refusal, and the
+    # entry is the right result from then on
+    right = analyze(text).model_dump(mode="json")
+    assert analyze_content.delay(text).get() == right
+    assert REGISTRY.get_sample_value("redundancy_cache_rejected_values_total", labels) == before + 1
+    assert get_cache().get(key) == right
+
+
 def test_texts_differing_only_in_case_and_spacing_get_their_own_exact_results():
     from redundancy.tasks import analyze_content
 

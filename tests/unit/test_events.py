@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -37,6 +40,7 @@ from redundancy.events import (
 from redundancy.events.brokers import broker_url
 from redundancy.events.outbox import MemoryOutbox, get_outbox
 from redundancy.events.relay import Relay
+from redundancy.events.wire import CONFIGURED, configured_signing_keys, event_content
 from redundancy.retry import backoff
 
 
@@ -147,22 +151,66 @@ def test_bad_events_are_refused():
 def test_signature_covers_the_exact_body():
     event = sample_events()[0]
     message = WireMessage.of(event, b"key")
-    assert message.signature == sign(b"key", message.body)
+    content = event_content(message.event_id, message.event_type, message.timestamp, message.body)
+    assert message.signature == sign(b"key", content)
+    assert message.signature.startswith("v1,")
     assert message.event(b"key") == event
     with pytest.raises(InvalidEventError, match="signature"):
         message.event(b"other key")
-    tampered = WireMessage(
-        message.event_id,
-        message.event_type,
-        message.key,
-        message.body.replace(b"0.5", b"0.9"),
-        message.signature,
-    )
+    tampered = dataclasses.replace(message, body=message.body.replace(b"0.5", b"0.9"))
     with pytest.raises(InvalidEventError, match="signature"):
         tampered.event(b"key")
     unsigned = WireMessage.of(event)
     with pytest.raises(InvalidEventError):
         unsigned.event(b"key")
+
+
+def test_the_signature_covers_id_type_and_time_so_relabels_and_replays_are_refused():
+    # Given an event signed on the bus
+    event, other = sample_events()[0], sample_events()[1]
+    message = WireMessage.of(event, b"key")
+    # When an attacker replays it under a new id, relabels it as another type, or moves
+    # its signing time (each header changed, the signature kept)
+    forged = [
+        dataclasses.replace(message, event_id=str(uuid.uuid4())),
+        dataclasses.replace(message, event_type=other.event_type),
+        dataclasses.replace(message, timestamp=str(int(message.timestamp) + 3600)),
+        dataclasses.replace(message, timestamp=None),
+    ]
+    # Then each is refused by a verifying consumer
+    for copy in forged:
+        with pytest.raises(InvalidEventError, match="signature"):
+            copy.event(b"key")
+    # and even without verification a header that disagrees with the envelope is refused
+    for copy in forged[:2]:
+        with pytest.raises(InvalidEventError, match="relabelled"):
+            copy.event(None)
+    # and the old body-only scheme (sha256=<hex> of the body) no longer verifies
+    legacy = "sha256=" + hmac.new(b"key", message.body, hashlib.sha256).hexdigest()
+    with pytest.raises(InvalidEventError, match="signature"):
+        dataclasses.replace(message, signature=legacy).event(b"key")
+
+
+def test_a_key_rotation_signs_with_both_keys_and_either_verifies():
+    # Given producers that sign with the new key and the one being rotated out
+    event = sample_events()[0]
+    message = WireMessage.of(event, [b"new", b"old"])
+    # Then the message carries two signatures, and a consumer holding either key (or
+    # both, in either order) accepts it; one holding neither refuses it
+    assert len(message.signature.split()) == 2
+    for keys in ([b"new"], [b"old"], [b"old", b"new"]):
+        assert message.event(keys) == event
+    with pytest.raises(InvalidEventError):
+        message.event([b"other"])
+    # and a consumer rotating (new first, old accepted) verifies an old producer's event
+    assert WireMessage.of(event, b"old").event([b"new", b"old"]) == event
+
+
+def test_configured_keys_come_from_the_key_and_the_previous_ones(settings_env):
+    settings_env(EVENTS_SIGNING_KEY="k2", EVENTS_SIGNING_KEYS_PREVIOUS="k1, k0")
+    assert configured_signing_keys() == (b"k2", b"k1", b"k0")
+    message = WireMessage.of(sample_events()[0], CONFIGURED)
+    assert len(message.signature.split()) == 3
 
 
 # --- choosing a broker ----------------------------------------------------------------
@@ -239,7 +287,7 @@ def test_async_api_of_the_original(memory_broker):
 def test_consumer_acknowledges_after_the_handler_and_drops_repeats(memory_broker):
     events = sample_events()
     memory_broker.ensure_group_sync("g")
-    publisher = EventPublisher(memory_broker)
+    publisher = EventPublisher(memory_broker, signing_key=b"k")
     publisher.publish_many_sync(events)
     publisher.publish_sync(events[0])  # a redelivered duplicate (same event_id)
 
@@ -248,15 +296,53 @@ def test_consumer_acknowledges_after_the_handler_and_drops_repeats(memory_broker
 
     # Given a handler that fails: the event stays unacknowledged
     with pytest.raises(RuntimeError):
-        memory_broker.consume_sync(failing, group="g", timeout=0.2)
+        memory_broker.consume_sync(failing, group="g", timeout=0.2, signing_key=b"k")
     # When a healthy consumer of the group reads
     got = []
-    handled = memory_broker.consume_sync(got.append, group="g", timeout=0.2)
+    handled = memory_broker.consume_sync(got.append, group="g", timeout=0.2, signing_key=b"k")
     # Then it gets every event once, starting with the one that failed
     assert handled == 5
     assert [e.event_id for e in got] == [e.event_id for e in events]
     # and the group has nothing left
-    assert memory_broker.consume_sync(got.append, group="g", timeout=0.1) == 0
+    assert memory_broker.consume_sync(got.append, group="g", timeout=0.1, signing_key=b"k") == 0
+
+
+def test_consumers_verify_by_default_and_refuse_to_start_without_a_key(memory_broker, settings_env):
+    # Given no key configured, When a consumer starts without saying verify=False
+    EventPublisher(memory_broker).publish_many_sync(sample_events())
+    from redundancy.events import MissingSigningKeyError
+
+    # Then it refuses to start, naming the setting and the way out
+    with pytest.raises(MissingSigningKeyError, match=r"EVENTS_SIGNING_KEY.*verify=False"):
+        memory_broker.consume_sync(lambda e: None, from_beginning=True, timeout=0.1)
+    # and told verify=False, it reads the unsigned events
+    got = []
+    memory_broker.consume_sync(got.append, from_beginning=True, timeout=0.2, verify=False)
+    assert len(got) == 5
+    # Given a configured key, Then the default consumer verifies with it: forged events
+    # (signed with another key, or unsigned) are dropped, signed ones handled
+    settings_env(EVENTS_SIGNING_KEY="the-key")
+    memory_broker.clear()
+    EventPublisher(memory_broker).publish_sync(sample_events("signed")[0])
+    EventPublisher(memory_broker, signing_key=b"forger").publish_sync(sample_events("forged")[0])
+    EventPublisher(memory_broker, signing_key=None).publish_sync(sample_events("unsigned")[0])
+    got = []
+    memory_broker.consume_sync(got.append, from_beginning=True, timeout=0.2)
+    assert [e.aggregate_id for e in got] == ["signed"]
+
+
+def test_a_replay_under_the_same_signed_id_is_dropped_and_a_new_id_is_refused(memory_broker):
+    # Given a signed event on the bus, replayed as is and replayed under a new id
+    message = WireMessage.of(sample_events()[0], b"k")
+    renamed = dataclasses.replace(message, event_id=str(uuid.uuid4()))
+    memory_broker.send_sync([message, message, renamed])
+    got = []
+    before = metrics.EVENTS_CONSUMED.labels("memory", "rejected")._value.get()
+    # When a verifying consumer reads them
+    memory_broker.consume_sync(got.append, from_beginning=True, timeout=0.2, signing_key=b"k")
+    # Then it handles the event once: the replay is a duplicate, the renamed copy forged
+    assert len(got) == 1
+    assert metrics.EVENTS_CONSUMED.labels("memory", "rejected")._value.get() == before + 1
 
 
 def test_type_filter_and_signature_check(memory_broker):

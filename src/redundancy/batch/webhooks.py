@@ -37,9 +37,8 @@ def deliver_webhook(
     """POST ``body`` to ``url``; returns the delivery report once the outcome is final."""
     settings = get_settings()
     attempt = (self.request.retries or 0) + 1
-    key = settings.webhook_secret
-    secret = key.get_secret_value().encode() if key else None
-    if secret is None:
+    secrets = settings.webhook_secrets
+    if not secrets:
         log.warning("WEBHOOK_SECRET is not set: webhook %s goes out unsigned", delivery_id)
     payload = body.encode()
     report: dict[str, Any] = {
@@ -50,7 +49,7 @@ def deliver_webhook(
         "aggregate_id": aggregate_id,
     }
     headers = signed_headers(
-        payload, secret, event_id=event_id, event_type=event_type, delivery=delivery_id
+        payload, secrets, event_id=event_id, event_type=event_type, delivery=delivery_id
     )
     try:
         outcome = post_once(
@@ -59,6 +58,7 @@ def deliver_webhook(
             headers,
             timeout=settings.webhook_timeout,
             allow_list=settings.webhook_allow_list,
+            allowed_ports=settings.webhook_ports,
         )
     except WebhookRefusedError as exc:
         log.warning("webhook %s refused: %s", delivery_id, exc)

@@ -126,11 +126,13 @@ class RedisCache(_Face):
         ttl: float | None = None,
         *,
         prefix: str | None = None,
+        validate: Callable[[Any], bool] | None = None,
     ) -> Any:
         """The stored value, else ``factory()`` (sync or async), computed once across
         every process that misses at the same moment, then stored. A sync factory runs
-        in the event loop's thread: wrap slow CPU work with ``asyncio.to_thread``."""
-        flow = self.core.get_or_set(key, factory, ttl, prefix)
+        in the event loop's thread: wrap slow CPU work with ``asyncio.to_thread``.
+        ``validate``: a stored value it refuses is computed again and overwritten."""
+        flow = self.core.get_or_set(key, factory, ttl, prefix, validate)
         return await run_async(flow, self.core.connector.async_())
 
     async def delete(self, key: str, *, prefix: str | None = None) -> bool:
@@ -187,8 +189,9 @@ class SyncRedisCache(_Face):
         ttl: float | None = None,
         *,
         prefix: str | None = None,
+        validate: Callable[[Any], bool] | None = None,
     ) -> Any:
-        flow = self.core.get_or_set(key, factory, ttl, prefix)
+        flow = self.core.get_or_set(key, factory, ttl, prefix, validate)
         return run_sync(flow, self.core.connector.sync())
 
     def delete(self, key: str, *, prefix: str | None = None) -> bool:

@@ -6,7 +6,8 @@ Every operation is a flow (``redundancy.kv``) that the async ``RedisCache`` and 
 Policy, in one place:
 * every entry has a TTL (``default_ttl`` unless the caller gives one);
 * values are JSON (never pickle); a stored value that does not decode is an error and a
-  miss, and is overwritten by the next ``set``;
+  miss, and is overwritten by the next ``set``; ``get_or_set`` also refuses a value its
+  caller's ``validate`` rejects (the wrong shape): a miss, counted, recomputed, overwritten;
 * data operations (``get``, ``set``, ``get_or_set``, ``delete``) *fail open* by default:
   an unreachable or failing server is logged and counted in ``errors`` (and
   ``redundancy_cache_errors_total``), never raised, so a cache outage costs speed, not
@@ -33,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from redundancy import keys
-from redundancy.cache.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES
+from redundancy.cache.metrics import CACHE_ERRORS, CACHE_HITS, CACHE_MISSES, CACHE_REJECTED
 from redundancy.errors import InfrastructureError
 from redundancy.kv.clients import Connector
 from redundancy.kv.memory import script_twin
@@ -264,6 +265,10 @@ class CacheCore:
             counter = self._miss_counters[ctype] = CACHE_MISSES.labels(ctype)
         counter.inc()
 
+    def _rejected(self, ctype: str, full: str, reason: str) -> None:
+        CACHE_REJECTED.labels(ctype, reason).inc()
+        log.warning("cache value of %s refused (%s): computing it again", full, reason)
+
     def _error(self, ctype: str, operation: str, exc: BaseException | None) -> None:
         """Count (and log) a failed operation; raise it unless the cache fails open."""
         self.book.record(ctype, "errors")
@@ -378,9 +383,14 @@ class CacheCore:
         factory: Callable[[], Any],
         ttl: float | None = None,
         prefix: str | None = None,
+        validate: Callable[[Any], bool] | None = None,
     ) -> Flow[Any]:
         """The stored value, or ``factory()`` computed by exactly one of the callers that
         miss at the same moment (a short lock, ``SET NX PX`` + compare-and-delete).
+
+        ``validate``: a stored value it returns False for (or one that does not decode)
+        is not believed: counted in ``redundancy_cache_rejected_values_total{reason}``,
+        computed again and overwritten, as a miss.
 
         One round trip looks up the value or takes the lock; the holder stores the value
         and releases the lock in another (two per miss, one per hit). The others poll
@@ -412,10 +422,11 @@ class CacheCore:
                 return (yield Call(factory))
             if int(reply[0]) == 1:
                 value = self._decode(reply[1], ctype, "get_or_set")
-                if value is not MISS:
+                if value is not MISS and (validate is None or validate(value)):
                     self._hit(ctype)
                     return value
-                break  # undecodable (counted): compute below, without the lock
+                self._rejected(ctype, full, "undecodable" if value is MISS else "invalid")
+                break  # compute below, without the lock, and overwrite it
             if int(reply[0]) == 2:
                 return (yield from self._compute_locked(ctype, full, factory, ms, lock, token))
             if time.monotonic() >= deadline:

@@ -22,4 +22,11 @@ CACHE_ERRORS = Counter(
     ["cache_type", "operation"],
 )
 
-__all__ = ["CACHE_ERRORS", "CACHE_HITS", "CACHE_MISSES"]
+CACHE_REJECTED = Counter(
+    "redundancy_cache_rejected_values",
+    "Stored values get_or_set refused on read, by reason (undecodable: not JSON; invalid: "
+    "not the caller's result model); each was a miss, computed again and overwritten.",
+    ["cache_type", "reason"],
+)
+
+__all__ = ["CACHE_ERRORS", "CACHE_HITS", "CACHE_MISSES", "CACHE_REJECTED"]

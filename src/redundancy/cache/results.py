@@ -8,7 +8,11 @@ reuse an old result:
 * similarity: the two content hashes (sha256 of the normalised texts), in order -- every
   field of a SimilarityResult depends only on the normalised texts.
 
-So a cached result is always what recomputing would return. The cache is a hook: when
+So a cached result is always what recomputing would return -- and a stored value is
+believed only if it has the result model's shape (``conforms``: strict pydantic
+validation, on every hit); anything else is a miss, counted in
+``redundancy_cache_rejected_values_total``, recomputed and overwritten. Every write
+has the cache's TTL (``CACHE_DEFAULT_TTL``). The cache is a hook: when
 it fails, the task computes anyway and the failure is counted in ``errors`` and
 ``redundancy_cache_errors_total``; only the computation's own errors reach the caller.
 """
@@ -19,6 +23,8 @@ import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from redundancy import keys
 from redundancy.cache.client import get_cache
@@ -42,8 +48,23 @@ def similarity_key(text_a: str, text_b: str, threshold: float, algorithm: str) -
     )
 
 
-def cached(key: str, compute: Callable[[], T]) -> T:
-    """``compute()`` through the process's cache (computed once for concurrent misses).
+def conforms(model: type[BaseModel]) -> Callable[[Any], bool]:
+    """A check that a stored value is a ``model`` as JSON (strict: no coercion, so what
+    is returned is exactly what was validated; the models forbid extra fields)."""
+
+    def check(value: Any) -> bool:
+        try:
+            model.model_validate(value, strict=True)
+        except ValidationError:
+            return False
+        return True
+
+    return check
+
+
+def cached(key: str, compute: Callable[[], T], model: type[BaseModel]) -> T:
+    """``compute()`` through the process's cache (computed once for concurrent misses);
+    a stored value that is not a ``model`` is not believed.
 
     Never lets the cache fail the caller: an error inside the cache layer itself is
     logged and counted, and the value is computed (or the one computed is returned).
@@ -62,7 +83,7 @@ def cached(key: str, compute: Callable[[], T]) -> T:
 
     try:
         cache = get_cache()
-        return cache.get_or_set(key, factory)  # type: ignore[no-any-return]
+        return cache.get_or_set(key, factory, validate=conforms(model))  # type: ignore[no-any-return]
     except Exception:
         if outcome.get("failed"):
             raise  # the computation's own error (invalid input ...): the task's result

@@ -336,7 +336,10 @@ def worker(
 
         check_port_free(settings.metrics_bind_address, settings.worker_metrics_port)
     from redundancy.workers import app
+    from redundancy.workers.guard import check_task_queues
     from redundancy.workers.routing import QUEUES
+
+    check_task_queues(app)  # RabbitMQ queues of an older version: say how to upgrade
 
     argv = [
         "worker",

@@ -60,8 +60,10 @@ def _stop_on_signals() -> threading.Event:
 @click.option("--timeout", type=float, default=None, help="stop after N seconds without events")
 @click.option(
     "--verify/--no-verify",
-    default=None,
-    help="drop events without a valid signature (default: with EVENTS_SIGNING_KEY)",
+    default=True,
+    show_default=True,
+    help="drop events without a valid signature (needs EVENTS_SIGNING_KEY); --no-verify "
+    "prints unsigned events too",
 )
 def tail(
     types: tuple[str, ...],
@@ -69,14 +71,16 @@ def tail(
     from_beginning: bool,
     max_events: int | None,
     timeout: float | None,
-    verify: bool | None,
+    verify: bool,
 ) -> None:
     """Print events from the configured broker as JSON lines (one envelope per line)."""
-    from redundancy.events.wire import configured_signing_key
+    from redundancy.events.wire import configured_signing_keys
 
-    key = configured_signing_key()
-    if verify and key is None:
-        raise click.UsageError("--verify needs EVENTS_SIGNING_KEY")
+    if verify and not configured_signing_keys():
+        raise click.UsageError(
+            "events are verified by default and EVENTS_SIGNING_KEY is not set: set it, or "
+            "pass --no-verify to print unsigned (unauthenticated) events"
+        )
     broker = _broker()
 
     def show(event: Any) -> None:
@@ -91,7 +95,7 @@ def tail(
             max_events=max_events,
             timeout=timeout,
             from_beginning=from_beginning,
-            signing_key=key if verify is not False else None,
+            verify=verify,
             stop=_stop_on_signals(),
         )
     except RedundancyError:

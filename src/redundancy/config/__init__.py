@@ -8,8 +8,10 @@ stand-ins, with no server needed.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import ipaddress
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal, get_args
 from urllib.parse import urlsplit
@@ -28,6 +30,26 @@ EventBrokerType = Literal["redis_streams", "rabbitmq", "kafka", "memory"]
 
 def _split(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _secret_bytes(value: str) -> bytes:
+    """A webhook secret's key bytes: ``whsec_<base64>`` (Standard Webhooks) decoded, else
+    the text as UTF-8."""
+    if not value.startswith("whsec_"):
+        return value.encode()
+    try:
+        return base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+
+
+def _keys(
+    current: SecretStr | None, previous: SecretStr | None, *, bytes_of: Callable[[str], bytes]
+) -> tuple[bytes, ...]:
+    """The current key first, then the ones being rotated out (comma-separated)."""
+    texts = [current.get_secret_value()] if current else []
+    texts += _split(previous.get_secret_value()) if previous else []
+    return tuple(dict.fromkeys(bytes_of(t) for t in texts if t))
 
 
 SECRET_WORDS = ("KEY", "SECRET", "AUTH", "PASSWORD", "TOKEN")
@@ -81,11 +103,26 @@ class Settings(BaseSettings):
     )
     task_time_limit: int = Field(default=600, gt=0, description="hard per-task limit (s)")
     task_soft_time_limit: int = Field(default=540, gt=0, description="soft per-task limit (s)")
+    task_time_base: float = Field(
+        default=10.0,
+        gt=0,
+        description="hard limit of analyze_content/compare_texts before input size (s)",
+    )
+    task_time_per_mchar: float = Field(
+        default=120.0,
+        ge=0,
+        description="hard limit added per million characters of their input text (s)",
+    )
     task_max_retries: int = Field(default=5, ge=0)
     max_deliveries: int = Field(
         default=5, ge=1, description="deliveries of one task message before it is poison"
     )
     worker_concurrency: int | None = Field(default=None, gt=0)
+    task_queue_dead_lettering: bool = Field(
+        default=True,
+        description="declare the task queues with a dead-letter exchange (RabbitMQ); false "
+        "for queues an older version declared (use a policy instead, README Security)",
+    )
 
     # Other services.
     message_broker_type: EventBrokerType | None = None
@@ -129,7 +166,13 @@ class Settings(BaseSettings):
         description="Kafka topic, RabbitMQ exchange and Redis stream name of the events",
     )
     events_signing_key: SecretStr | None = Field(
-        default=None, description="HMAC-SHA256 key; when set every event carries a signature"
+        default=None,
+        description="HMAC-SHA256 key: producers sign every event, consumers verify with it",
+    )
+    events_signing_keys_previous: SecretStr | None = Field(
+        default=None,
+        description="comma-separated keys being rotated out: events are signed with these "
+        "too and verified with any",
     )
     events_stream_maxlen: int = Field(
         default=100_000, gt=0, description="Redis Streams: approximate MAXLEN of the stream"
@@ -158,7 +201,17 @@ class Settings(BaseSettings):
         description="relay leadership lease (s); above twice (EVENTS_PUBLISH_TIMEOUT + 1)",
     )
     webhook_secret: SecretStr | None = Field(
-        default=None, description="HMAC-SHA256 key of X-Webhook-Signature"
+        default=None,
+        description="HMAC-SHA256 key of webhook-signature (raw text, or whsec_<base64>)",
+    )
+    webhook_secrets_previous: SecretStr | None = Field(
+        default=None,
+        description="comma-separated secrets being rotated out: webhooks are signed with these too",
+    )
+    webhook_allowed_ports: str = Field(
+        default="80,443",
+        description="comma-separated ports a webhook URL may name (every target, allow-listed "
+        "or not)",
     )
     webhook_allowed_hosts: str = Field(
         default="",
@@ -182,6 +235,21 @@ class Settings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError(f"expected host:port[,host:port...], got {v!r}")
         return ",".join(servers)
+
+    @field_validator("webhook_secret", "webhook_secrets_previous")
+    @classmethod
+    def _webhook_secrets(cls, v: SecretStr | None) -> SecretStr | None:
+        for entry in _split(v.get_secret_value()) if v else ():
+            _secret_bytes(entry)
+        return v
+
+    @field_validator("webhook_allowed_ports")
+    @classmethod
+    def _ports(cls, v: str) -> str:
+        for entry in _split(v):
+            if not entry.isdigit() or not 1 <= int(entry) <= 65535:
+                raise ValueError(f"expected ports 1..65535, comma-separated, got {entry!r}")
+        return v
 
     @field_validator("webhook_allowed_hosts")
     @classmethod
@@ -217,6 +285,24 @@ class Settings(BaseSettings):
         ):
             raise ValueError("MESSAGE_BROKER_TYPE=redis_streams needs REDIS_URL")
         return self
+
+    @property
+    def events_signing_keys(self) -> tuple[bytes, ...]:
+        """EVENTS_SIGNING_KEY, then EVENTS_SIGNING_KEYS_PREVIOUS, as bytes (none: ())."""
+        return _keys(
+            self.events_signing_key, self.events_signing_keys_previous, bytes_of=str.encode
+        )
+
+    @property
+    def webhook_secrets(self) -> tuple[bytes, ...]:
+        """WEBHOOK_SECRET, then WEBHOOK_SECRETS_PREVIOUS, as key bytes (``whsec_<base64>``
+        decoded, as Standard Webhooks libraries read it; other text as UTF-8)."""
+        return _keys(self.webhook_secret, self.webhook_secrets_previous, bytes_of=_secret_bytes)
+
+    @property
+    def webhook_ports(self) -> frozenset[int]:
+        """WEBHOOK_ALLOWED_PORTS as numbers."""
+        return frozenset(int(p) for p in _split(self.webhook_allowed_ports))
 
     @property
     def webhook_allow_list(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from redundancy.events.errors import (
     BrokerUnavailableError,
     InvalidEventError,
     MissingClientLibraryError,
+    MissingSigningKeyError,
     PublishRejectedError,
 )
 from redundancy.events.models import (
@@ -76,6 +77,7 @@ __all__ = [
     "JobFailedEvent",
     "KafkaBroker",
     "MissingClientLibraryError",
+    "MissingSigningKeyError",
     "PublishRejectedError",
     "RabbitMQBroker",
     "RedisStreamBroker",

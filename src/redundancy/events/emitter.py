@@ -18,7 +18,7 @@ import threading
 from redundancy.events import metrics
 from redundancy.events.models import DomainEvent
 from redundancy.events.relay import Relay
-from redundancy.events.wire import WireMessage, configured_signing_key
+from redundancy.events.wire import WireMessage, configured_signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def emit(event: DomainEvent) -> None:
     from redundancy.events.outbox import get_outbox
 
     outbox = get_outbox()
-    outbox.append(WireMessage.of(event, configured_signing_key()))
+    outbox.append(WireMessage.of(event, configured_signing_keys()))
     if not outbox.durable:
         inline_relay().try_step()
 

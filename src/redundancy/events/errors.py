@@ -26,5 +26,9 @@ class WebhookRefusedError(InvalidInputError):
     """The webhook target is not allowed (non-public address, bad URL): never retried."""
 
 
+class MissingSigningKeyError(ConfigurationError):
+    """A consumer would verify events but no signing key is configured."""
+
+
 class MissingClientLibraryError(ConfigurationError):
     """An optional client library (confluent-kafka) is not installed."""

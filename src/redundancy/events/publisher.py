@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from redundancy.events.models import DomainEvent
-from redundancy.events.wire import CONFIGURED, WireMessage, resolve_signing_key
+from redundancy.events.wire import CONFIGURED, SigningKeys, WireMessage, resolve_signing_keys
 
 if TYPE_CHECKING:
     from redundancy.events.brokers.base import EventBroker
@@ -23,19 +23,20 @@ class EventPublisher:
         await publisher.publish(event)        # asyncio
         publisher.publish_sync(event)         # scripts, workers
 
-    ``signing_key``: by default EVENTS_SIGNING_KEY (unsigned when none is configured);
-    ``None`` publishes unsigned. Straight publishing fails when the broker is down;
+    ``signing_key``: by default the configured keys (EVENTS_SIGNING_KEY, and during a
+    rotation EVENTS_SIGNING_KEYS_PREVIOUS; unsigned when none is configured); ``None``
+    publishes unsigned. Straight publishing fails when the broker is down;
     finished Celery jobs never use it but go through the outbox
     (``redundancy.events.emitter``), which retries.
     """
 
-    def __init__(self, broker: EventBroker, signing_key: bytes | None = CONFIGURED) -> None:
+    def __init__(self, broker: EventBroker, signing_key: SigningKeys = CONFIGURED) -> None:
         self.broker = broker
-        self.signing_key = resolve_signing_key(signing_key)
+        self.signing_keys = resolve_signing_keys(signing_key)
 
     def publish_many_sync(self, events: Sequence[DomainEvent]) -> None:
         """Publish in order; returns once the broker confirmed every event."""
-        self.broker.send_sync([WireMessage.of(e, self.signing_key) for e in events])
+        self.broker.send_sync([WireMessage.of(e, self.signing_keys) for e in events])
 
     def publish_sync(self, event: DomainEvent) -> None:
         self.publish_many_sync([event])

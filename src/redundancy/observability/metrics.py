@@ -133,6 +133,12 @@ COMPARISONS = Counter(
     "redundancy_comparisons", "Two-text similarity comparisons.", ("algorithm", "similar")
 )
 BATCHES_COMPLETED = Counter("redundancy_batches_completed", "Batches merged into a result.")
+MESSAGES_REJECTED = Counter(
+    "redundancy_messages_rejected",
+    "Task messages the message guard rejected before any task ran, by reason "
+    "(undecodable, refused_content, malformed_body, malformed_headers); each is dead-lettered.",
+    ("reason",),
+)
 HOOK_ERRORS_HELP = "Errors caught in observability hooks (they never fail a job)."
 HOOK_ERRORS = Counter("redundancy_hook_errors", HOOK_ERRORS_HELP, ("hook",))
 

@@ -7,7 +7,14 @@ from typing import Any
 
 from redundancy.cache.results import analysis_key, cached, similarity_key
 from redundancy.config import get_settings
-from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, analyze, similarity
+from redundancy.core import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_THRESHOLD,
+    AnalysisResult,
+    SimilarityResult,
+    analyze,
+    similarity,
+)
 from redundancy.core.text import validate_text
 from redundancy.schemas import AnalyzeRequest, CompareRequest, validate
 from redundancy.workers import app
@@ -33,7 +40,7 @@ def analyze_content(
         )
         return result.model_dump(mode="json")
 
-    return cached(analysis_key(req.text, req.threshold, req.algorithm), compute)
+    return cached(analysis_key(req.text, req.threshold, req.algorithm), compute, AnalysisResult)
 
 
 @app.task(name=names.COMPARE_TEXTS)
@@ -57,4 +64,5 @@ def compare_texts(
         )
         return result.model_dump(mode="json")
 
-    return cached(similarity_key(req.text_a, req.text_b, req.threshold, req.algorithm), compute)
+    key = similarity_key(req.text_a, req.text_b, req.threshold, req.algorithm)
+    return cached(key, compute, SimilarityResult)

@@ -1,4 +1,5 @@
-"""The base class of every task: retry policy and the poison-message guard."""
+"""The base class of every task: retry policy, the poison-message guard and the message
+guard (its strategy)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ class RedundancyTask(Task):  # type: ignore[misc]
     retry_jitter = True
     throws = (InvalidInputError,)
     typing = True
+    Strategy = "redundancy.workers.guard:guarded_strategy"
+    """The message guard in front of Celery's default strategy: a malformed message is
+    rejected, recorded and dead-lettered instead of stopping the worker."""
 
     @property
     def max_retries(self) -> int:

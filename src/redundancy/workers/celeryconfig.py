@@ -41,7 +41,7 @@ def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "task_time_limit": s.task_time_limit,
         "task_soft_time_limit": s.task_soft_time_limit,
-        "task_queues": task_queues(),
+        "task_queues": task_queues(dead_lettering=s.task_queue_dead_lettering),
         "task_default_queue": DEFAULT_QUEUE,
         "task_routes": TASK_ROUTES,
         "task_track_started": True,

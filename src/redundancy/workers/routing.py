@@ -20,6 +20,8 @@ from redundancy.names import (
     BATCH_QUEUE,
     BATCH_SUBTASK_PREFIX,
     COMPARE_TEXTS,
+    DEAD_LETTER_EXCHANGE,
+    DEAD_LETTER_QUEUE,
     DEFAULT_QUEUE,
     PAIR_TASKS,
     PROCESS_BATCH,
@@ -34,11 +36,22 @@ if TYPE_CHECKING:
     from kombu.entity import Queue
 
 
-def task_queues() -> tuple[Queue, ...]:
-    """Durable direct queues, one exchange each (RabbitMQ and Redis alike)."""
+def task_queues(dead_lettering: bool = True) -> tuple[Queue, ...]:
+    """Durable direct queues, one exchange each (RabbitMQ and Redis alike).
+
+    ``dead_lettering``: on RabbitMQ a rejected message goes to ``DEAD_LETTER_EXCHANGE``
+    (the ``x-dead-letter-exchange`` queue argument; kombu's Redis transport ignores it).
+    RabbitMQ refuses to redeclare a queue with other arguments, so queues declared
+    before this argument existed need ``TASK_QUEUE_DEAD_LETTERING=false`` (and a policy)
+    or to be recreated: README "Security".
+    """
     from kombu.entity import Exchange, Queue
 
-    return tuple(Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES)
+    arguments = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE} if dead_lettering else None
+    return tuple(
+        Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments)
+        for name in QUEUES
+    )
 
 
 __all__ = [
@@ -54,6 +67,8 @@ __all__ = [
     "BATCH_QUEUE",
     "BATCH_SUBTASK_PREFIX",
     "COMPARE_TEXTS",
+    "DEAD_LETTER_EXCHANGE",
+    "DEAD_LETTER_QUEUE",
     "DEFAULT_QUEUE",
     "PAIR_TASKS",
     "PROCESS_BATCH",

@@ -6,8 +6,9 @@ the original service's coroutines (``await broker.connect()``, ``await broker.pu
 which run the same code in a thread so the event loop never blocks. Publishing an event
 goes through ``EventPublisher`` (one path: serialise, sign, ``send_sync``).
 
-Consuming is shared too: a reader fetches deliveries, and ``consume_sync`` verifies,
-filters, drops repeats by ``event_id``, calls the handler and only then acknowledges.
+Consuming is shared too: a reader fetches deliveries, and ``consume_sync`` verifies
+(by default: it refuses to start without a key unless told ``verify=False``), filters,
+drops repeats of a verified ``event_id``, calls the handler and only then acknowledges.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from redundancy.events import metrics
-from redundancy.events.errors import BrokerUnavailableError, InvalidEventError
+from redundancy.events.errors import (
+    BrokerUnavailableError,
+    InvalidEventError,
+    MissingSigningKeyError,
+)
 from redundancy.events.models import DomainEvent
 from redundancy.events.publisher import EventPublisher
-from redundancy.events.wire import CONFIGURED, WireMessage
+from redundancy.events.wire import CONFIGURED, SigningKeys, WireMessage, resolve_signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +166,9 @@ class EventBroker(ABC):
         """Drop clients after an outage so the next attempt starts from a fresh connection."""
         self.disconnect_sync()
 
-    def publish_sync(self, event: DomainEvent, signing_key: bytes | None = CONFIGURED) -> None:
-        """``EventPublisher(self, signing_key).publish_sync(event)``: signed with
-        EVENTS_SIGNING_KEY unless ``signing_key`` says otherwise (``None``: unsigned)."""
+    def publish_sync(self, event: DomainEvent, signing_key: SigningKeys = CONFIGURED) -> None:
+        """``EventPublisher(self, signing_key).publish_sync(event)``: signed with the
+        configured keys unless ``signing_key`` says otherwise (``None``: unsigned)."""
         EventPublisher(self, signing_key).publish_sync(event)
 
     def ensure_group_sync(self, group: str, event_types: Iterable[str] | None = None) -> None:
@@ -180,7 +185,8 @@ class EventBroker(ABC):
         max_events: int | None = None,
         timeout: float | None = None,
         from_beginning: bool = False,
-        signing_key: bytes | None = None,
+        signing_key: SigningKeys = CONFIGURED,
+        verify: bool = True,
         consumer: str | None = None,
         stop: threading.Event | None = None,
         batch: int = 100,
@@ -192,7 +198,20 @@ class EventBroker(ABC):
         from the start). Repeats of an ``event_id`` are acknowledged and skipped. A handler
         that raises stops the loop with its message unacknowledged (so it comes back).
         Returns after ``max_events`` handled, ``timeout`` seconds without events, or ``stop``.
+
+        Events are verified with ``signing_key`` (by default the configured keys:
+        EVENTS_SIGNING_KEY and, during a rotation, EVENTS_SIGNING_KEYS_PREVIOUS); forged,
+        relabelled or unsigned ones are acknowledged, counted and dropped. Without a key
+        this raises ``MissingSigningKeyError`` before reading anything, unless
+        ``verify=False`` says to accept unsigned events.
         """
+        keys = resolve_signing_keys(signing_key) if verify else ()
+        if verify and not keys:
+            raise MissingSigningKeyError(
+                "consumers verify events by default and no key is configured: set "
+                "EVENTS_SIGNING_KEY (or pass signing_key=...), or pass verify=False to "
+                "accept unsigned events"
+            )
         types = _types(event_types)
         seen = SeenIds()
         reader = self._open_reader(group, types, from_beginning, consumer or _consumer_name())
@@ -211,7 +230,7 @@ class EventBroker(ABC):
                 if deliveries:
                     idle_since = time.monotonic()
                 for delivery in deliveries:
-                    if self._dispatch(delivery, handler, types, seen, signing_key):
+                    if self._dispatch(delivery, handler, types, seen, keys):
                         handled += 1
                     reader.ack(delivery)
                     if max_events is not None and handled >= max_events:
@@ -226,7 +245,7 @@ class EventBroker(ABC):
         handler: Handler,
         types: frozenset[str] | None,
         seen: SeenIds,
-        signing_key: bytes | None,
+        keys: tuple[bytes, ...],
     ) -> bool:
         message = delivery.message
         if message is None:
@@ -236,14 +255,14 @@ class EventBroker(ABC):
         if types is not None and message.event_type not in types:
             metrics.EVENTS_CONSUMED.labels(self.kind, "skipped").inc()
             return False
-        if message.event_id in seen:
-            metrics.EVENTS_CONSUMED.labels(self.kind, "duplicate").inc()
-            return False
         try:
-            event = message.event(signing_key)
+            event = message.event(keys or None)  # id and type are the signed ones from here
         except InvalidEventError as exc:
             log.error("%s: event rejected: %s", self.kind, exc)
             metrics.EVENTS_CONSUMED.labels(self.kind, "rejected").inc()
+            return False
+        if message.event_id in seen:
+            metrics.EVENTS_CONSUMED.labels(self.kind, "duplicate").inc()
             return False
         handler(event)
         seen.add(message.event_id)
@@ -265,7 +284,7 @@ class EventBroker(ABC):
     async def disconnect(self) -> None:
         await asyncio.to_thread(self.disconnect_sync)
 
-    async def publish(self, event: DomainEvent, signing_key: bytes | None = CONFIGURED) -> None:
+    async def publish(self, event: DomainEvent, signing_key: SigningKeys = CONFIGURED) -> None:
         await asyncio.to_thread(self.publish_sync, event, signing_key)
 
     async def consume(self, handler: AsyncHandler, **options: Any) -> int:

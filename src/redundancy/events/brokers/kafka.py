@@ -232,6 +232,7 @@ def _delivery(msg: Any) -> Delivery:
             key=key.decode() if isinstance(key, bytes) else str(key or ""),
             body=msg.value() or b"",
             signature=headers.get("signature"),
+            timestamp=headers.get("timestamp"),
         )
     except KeyError as exc:
         return Delivery(None, msg, f"Kafka message without header {exc}")

@@ -173,6 +173,7 @@ def _delivery(message: Any) -> Delivery:
             key=str(headers.get("key", "")),
             body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
             signature=headers.get("signature"),
+            timestamp=headers.get("timestamp"),
         )
     except Exception as exc:
         return Delivery(None, message, f"unreadable AMQP message: {exc}")
