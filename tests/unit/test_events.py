@@ -399,6 +399,46 @@ def test_relay_dead_letters_poison_and_keeps_the_order_of_the_rest():
     assert outbox.dead_letters() == 2
 
 
+class BlippingRedis:
+    """A redis-py client whose XADD fails ``failures`` times, then succeeds."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.added = []
+
+    def xadd(self, key, fields):
+        import redis
+
+        if self.failures:
+            self.failures -= 1
+            raise redis.ConnectionError("blip")
+        self.added.append(fields)
+
+
+@pytest.mark.parametrize(("failures", "written"), [(2, True), (3, False)])
+def test_the_outbox_write_is_retried_by_its_named_policy(monkeypatch, failures, written):
+    from redundancy.events import outbox as outbox_module
+    from redundancy.retry import OUTBOX_WRITE_RETRY
+
+    # Given a Redis that fails the outbox's XADD ``failures`` times (waits recorded)
+    waits = []
+    monkeypatch.setattr(outbox_module.time, "sleep", waits.append)
+    client = BlippingRedis(failures)
+    outbox = outbox_module.RedisOutbox(client=client)
+    message = WireMessage("e1", "analysis.completed", "k", b"{}")
+    # When an event is written
+    if written:
+        outbox.append(message)
+    else:
+        with pytest.raises(BrokerUnavailableError, match="outbox write failed"):
+            outbox.append(message)
+    # Then it is written once within the policy's attempts, else refused after them,
+    # having waited the policy's growing, capped delays in between
+    assert len(client.added) == int(written)
+    assert OUTBOX_WRITE_RETRY.attempts == 3 and len(waits) == 2
+    assert 0.1 <= waits[0] <= 0.2 and 0.2 <= waits[1] <= 0.4
+
+
 def test_backoff_grows_with_jitter_and_is_capped():
     assert 0.25 <= backoff(1, cap=30) <= 0.5
     assert 4 <= backoff(5, cap=30) <= 8
