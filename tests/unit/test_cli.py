@@ -113,6 +113,23 @@ def test_worker_refuses_without_a_broker(runner):
     assert "CELERY_BROKER_URL is not set" in result.output
 
 
+@pytest.mark.parametrize(
+    ("command", "needed_by"),
+    [
+        (["worker"], "a worker needs a broker"),
+        (["flower", "--no-auth"], "Flower watches the workers of a broker"),
+        (["events", "relay", "--drain"], "the embedded default relays inline"),
+    ],
+)
+def test_what_only_a_cluster_runs_refuses_the_embedded_default_alike(runner, command, needed_by):
+    # Given no Celery broker (the embedded default)
+    # When a command that only a cluster runs is started
+    result = runner.invoke(cli, command)
+    # Then it stops as a usage error, naming the variable and why it is needed
+    assert result.exit_code == EXIT_USAGE
+    assert f"CELERY_BROKER_URL is not set: {needed_by}" in " ".join(result.output.split())
+
+
 def test_doctor_on_the_embedded_default(runner):
     result = runner.invoke(cli, ["doctor"])
     assert result.exit_code == 0

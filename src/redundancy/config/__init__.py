@@ -363,6 +363,12 @@ class Settings(BaseSettings):
         """True when no broker (or ``memory://``) is configured: jobs run in-process."""
         return self.celery_broker_url is None or self.celery_broker_url.startswith("memory:")
 
+    def require_broker(self, needed_by: str) -> None:
+        """Refuse, naming the variable, to start what only a cluster runs (a worker, Flower,
+        the relay) on the embedded default; ``needed_by`` completes the message."""
+        if self.embedded:
+            raise ConfigurationError(f"CELERY_BROKER_URL is not set: {needed_by}")
+
     @property
     def broker_url(self) -> str | None:
         return self.celery_broker_url
