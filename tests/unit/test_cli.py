@@ -136,6 +136,16 @@ def test_doctor_on_the_embedded_default(runner):
     assert "embedded default" in result.output
 
 
+def test_doctor_shows_no_cluster_only_check_on_the_embedded_default(runner, settings_env):
+    # Given the embedded default, though a result backend's Redis is configured
+    settings_env(REDIS_URL="redis://127.0.0.1:1/0")
+    # When the doctor runs
+    result = runner.invoke(cli, ["doctor"])
+    # Then it checks no broker, result backend, workers or outbox: there are none to check
+    shown = [line[2:].split("  ")[0] for line in result.output.splitlines() if line[:1] in "✓✗"]
+    assert shown == ["settings", "mode", "cache", "sessions", "event broker"]
+
+
 def test_bad_threshold_is_a_usage_error(runner):
     result = runner.invoke(cli, ["batch", str(CORPUS), "--threshold", "2"])
     assert result.exit_code == 2
