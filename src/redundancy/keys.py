@@ -55,7 +55,7 @@ def delivery_counter(task_id: str, retries: int) -> str:
     return f"{DELIVERIES}{task_id}:{retries}"
 
 
-# --- cache (issue 4) -------------------------------------------------------------------
+# --- cache -----------------------------------------------------------------------------
 # A cache entry lives at ``redundancy:<prefix>:v1:<key>``; ``prefix`` is the cache's
 # namespace ("cache" unless the caller names another). Its locks and shared counters sit
 # in areas of their own, so clearing a namespace by pattern never touches them.
@@ -98,7 +98,7 @@ def similarity_result(
     return f"similarity:v{version}:{algorithm}:{threshold!r}:{hash_a}:{hash_b}"
 
 
-# --- sessions (issue 4) ----------------------------------------------------------------
+# --- sessions --------------------------------------------------------------------------
 
 SESSIONS = area_prefix("sessions")
 

@@ -31,7 +31,7 @@ import redundancy
 
 SRC = Path(redundancy.__file__).parent
 WINDOW = 6
-"""Lines of logic a block must share to count as a twin (the issue's check)."""
+"""Lines of logic a block must share to count as a twin."""
 
 SKIPPED_TOKENS = {
     tokenize.COMMENT,

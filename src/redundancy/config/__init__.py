@@ -1,4 +1,4 @@
-"""Typed settings from the environment (names from the original service, DESIGN §5).
+"""Typed settings from the environment, under the original service's names.
 
 ``get_settings()`` reads the environment once per process; a bad value raises
 ``ConfigurationError`` naming the variable and what was expected. An unset
@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         default=86_400, gt=0, description="lifetime of staged batch documents (s)"
     )
 
-    # --- Events, outbox and webhooks (issue 3) ---
+    # --- Events, outbox and webhooks ---
     events_enabled: bool = Field(
         default=True, description="turn finished jobs into domain events (outbox + relay)"
     )
@@ -223,7 +223,7 @@ class Settings(BaseSettings):
         """WEBHOOK_ALLOWED_HOSTS as entries (hosts, IPs, CIDRs), lower case."""
         return tuple(e.lower() for e in _split(self.webhook_allowed_hosts))
 
-    # --- Cache and sessions (issue 4) ---
+    # --- Cache and sessions ---
     cache_results: bool = Field(
         default=True, description="analyze_content/compare_texts look up and store results"
     )
@@ -257,7 +257,7 @@ class Settings(BaseSettings):
     )
     session_max_jobs: int = Field(default=1000, gt=0, description="job ids kept per session")
 
-    # --- Observability: metrics, tracing, logs, Flower (issue 5) ---
+    # --- Observability: metrics, tracing, logs, Flower ---
     worker_metrics_port: int | None = Field(
         default=None,
         ge=1,
@@ -287,7 +287,7 @@ class Settings(BaseSettings):
         default=None, description="user:password[,user:password] for crd flower (read by Flower)"
     )
 
-    # --- Near-duplicate search modes (issue 6) ---
+    # --- Near-duplicate search modes ---
     lsh_bucket_records: int = Field(
         default=2_000_000,
         ge=10_000,
