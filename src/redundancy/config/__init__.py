@@ -365,7 +365,8 @@ class Settings(BaseSettings):
 
     def require_broker(self, needed_by: str) -> None:
         """Refuse, naming the variable, to start what only a cluster runs (a worker, Flower,
-        the relay) on the embedded default; ``needed_by`` completes the message."""
+        the relay) on the embedded default (docs/architecture.md §5); ``needed_by``
+        completes the message."""
         if self.embedded:
             raise ConfigurationError(f"CELERY_BROKER_URL is not set: {needed_by}")
 

@@ -5,7 +5,7 @@ to the event broker by the job: a relay (``redundancy.events.relay``) moves the 
 to it, so a broken broker delays events but never fails or slows a job. On a cluster
 the relay is a process beside each worker; the embedded default keeps its outbox in
 memory and relays inline, right after the write, through this process's one ``Relay``
-(``inline_relay``).
+(``inline_relay``). The whole path: docs/architecture.md §4.
 """
 
 from __future__ import annotations
