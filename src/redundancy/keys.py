@@ -71,7 +71,7 @@ def task_dead_letters() -> str:
     return f"{DEAD_LETTERS}tasks"
 
 
-# --- cache (issue 4) -------------------------------------------------------------------
+# --- cache -----------------------------------------------------------------------------
 # A cache entry lives at ``redundancy:<prefix>:v1:<key>``; ``prefix`` is the cache's
 # namespace ("cache" unless the caller names another). Its locks and shared counters sit
 # in areas of their own, so clearing a namespace by pattern never touches them.
@@ -124,7 +124,7 @@ def similarity_result(
     return f"similarity:v{version}:{algorithm}:{threshold!r}:{hash_a}:{hash_b}"
 
 
-# --- sessions (issue 4) ----------------------------------------------------------------
+# --- sessions --------------------------------------------------------------------------
 
 SESSIONS = area_prefix("sessions")
 

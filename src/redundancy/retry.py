@@ -15,6 +15,8 @@ policy                  what is retried                        first delay  cap 
                         with full jitter; ``RedundancyTask``)
 ``PUBLISH_RETRY``       a producer sending a task message      0.2 s        3 s, 5 attempts
                         (kombu's linear retry_policy)
+``OUTBOX_WRITE_RETRY``  a finished job's event into the        0.2 s        0.4 s, 3 attempts
+                        outbox (the job's hook waits: brief)
 ======================  =====================================  ===========  ================
 
 No wait exceeds ``RETRY_BACKOFF_MAX``: the Redis visibility timeout is derived from it.
@@ -69,6 +71,10 @@ def webhook_retry(settings: Settings) -> RetryPolicy:
 TASK_RETRY: Final = RetryPolicy(first=1.0)
 """Celery's ``retry_backoff=True`` starts at 1 s; attempts come from TASK_MAX_RETRIES."""
 
+OUTBOX_WRITE_RETRY: Final = RetryPolicy(first=0.2, cap=0.4, attempts=3)
+"""At most 0.6 s in all: a Redis blip is outlived; a Redis down fails the write fast
+(the hook logs and counts it, and the job's result still stands)."""
+
 PUBLISH_RETRY: Final = {
     "max_retries": 5,
     "interval_start": 0.2,
@@ -79,6 +85,7 @@ PUBLISH_RETRY: Final = {
 
 __all__ = [
     "FIRST_DELAY",
+    "OUTBOX_WRITE_RETRY",
     "PUBLISH_RETRY",
     "RETRY_BACKOFF_MAX",
     "TASK_RETRY",

@@ -2,9 +2,9 @@
 
 * ``tests.flaky``: fails with an infrastructure error on its first attempt, then succeeds
   (one retry, for the retried counter).
-* A ``task_success`` receiver records what code running at that point -- the events
-  bridge of DESIGN §3 -- sees as the correlation id and trace id, one JSON line per task
-  in the file named by ``PROBE_FILE``.
+* A ``task_success`` receiver records what code running at that point -- the events'
+  signal handlers (docs/architecture.md §3) -- sees as the correlation id and trace id,
+  one JSON line per task in the file named by ``PROBE_FILE``.
 """
 
 from __future__ import annotations

@@ -19,10 +19,8 @@ def reset_process_state() -> None:
     modules = sys.modules
     if "redundancy.config" in modules:
         modules["redundancy.config"].get_settings.cache_clear()
-    if "redundancy.resources" in modules:  # the cache, sessions, job store and outbox
+    if "redundancy.resources" in modules:  # cache, sessions, stores, outbox, relay
         modules["redundancy.resources"].reset()
-    if "redundancy.events.emitter" in modules:
-        modules["redundancy.events.emitter"]._relay = None  # it held the previous outbox
     if "redundancy.events.brokers.memory" in modules:
         memory = modules["redundancy.events.brokers.memory"]
         with memory._TOPICS_LOCK:

@@ -113,10 +113,37 @@ def test_worker_refuses_without_a_broker(runner):
     assert "CELERY_BROKER_URL is not set" in result.output
 
 
+@pytest.mark.parametrize(
+    ("command", "needed_by"),
+    [
+        (["worker"], "a worker needs a broker"),
+        (["flower", "--no-auth"], "Flower watches the workers of a broker"),
+        (["events", "relay", "--drain"], "the embedded default relays inline"),
+    ],
+)
+def test_what_only_a_cluster_runs_refuses_the_embedded_default_alike(runner, command, needed_by):
+    # Given no Celery broker (the embedded default)
+    # When a command that only a cluster runs is started
+    result = runner.invoke(cli, command)
+    # Then it stops as a usage error, naming the variable and why it is needed
+    assert result.exit_code == EXIT_USAGE
+    assert f"CELERY_BROKER_URL is not set: {needed_by}" in " ".join(result.output.split())
+
+
 def test_doctor_on_the_embedded_default(runner):
     result = runner.invoke(cli, ["doctor"])
     assert result.exit_code == 0
     assert "embedded default" in result.output
+
+
+def test_doctor_shows_no_cluster_only_check_on_the_embedded_default(runner, settings_env):
+    # Given the embedded default, though a result backend's Redis is configured
+    settings_env(REDIS_URL="redis://127.0.0.1:1/0")
+    # When the doctor runs
+    result = runner.invoke(cli, ["doctor"])
+    # Then it checks no broker, result backend, workers or outbox: there are none to check
+    shown = [line[2:].split("  ")[0] for line in result.output.splitlines() if line[:1] in "✓✗"]
+    assert shown == ["settings", "mode", "cache", "sessions", "event broker"]
 
 
 def test_bad_threshold_is_a_usage_error(runner):

@@ -30,7 +30,7 @@ DASHBOARD = json.loads(
     (DEPLOY / "grafana" / "dashboards" / "content-redundancy-detector.json").read_text()
 )
 
-DESIGN_ENV = (  # DESIGN §5
+ORIGINAL_ENV = (  # the original service's names (docs/architecture.md §7)
     "CELERY_BROKER_URL",
     "CELERY_RESULT_BACKEND",
     "MESSAGE_BROKER_TYPE",
@@ -120,7 +120,7 @@ def _env(service: str) -> dict[str, str]:
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_app_services_get_every_design_variable_and_valid_settings(service):
     env = _env(service)
-    missing = [v for v in DESIGN_ENV if v not in env]
+    missing = [v for v in ORIGINAL_ENV if v not in env]
     assert not missing, f"{service} lacks {missing}"
     # the values pass the app's own validation (a bad one would stop the container)
     settings = load_settings(**{k.lower(): v for k, v in env.items() if v != ""})

@@ -416,6 +416,47 @@ def test_a_broken_outbox_never_fails_the_job(default_broker, monkeypatch):
     assert default_broker.events() == []
 
 
+def test_the_inline_relay_is_the_process_shared_one_and_follows_a_reset():
+    from redundancy import resources
+    from redundancy.events.emitter import inline_relay
+
+    # Given the embedded default's relay
+    relay = inline_relay()
+    # Then it is this process's one, relaying this process's outbox
+    assert inline_relay() is relay and relay.outbox is get_outbox()
+    # When the process's resources are reset (as after a fork, or between tests)
+    resources.reset()
+    # Then the next one relays the new outbox, not the one it held before
+    assert inline_relay() is not relay and inline_relay().outbox is get_outbox()
+
+
+def test_what_the_inline_relay_could_not_deliver_is_delivered_at_exit():
+    # Given the embedded default, with its event broker down when a job emits
+    code = textwrap.dedent("""
+        import atexit
+        from redundancy.events import AnalysisCompletedEvent, InMemoryBroker
+        from redundancy.events.emitter import emit, inline_relay
+        from redundancy.events.errors import BrokerUnavailableError
+
+        broker = InMemoryBroker()  # the embedded default's topic
+        atexit.register(lambda: print("after exit", len(broker.messages)))  # runs last
+        relay = inline_relay()
+        send = relay.broker._send
+
+        def down(messages):
+            raise BrokerUnavailableError("down")
+
+        relay.broker._send = down
+        emit(AnalysisCompletedEvent(content_hash="h", redundancy_score=0, analysis_result={}))
+        print("at emit", len(broker.messages), relay.outbox.backlog())
+        relay.broker._send = send  # back before the process exits
+    """)
+    # When the process exits
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Then the event that waited in the in-memory outbox was relayed on the way out
+    assert out.stdout.split("\n")[:2] == ["at emit 0 1", "after exit 1"]
+
+
 def test_events_disabled(default_broker, settings_env):
     from redundancy.tasks import analyze_content
 
@@ -483,6 +524,46 @@ def test_relay_dead_letters_poison_and_keeps_the_order_of_the_rest():
     expected = [str(e.event_id) for e in events if e is not events[4]] + ["x"]
     assert [m.event_id for m in broker.messages] == expected
     assert outbox.dead_letters() == 2
+
+
+class BlippingRedis:
+    """A redis-py client whose XADD fails ``failures`` times, then succeeds."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.added = []
+
+    def xadd(self, key, fields):
+        import redis
+
+        if self.failures:
+            self.failures -= 1
+            raise redis.ConnectionError("blip")
+        self.added.append(fields)
+
+
+@pytest.mark.parametrize(("failures", "written"), [(2, True), (3, False)])
+def test_the_outbox_write_is_retried_by_its_named_policy(monkeypatch, failures, written):
+    from redundancy.events import outbox as outbox_module
+    from redundancy.retry import OUTBOX_WRITE_RETRY
+
+    # Given a Redis that fails the outbox's XADD ``failures`` times (waits recorded)
+    waits = []
+    monkeypatch.setattr(outbox_module.time, "sleep", waits.append)
+    client = BlippingRedis(failures)
+    outbox = outbox_module.RedisOutbox(client=client)
+    message = WireMessage("e1", "analysis.completed", "k", b"{}")
+    # When an event is written
+    if written:
+        outbox.append(message)
+    else:
+        with pytest.raises(BrokerUnavailableError, match="outbox write failed"):
+            outbox.append(message)
+    # Then it is written once within the policy's attempts, else refused after them,
+    # having waited the policy's growing, capped delays in between
+    assert len(client.added) == int(written)
+    assert OUTBOX_WRITE_RETRY.attempts == 3 and len(waits) == 2
+    assert 0.1 <= waits[0] <= 0.2 and 0.2 <= waits[1] <= 0.4
 
 
 def test_backoff_grows_with_jitter_and_is_capped():

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from redundancy import keys, resources
+from redundancy.kv.counters import incr_with_ttl
 
 STAGE_PIPELINE = 500
 """Documents written per Redis round trip when staging a batch."""
@@ -137,12 +138,7 @@ class RedisJobStore:
         return list(self._redis.hvals(key))
 
     def advance(self, batch_id: str, ttl: int) -> int:
-        key = keys.batch_progress(batch_id)
-        pipe = self._redis.pipeline(transaction=False)  # INCR and renew the TTL: one trip
-        pipe.incr(key)
-        pipe.expire(key, ttl)
-        count, _ = pipe.execute()
-        return int(count)
+        return incr_with_ttl(self._redis, keys.batch_progress(batch_id), ttl)
 
     def progress(self, batch_id: str) -> int:
         return int(self._redis.get(keys.batch_progress(batch_id)) or 0)

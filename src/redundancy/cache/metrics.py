@@ -1,4 +1,4 @@
-"""Prometheus counters of the cache, with the original service's names (DESIGN §8).
+"""Prometheus counters of the cache, with the original service's names (docs/architecture.md §7).
 
 Defined here and incremented by the cache; exposing them (the ``/metrics`` endpoint and
 prefork multiprocess mode) belongs to observability. ``cache_type`` is the cache type of

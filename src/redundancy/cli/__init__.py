@@ -326,11 +326,10 @@ def worker(
 
     _set_env(WORKER_METRICS_PORT=metrics_port, LOG_FORMAT=log_format)
     settings = get_settings()
-    if settings.embedded:
-        raise ConfigurationError(
-            "CELERY_BROKER_URL is not set: a worker needs a broker (redis://... or amqp://...). "
-            "Without one, jobs already run in-process: try `crd batch PATH`."
-        )
+    settings.require_broker(
+        "a worker needs a broker (redis://... or amqp://...). "
+        "Without one, jobs already run in-process: try `crd batch PATH`."
+    )
     if settings.worker_metrics_port is not None:
         from redundancy.cli.ops import check_port_free
 

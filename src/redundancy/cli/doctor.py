@@ -43,9 +43,17 @@ def check_mode(s: Settings) -> CheckResult:
     return True, f"cluster mode, broker {sanitize(s.broker_url or '')}"
 
 
+def cluster_only(check: Check) -> Check:
+    """``check`` of what only a cluster has (a broker, workers, an outbox); the embedded
+    default has none of them, so it is not shown there."""
+
+    def on_a_cluster(s: Settings) -> CheckResult:
+        return None if s.embedded else check(s)
+
+    return on_a_cluster
+
+
 def check_broker(s: Settings) -> CheckResult:
-    if s.embedded:
-        return None
     from redundancy.workers import app
 
     try:
@@ -60,14 +68,12 @@ def check_broker(s: Settings) -> CheckResult:
 
 
 def check_backend(s: Settings) -> CheckResult:
-    if s.embedded or not s.result_backend_url:
+    if not s.result_backend_url:
         return None
     return _redis_ping(s.result_backend_url, "CELERY_RESULT_BACKEND")
 
 
 def check_workers(s: Settings) -> CheckResult:
-    if s.embedded:
-        return None
     from redundancy.workers import app
 
     try:
@@ -126,7 +132,7 @@ def check_event_broker(s: Settings) -> CheckResult:
 
 
 def check_outbox(s: Settings) -> CheckResult:
-    if not s.events_enabled or s.embedded:
+    if not s.events_enabled:
         return None
     from redundancy.events.outbox import get_outbox
 
@@ -159,13 +165,13 @@ def check_tracing(s: Settings) -> CheckResult:
 
 CHECKS: list[tuple[str, Check]] = [
     ("mode", check_mode),
-    ("broker", check_broker),
-    ("result backend", check_backend),
-    ("workers", check_workers),
+    ("broker", cluster_only(check_broker)),
+    ("result backend", cluster_only(check_backend)),
+    ("workers", cluster_only(check_workers)),
     ("cache", check_cache),
     ("sessions", check_sessions),
     ("event broker", check_event_broker),
-    ("event outbox", check_outbox),
+    ("event outbox", cluster_only(check_outbox)),
     ("tracing", check_tracing),
 ]
 

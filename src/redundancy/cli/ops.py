@@ -78,10 +78,7 @@ def flower(ctx: click.Context, port: int, address: str, no_auth: bool) -> None:
     from redundancy.config import get_settings
 
     settings = get_settings()
-    if settings.embedded:
-        raise ConfigurationError(
-            "CELERY_BROKER_URL is not set: Flower watches the workers of a broker"
-        )
+    settings.require_broker("Flower watches the workers of a broker")
     if not settings.flower_basic_auth and not no_auth:
         raise ConfigurationError(
             "FLOWER_BASIC_AUTH is not set (user:password[,user:password]); Flower shows task "

@@ -1,4 +1,4 @@
-"""Typed settings from the environment (names from the original service, DESIGN §5).
+"""Typed settings from the environment, under the original service's names.
 
 ``get_settings()`` reads the environment once per process; a bad value raises
 ``ConfigurationError`` naming the variable and what was expected. An unset
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
         default=86_400, gt=0, description="lifetime of staged batch documents (s)"
     )
 
-    # --- Events, outbox and webhooks (issue 3) ---
+    # --- Events, outbox and webhooks ---
     events_enabled: bool = Field(
         default=True, description="turn finished jobs into domain events (outbox + relay)"
     )
@@ -309,7 +309,7 @@ class Settings(BaseSettings):
         """WEBHOOK_ALLOWED_HOSTS as entries (hosts, IPs, CIDRs), lower case."""
         return tuple(e.lower() for e in _split(self.webhook_allowed_hosts))
 
-    # --- Cache and sessions (issue 4) ---
+    # --- Cache and sessions ---
     cache_results: bool = Field(
         default=True, description="analyze_content/compare_texts look up and store results"
     )
@@ -343,7 +343,7 @@ class Settings(BaseSettings):
     )
     session_max_jobs: int = Field(default=1000, gt=0, description="job ids kept per session")
 
-    # --- Observability: metrics, tracing, logs, Flower (issue 5) ---
+    # --- Observability: metrics, tracing, logs, Flower ---
     worker_metrics_port: int | None = Field(
         default=None,
         ge=1,
@@ -373,7 +373,7 @@ class Settings(BaseSettings):
         default=None, description="user:password[,user:password] for crd flower (read by Flower)"
     )
 
-    # --- Near-duplicate search modes (issue 6) ---
+    # --- Near-duplicate search modes ---
     lsh_bucket_records: int = Field(
         default=2_000_000,
         ge=10_000,
@@ -484,6 +484,13 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when no broker (or ``memory://``) is configured: jobs run in-process."""
         return self.celery_broker_url is None or self.celery_broker_url.startswith("memory:")
+
+    def require_broker(self, needed_by: str) -> None:
+        """Refuse, naming the variable, to start what only a cluster runs (a worker, Flower,
+        the relay) on the embedded default (docs/architecture.md §5); ``needed_by``
+        completes the message."""
+        if self.embedded:
+            raise ConfigurationError(f"CELERY_BROKER_URL is not set: {needed_by}")
 
     @property
     def broker_url(self) -> str | None:

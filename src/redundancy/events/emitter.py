@@ -5,16 +5,15 @@ to the event broker by the job: a relay (``redundancy.events.relay``) moves the 
 to it, so a broken broker delays events but never fails or slows a job. On a cluster
 the relay is a process beside each worker; the embedded default keeps its outbox in
 memory and relays inline, right after the write, through this process's one ``Relay``
-(``inline_relay``).
+(``inline_relay``). The whole path: docs/architecture.md §4.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import os
-import threading
 
+from redundancy import resources
 from redundancy.events import metrics
 from redundancy.events.models import DomainEvent
 from redundancy.events.relay import Relay
@@ -22,10 +21,7 @@ from redundancy.events.wire import WireMessage, configured_signing_keys
 
 log = logging.getLogger(__name__)
 
-_relay: Relay | None = None
-_relay_pid: int | None = None
-_relay_lock = threading.Lock()
-_exit_hook_pid: int | None = None
+_exit_hook_registered = False
 
 
 def events_enabled() -> bool:
@@ -66,25 +62,27 @@ def emit_safely(event: DomainEvent | None) -> None:
 
 
 def inline_relay() -> Relay:
-    """This process's relay of its in-memory outbox (the embedded default), built once per
-    process; what it could not deliver is retried once more at exit."""
-    global _relay, _relay_pid, _exit_hook_pid
-    with _relay_lock:
-        if _relay is None or _relay_pid != os.getpid():
-            from redundancy.events.brokers import broker_from_settings
-            from redundancy.events.outbox import get_outbox
+    """This process's relay of its in-memory outbox (the embedded default): one per
+    process (``resources.shared``, so a forked child builds its own); what it could not
+    deliver is retried once more at exit."""
+    return resources.shared("inline_relay", _new_inline_relay)
 
-            _relay = Relay(get_outbox(), broker_from_settings())
-            _relay_pid = os.getpid()
-        if _exit_hook_pid != _relay_pid:
-            atexit.register(_flush_at_exit)
-            _exit_hook_pid = _relay_pid
-        return _relay
+
+def _new_inline_relay() -> Relay:
+    global _exit_hook_registered
+    from redundancy.events.brokers import broker_from_settings
+    from redundancy.events.outbox import get_outbox
+
+    relay = Relay(get_outbox(), broker_from_settings())
+    if not _exit_hook_registered:  # a forked child inherits the hook: it flushes its own
+        atexit.register(_flush_at_exit)
+        _exit_hook_registered = True
+    return relay
 
 
 def _flush_at_exit() -> None:
-    relay = _relay
-    if relay is None or _relay_pid != os.getpid():
+    relay: Relay | None = resources.built("inline_relay")  # this process's, never a parent's
+    if relay is None:
         return
     left = relay.drain(timeout=relay.broker.publish_timeout)
     if left:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the event layer (exposed by the observability issue's exporter).
+"""Prometheus metrics of the event layer (exposed by ``redundancy.observability``).
 
 Counters count in every process; the backlog gauges are set by each relay from the
 outbox itself, so every relay reports the same value (``livemax`` in multiprocess mode).

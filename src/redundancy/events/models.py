@@ -1,4 +1,4 @@
-"""Domain events: one envelope (DESIGN §6) around a typed payload, JSON on the wire.
+"""Domain events: one envelope (docs/architecture.md §4) around a typed payload, JSON on the wire.
 
     AnalysisCompletedEvent(content_hash=..., redundancy_score=0.5, analysis_result={...})
 

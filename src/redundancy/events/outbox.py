@@ -19,11 +19,10 @@ from redundancy.events import metrics
 from redundancy.events.errors import BrokerUnavailableError
 from redundancy.events.wire import WireMessage
 from redundancy.kv.lease import Lease, LocalLease, RedisLease
+from redundancy.retry import OUTBOX_WRITE_RETRY
 
 log = logging.getLogger(__name__)
 
-WRITE_ATTEMPTS = 3
-WRITE_BACKOFF = 0.2
 DEAD_LETTER_MAXLEN = 10_000
 
 Entry = tuple[str, dict[Any, Any]]
@@ -63,18 +62,19 @@ class RedisOutbox:
         self.key = keys.outbox()
 
     def append(self, message: WireMessage) -> None:
-        """XADD, retried briefly: a short Redis blip must not lose the event."""
+        """XADD, retried briefly (``OUTBOX_WRITE_RETRY``): a short Redis blip must not
+        lose the event."""
         import redis
 
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        for attempt in itertools.count(1):
             try:
                 self._redis.xadd(self.key, message.fields())
                 metrics.OUTBOX_WRITTEN.inc()
                 return
             except redis.RedisError as exc:
-                if attempt == WRITE_ATTEMPTS:
+                if not OUTBOX_WRITE_RETRY.retries_after(attempt):
                     raise BrokerUnavailableError(f"outbox write failed: {exc}") from exc
-                time.sleep(WRITE_BACKOFF * attempt)
+                time.sleep(OUTBOX_WRITE_RETRY.delay(attempt))
 
     def peek(self, count: int) -> list[Entry]:
         return [(i.decode(), f) for i, f in self._redis.xrange(self.key, count=count)]

@@ -267,11 +267,7 @@ def serve(*, drain: bool = False, timeout: float = 60.0, parent: int | None = No
     from redundancy.observability.logs import configure_logging
 
     settings = get_settings()
-    if settings.embedded:
-        raise ConfigurationError(
-            "CELERY_BROKER_URL is not set: the embedded default relays "
-            "inline, there is no outbox to relay"
-        )
+    settings.require_broker("the embedded default relays inline, there is no outbox to relay")
     configure_logging(settings.log_format, logging.INFO)  # a worker's relay logs like it
     relay = Relay(get_outbox(), broker_from_settings())
     if drain:

@@ -79,72 +79,95 @@ class AsyncBackend(Protocol):
     async def script(self, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any: ...
 
 
+class _Stepper:
+    """One flow in progress: sends each op's reply into it, or throws in the exception the
+    op raised. Both drivers step through it, so they differ only in how an op is performed.
+    """
+
+    __slots__ = ("error", "flow", "result", "value")
+
+    def __init__(self, flow: Flow[Any]) -> None:
+        self.flow = flow
+        self.value: Any = None
+        self.error: Exception | None = None
+        self.result: Any = None
+
+    def next_op(self) -> Op | None:
+        """The flow's next op, or None when it returned (its value is in ``result``)."""
+        try:
+            op = self.flow.send(self.value) if self.error is None else self.flow.throw(self.error)
+        except StopIteration as stop:
+            self.result = stop.value
+            return None
+        self.value, self.error = None, None
+        return op
+
+    def failed(self, exc: BaseException) -> None:
+        """Performing an op raised ``exc``: an ``Exception`` goes to the flow to handle;
+        anything else (cancelled, interrupted) closes the flow and propagates (a lock the
+        flow holds simply expires)."""
+        if not isinstance(exc, Exception):
+            self.flow.close()
+            raise exc
+        self.error = exc
+
+
 def run_sync(flow: Flow[T], backend: SyncBackend) -> T:
     """Run ``flow`` to completion with blocking I/O."""
-    value: Any = None
-    error: Exception | None = None
-    while True:
+    stepper = _Stepper(flow)
+    while (op := stepper.next_op()) is not None:
         try:
-            op = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        value, error = None, None
-        try:
-            if isinstance(op, Command):
-                value = backend.execute(op.args)
-            elif isinstance(op, Pipeline):
-                value = backend.pipeline(op.commands, op.transaction)
-            elif isinstance(op, RunScript):
-                value = backend.script(op.script, op.keys, op.args)
-            elif isinstance(op, Sleep):
-                time.sleep(op.seconds)
-            elif isinstance(op, Call):
-                value = op.fn()
-                if inspect.isawaitable(value):
-                    _discard(value)
-                    raise TypeError(
-                        "the sync cache face needs a sync factory; use the async RedisCache "
-                        "for a coroutine function"
-                    )
-            else:  # pragma: no cover - a programming error in a flow
-                raise TypeError(f"unknown op {op!r}")
-        except Exception as exc:
-            error = exc
-        except BaseException:
-            flow.close()
-            raise
+            stepper.value = _perform(op, backend)
+        except BaseException as exc:
+            stepper.failed(exc)
+    return stepper.result  # type: ignore[no-any-return]
 
 
 async def run_async(flow: Flow[T], backend: AsyncBackend) -> T:
     """Run ``flow`` to completion on the running event loop."""
-    value: Any = None
-    error: Exception | None = None
-    while True:
+    stepper = _Stepper(flow)
+    while (op := stepper.next_op()) is not None:
         try:
-            op = flow.send(value) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        value, error = None, None
-        try:
-            if isinstance(op, Command):
-                value = await backend.execute(op.args)
-            elif isinstance(op, Pipeline):
-                value = await backend.pipeline(op.commands, op.transaction)
-            elif isinstance(op, RunScript):
-                value = await backend.script(op.script, op.keys, op.args)
-            elif isinstance(op, Sleep):
-                await asyncio.sleep(op.seconds)
-            elif isinstance(op, Call):
-                value = op.fn()
-                if inspect.isawaitable(value):
-                    value = await value
-            else:  # pragma: no cover
-                raise TypeError(f"unknown op {op!r}")
-        except Exception as exc:
-            error = exc
-        except BaseException:  # cancelled: a held lock simply expires
-            flow.close()
-            raise
+            stepper.value = await _perform_async(op, backend)
+        except BaseException as exc:
+            stepper.failed(exc)
+    return stepper.result  # type: ignore[no-any-return]
+
+
+def _perform(op: Op, backend: SyncBackend) -> Any:
+    if isinstance(op, Command):
+        return backend.execute(op.args)
+    if isinstance(op, Pipeline):
+        return backend.pipeline(op.commands, op.transaction)
+    if isinstance(op, RunScript):
+        return backend.script(op.script, op.keys, op.args)
+    if isinstance(op, Sleep):
+        return time.sleep(op.seconds)
+    if isinstance(op, Call):
+        value = op.fn()
+        if inspect.isawaitable(value):
+            _discard(value)
+            raise TypeError(
+                "the sync cache face needs a sync factory; use the async RedisCache "
+                "for a coroutine function"
+            )
+        return value
+    raise TypeError(f"unknown op {op!r}")  # pragma: no cover - a programming error in a flow
+
+
+async def _perform_async(op: Op, backend: AsyncBackend) -> Any:
+    if isinstance(op, Command):
+        return await backend.execute(op.args)
+    if isinstance(op, Pipeline):
+        return await backend.pipeline(op.commands, op.transaction)
+    if isinstance(op, RunScript):
+        return await backend.script(op.script, op.keys, op.args)
+    if isinstance(op, Sleep):
+        return await asyncio.sleep(op.seconds)
+    if isinstance(op, Call):
+        value = op.fn()
+        return (await value) if inspect.isawaitable(value) else value
+    raise TypeError(f"unknown op {op!r}")  # pragma: no cover
 
 
 def _discard(awaitable: Awaitable[Any]) -> None:

@@ -198,10 +198,6 @@ class SyncSessionManager(_Face):
     def close(self) -> None:
         self.connector.close()
 
-    @property
-    def aio(self) -> SessionManager:
-        return SessionManager(_shared=(self.core, self.connector))
-
 
 def get_session_manager() -> SessionManager:
     """The process's session manager from the settings (``.sync`` for the blocking face),

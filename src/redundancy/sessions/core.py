@@ -29,7 +29,7 @@ from redundancy.kv.memory import script_twin
 from redundancy.kv.ops import Flow, Pipeline, RunScript, Script, as_text, cmd
 
 SESSION_ID_BYTES: Final = 32
-"""256 random bits from ``secrets`` (DESIGN §7), URL-safe base64: 43 characters."""
+"""256 random bits from ``secrets`` (docs/architecture.md §7), URL-safe base64: 43 characters."""
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")
 MAX_USER_ID = 256
 META, DATA = "m:", "d:"

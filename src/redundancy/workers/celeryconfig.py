@@ -24,7 +24,7 @@ def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "broker_url": broker,
         "result_backend": s.result_backend_url if not s.embedded else EMBEDDED_BACKEND,
-        # JSON only: never pickle (DESIGN §7).
+        # JSON only: never pickle (docs/architecture.md §7).
         "task_serializer": "json",
         "result_serializer": "json",
         "event_serializer": "json",

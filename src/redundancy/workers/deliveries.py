@@ -13,6 +13,7 @@ import threading
 from typing import Any, Protocol
 
 from redundancy import keys, resources
+from redundancy.kv.counters import incr_with_ttl
 
 DELIVERY_COUNTER_TTL = 86_400
 """Seconds a counter outlives its task's last delivery."""
@@ -49,11 +50,7 @@ class RedisDeliveryCounter:
 
     def count(self, task_id: str, retries: int) -> int:
         key = keys.delivery_counter(task_id, retries)
-        pipe = self._redis.pipeline(transaction=False)  # INCR and renew the TTL: one trip
-        pipe.incr(key)
-        pipe.expire(key, DELIVERY_COUNTER_TTL)
-        count, _ = pipe.execute()
-        return int(count)
+        return incr_with_ttl(self._redis, key, DELIVERY_COUNTER_TTL)
 
 
 def get_delivery_counter() -> DeliveryCounter:
