@@ -12,10 +12,11 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src
 RUN pip install -c constraints.txt '.[all]'
 
-# The ops override point (celeryconfig.py, read from the working directory) and the
+# The ops override point (celeryconfig.py, loaded because CELERY_CONFIG_MODULE names it) and the
 # sample corpus for `docker compose run --rm cli batch examples/corpus`.
 COPY celeryconfig.py ./
 COPY examples ./examples
+ENV CELERY_CONFIG_MODULE=/app/celeryconfig.py
 
 RUN useradd --uid 10001 --user-group --no-create-home crd
 USER crd

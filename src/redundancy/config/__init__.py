@@ -432,8 +432,21 @@ def load_settings(**overrides: object) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once from the environment."""
-    return load_settings()
+    """The process's settings, read once from the environment -- with ``broker_url`` and
+    ``result_backend`` of the module named by ``CELERY_CONFIG_MODULE``, if any, in place
+    of ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` (see ``config.overrides``)."""
+    from redundancy.config.overrides import OVERRIDE_ENV, override_name, settings_fields
+
+    from_module = settings_fields()
+    try:
+        return load_settings(**from_module)
+    except ConfigurationError as exc:
+        if not from_module:
+            raise
+        raise ConfigurationError(
+            f"{exc} (CELERY_BROKER_URL / CELERY_RESULT_BACKEND here are broker_url / "
+            f"result_backend of {OVERRIDE_ENV}={override_name()})"
+        ) from None
 
 
 __all__ = ["RETRY_BACKOFF_MAX", "Settings", "get_settings", "load_settings"]
