@@ -318,12 +318,27 @@ def test_metrics_folder_is_fresh_per_process_and_cleaned(tmp_path):
     assert out.returncode == 0, out.stderr
     assert not stale.exists()  # a folder of a process that is gone
     assert not Path(out.stdout.strip()).exists()  # removed by its owner at exit
+    # prometheus_client imported first (as Flower's celery command plugin does): metrics
+    # created after the switch still go to files
     late = run_python(f"""
+        import os
         import prometheus_client
+        from redundancy.observability.multiproc import enable_multiprocess
+        path = enable_multiprocess({str(tmp_path)!r})
+        from redundancy.observability.metrics import DOCUMENTS_ANALYSED, multiprocess_enabled
+        DOCUMENTS_ANALYSED.inc()
+        print(multiprocess_enabled(), sorted(os.listdir(path)))
+    """)
+    assert late.returncode == 0, late.stderr
+    assert late.stdout.split(" ", 1)[0] == "True" and "counter_" in late.stdout
+    # but one of our metric modules imported first (its values in memory) is refused
+    early = run_python(f"""
+        import redundancy.cache.metrics
         from redundancy.observability.multiproc import enable_multiprocess
         enable_multiprocess({str(tmp_path)!r})
     """)
-    assert late.returncode != 0 and "imported before the metrics folder" in late.stderr
+    assert early.returncode != 0
+    assert "redundancy.cache.metrics created metrics before the metrics folder" in early.stderr
 
 
 def test_a_worker_metrics_port_switches_the_app_to_multiprocess_mode(tmp_path):
