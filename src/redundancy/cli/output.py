@@ -51,13 +51,15 @@ def write_result(result: BatchResult, path: Path, fmt: str) -> None:
 
 class JsonlStream:
     """``--out`` JSONL written while the batch runs: each pair as soon as the sub-task that
-    found it finishes (so a huge batch's pairs can be read with ``tail -f``), then every
-    item and cluster when the batch is done. Pairs come in completion order."""
+    found it finishes (so a huge batch's pairs can be read with ``tail -f``), then the
+    pairs only the merge knows (in indexed mode, those of identical copies), every item and
+    cluster when the batch is done. Pairs come in completion order."""
 
     def __init__(self, path: Path) -> None:
         self._fh = path.open("w", encoding="utf-8")
         self._ids: list[str] = []
         self._hashes: list[str | None] = []
+        self._written: set[tuple[int, int]] = set()
 
     def document(self, doc_id: str, text: Any) -> None:
         """Called for each staged document in order: its position is its index here."""
@@ -66,6 +68,7 @@ class JsonlStream:
 
     def pairs(self, found: list[list[Any]]) -> None:
         for a, b, score in found:
+            self._written.add((a, b))
             _line(
                 self._fh,
                 {
@@ -81,6 +84,9 @@ class JsonlStream:
         self._fh.flush()
 
     def finish(self, result: BatchResult) -> None:
+        for p in result.pairs:
+            if (p.a, p.b) not in self._written:
+                _line(self._fh, {"record": "pair", **p.model_dump(mode="json")})
         _item_lines(self._fh, result, _cluster_of(result))
         _cluster_lines(self._fh, result)
         self.close()
