@@ -49,3 +49,41 @@ def test_indexed_jsonl_has_the_pairs_of_identical_texts_like_exact(tmp_path):
     assert indexed["pair"] == exact["pair"]
     assert indexed["cluster"] == exact["cluster"]
     assert indexed["item"] == exact["item"]
+
+
+def test_the_progress_display_counts_documents_read_and_analysed(settings_env):
+    # Given small chunks (several analysis and search sub-tasks) and a display that records
+    from contextlib import contextmanager
+
+    from rich.progress import Progress
+
+    from redundancy.batch.runner import run_batch
+    from redundancy.cli.inputs import read_inputs
+    from redundancy.cli.output import BatchProgress
+
+    settings_env(BATCH_CHUNK_SIZE="7")
+    bar = Progress(disable=True)
+    reads: list[int] = []
+
+    class Recording(BatchProgress):
+        def read(self, documents: int) -> None:
+            reads.append(documents)
+            super().read(documents)
+
+    @contextmanager
+    def display():
+        yield Recording(bar)
+
+    # When a batch of the sample corpus runs with it
+    result = run_batch(read_inputs([str(CORPUS)]), threshold=0.8, algorithm="ratio",
+                       progress=display, mode="exact")  # fmt: skip
+
+    # Then it counted every document as read, then as analysed, and every search sub-task
+    count = result.document_count
+    chunks = -(-count // 7)
+    rows = {task.description: task for task in bar.tasks}
+    assert reads == list(range(1, count + 1))
+    assert (rows["read"].completed, rows["read"].total) == (count, count)
+    assert (rows["analysed"].completed, rows["analysed"].total) == (count, count)
+    search = rows["search (exact)"]
+    assert search.completed == search.total == chunks * (chunks + 1) // 2

@@ -19,7 +19,7 @@ def test_unset_broker_is_the_embedded_default():
     assert s.embedded
     conf = celery_settings(s)
     assert conf["task_always_eager"] is True
-    assert conf["broker_url"] == "memory://"
+    assert conf["broker_url"] == "memory://localhost/"
     assert s.cdist_workers == -1
 
 
@@ -145,7 +145,7 @@ def test_a_celeryconfig_in_the_working_directory_is_never_imported(tmp_path):
     # Then nothing from the folder ran: the batch ran on the embedded default
     assert batch.returncode == 0, batch.stderr
     assert json.loads(batch.stdout)["document_count"] == 2  # doc.txt and celeryconfig.py
-    assert app.stdout.strip() == "memory://"
+    assert app.stdout.strip() == "memory://localhost/"
     assert not mark.exists()
 
 
