@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.procs import (  # noqa: F401  (re-exported for the tests)
+    PrivatePrometheus,
     PrivateRedis,
     PrivateServer,
     ServerMissing,

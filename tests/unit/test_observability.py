@@ -450,3 +450,47 @@ def test_a_failing_queue_probe_reports_nothing_and_counts_off_the_metric_files()
     merged = _with_thread_errors([family], {"queue_probe": 3, "metrics_compaction": 1})
     values = {s.labels["hook"]: s.value for s in merged[0].samples}
     assert values == {"queue_probe": 5.0, "metrics_compaction": 1.0}
+
+
+def test_task_messages_and_their_events_carry_a_summary_of_the_text_not_the_text(
+    settings_env,
+):
+    # Given the app (in-memory transport, not eager), with and without a preview of the
+    # first words, and a receiver of every published message's headers
+    import hashlib
+
+    from celery.signals import before_task_publish
+
+    from redundancy.workers import create_app
+
+    text = "Confidential report. " * 200
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    seen: list[dict] = []
+
+    def keep(headers=None, **_):
+        seen.append(dict(headers))
+
+    before_task_publish.connect(keep, weak=False)
+    try:
+        for words, preview in ((0, ""), (2, ", 'Confidential report.'...")):
+            settings_env(TASK_ARGS_PREVIEW_WORDS=str(words))
+            app = create_app()
+            app.conf.task_always_eager = False
+
+            # When a producer sends an analysis, as .delay() and send_task do
+            app.send_task(
+                "redundancy.analyze_content", args=(text,),
+                kwargs={"threshold": 0.8, "algorithm": "ratio"},
+            )  # fmt: skip
+            message = app.amqp.as_task_v2(
+                "id-1", "redundancy.analyze_content", (text,), {}, create_sent_event=True
+            )
+
+            # Then its headers and its task-sent event show length and hash, not the text
+            summary = f"(<text: 4,200 chars, sha256:{digest}{preview}>,)"
+            assert seen[-1]["argsrepr"] == summary
+            assert seen[-1]["kwargsrepr"] == "{'threshold': 0.8, 'algorithm': 'ratio'}"
+            assert message.sent_event["args"] == summary
+            assert list(message.body[0]) == [text]  # the task itself gets the whole text
+    finally:
+        before_task_publish.disconnect(keep)

@@ -286,6 +286,13 @@ class Settings(BaseSettings):
     flower_basic_auth: str | None = Field(
         default=None, description="user:password[,user:password] for crd flower (read by Flower)"
     )
+    task_args_preview_words: int = Field(
+        default=0,
+        ge=0,
+        le=50,
+        description="Flower and task events show this many first words of a text argument "
+        "(0: only its length and hash)",
+    )
 
     # --- Near-duplicate search modes (issue 6) ---
     lsh_bucket_records: int = Field(

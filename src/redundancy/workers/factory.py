@@ -24,7 +24,8 @@ HOOK_MODULES: tuple[str, ...] = (
 """Modules whose ``register()`` connects their Celery signal handlers (dramatiq's
 ``add_middleware``): the cache's statistics, the events' outbox writes and relay, and
 metrics, tracing and logs. Importing one connects nothing; ``create_app`` registers each,
-in producers and workers alike. Imported by name, after the metrics folder is chosen."""
+in producers and workers alike, and adds the worker consumer bootsteps a module lists in
+``CONSUMER_STEPS``. Imported by name, after the metrics folder is chosen."""
 
 
 def _prepare_metrics_folder() -> None:
@@ -44,10 +45,16 @@ def create_app() -> Celery:
     """Build an app from settings plus the ops override module, if any, and register
     every hook (``register()`` is idempotent, so a second app adds no second handler)."""
     _prepare_metrics_folder()
-    app = Celery("redundancy", task_cls="redundancy.workers.base:RedundancyTask")
+    app = Celery(
+        "redundancy",
+        task_cls="redundancy.workers.base:RedundancyTask",
+        amqp="redundancy.workers.argsrepr:SummarizingAMQP",  # argument summaries, not texts
+    )
     conf = celery_settings()
     conf.update(celery_overrides())
     app.config_from_object(conf)
     for module in HOOK_MODULES:
-        importlib.import_module(module).register()
+        hooks = importlib.import_module(module)
+        hooks.register()
+        app.steps["consumer"].update(getattr(hooks, "CONSUMER_STEPS", ()))
     return app
