@@ -1,6 +1,6 @@
 # The application image: `crd` (workers, Flower, the CLI) with every extra installed.
 # docker compose builds it; the same image runs any role via its command.
-FROM python:3.11-slim
+FROM python:3.11.10-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -365,3 +365,39 @@ def test_alerts_fire_on_their_conditions_in_promtool_unit_tests(promtool):
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+LONG_RUNNING = [
+    name for name, service in SERVICES.items() if "tools" not in service.get("profiles", [])
+]
+
+
+def test_long_running_services_restart_and_images_are_pinned_to_a_patch_release():
+    for name in LONG_RUNNING:
+        assert SERVICES[name].get("restart") == "unless-stopped", name
+    for name, service in SERVICES.items():
+        image = service["image"]
+        if image == "content-redundancy-detector:local":  # built from the Dockerfile
+            continue
+        assert re.search(r":v?\d+\.\d+\.\d+", image), f"{name}: {image} floats"
+    base = re.search(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert base and re.search(r":\d+\.\d+\.\d+", base.group(1)), "Dockerfile base floats"
+
+
+def test_alerts_go_to_alertmanager():
+    targets = [t for am in PROMETHEUS["alerting"]["alertmanagers"]
+               for sc in am["static_configs"] for t in sc["targets"]]  # fmt: skip
+    assert targets == ["alertmanager:9093"] and "alertmanager" in SERVICES
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+    routes = [config["route"], *config["route"].get("routes", [])]
+    assert all(route["receiver"] in receivers for route in routes)
+    assert "./deploy/alertmanager:/etc/alertmanager:ro" in SERVICES["alertmanager"]["volumes"]
+
+
+def test_the_worker_health_check_reads_its_own_metrics_port():
+    command = SERVICES["worker"]["command"]
+    port = command[command.index("--metrics-port") + 1]
+    assert SERVICES["worker"]["healthcheck"]["test"] == [
+        "CMD", "python", "-m", "redundancy.observability.health", port,
+    ]  # fmt: skip

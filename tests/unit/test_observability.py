@@ -494,3 +494,35 @@ def test_task_messages_and_their_events_carry_a_summary_of_the_text_not_the_text
             assert list(message.body[0]) == [text]  # the task itself gets the whole text
     finally:
         before_task_publish.disconnect(keep)
+
+
+def test_the_health_check_is_healthy_only_while_the_worker_is_up_and_connected():
+    # Given a worker's metrics endpoint (its real collector) on a free port
+    import socket
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from redundancy.observability.metrics import WorkerState, WorkerStateCollector
+
+    state = WorkerState(hostname="crd@test", ready=True, connected=True)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerStateCollector(state))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server, _thread = start_http_server(port, "127.0.0.1", registry=registry)
+
+    def probe() -> int:
+        cmd = [sys.executable, "-m", "redundancy.observability.health", str(port)]
+        return subprocess.run(cmd, capture_output=True, check=False, timeout=30).returncode
+
+    try:
+        # When the probe runs: healthy while up and connected, not once the broker is lost
+        assert probe() == 0
+        state.connected = False
+        assert probe() == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    # and not when nothing answers
+    assert probe() == 1
