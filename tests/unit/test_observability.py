@@ -526,3 +526,49 @@ def test_the_health_check_is_healthy_only_while_the_worker_is_up_and_connected()
         server.server_close()
     # and not when nothing answers
     assert probe() == 1
+
+
+def test_tracing_is_an_extra_and_its_absence_is_one_line_when_it_is_asked_for(tmp_path):
+    # Given the package's requirements: only the OpenTelemetry API in a plain install
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    plain = [d for d in project["dependencies"] if d.startswith("opentelemetry")]
+    assert [d.split(">")[0] for d in plain] == ["opentelemetry-api"]
+    extras = project["optional-dependencies"]
+    assert {d.split(">")[0] for d in extras["tracing"]} == {
+        "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http",
+        "opentelemetry-instrumentation-celery",
+    }  # fmt: skip
+    assert "tracing" in extras["all"][0]
+
+    # When crd runs where the extra is missing (its packages cannot be imported) but
+    # OTEL_EXPORTER_OTLP_ENDPOINT asks for tracing
+    script = tmp_path / "without_extra.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        MISSING = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter")
+        class WithoutTracingExtra:
+            def find_spec(self, name, path=None, target=None):
+                if name.startswith(MISSING):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+        sys.meta_path.insert(0, WithoutTracingExtra())
+        sys.argv = ["crd", "analyze", "-"]
+        from redundancy.cli import main
+        main()
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], input="One. One.", capture_output=True, text=True,
+        env={"PATH": os.environ["PATH"], "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+        check=False, timeout=120,
+    )  # fmt: skip
+
+    # Then the job runs, and one line says how to get traces
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["redundancy_score"] == 0.5
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "pip install 'content-redundancy-detector[tracing]'" in lines[0]
