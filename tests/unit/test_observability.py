@@ -494,6 +494,12 @@ def test_task_messages_and_their_events_carry_a_summary_of_the_text_not_the_text
             assert list(message.body[0]) == [text]  # the task itself gets the whole text
     finally:
         before_task_publish.disconnect(keep)
+    # a long text's hash covers a bounded prefix (its cost stays bounded), and says so
+    from redundancy.workers.argsrepr import summarize
+
+    long_text = "word " * 20_000
+    digest = hashlib.sha256(long_text[:65_536].encode()).hexdigest()[:12]
+    assert summarize(long_text) == f"<text: 100,000 chars, sha256 of the first 65,536:{digest}>"
 
 
 def test_the_health_check_is_healthy_only_while_the_worker_is_up_and_connected():

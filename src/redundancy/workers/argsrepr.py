@@ -4,8 +4,9 @@ Celery puts ``argsrepr`` / ``kwargsrepr`` in every message (and its task-sent an
 task-received events), by default the first ~1 KB of ``repr(args)`` -- for us the
 documents' text, readable by anyone with a Flower login. The app's message factory
 (``SummarizingAMQP``, Celery's ``amqp`` extension point) sets them at send time instead:
-a text becomes ``<text: 1,234 chars, sha256:0123456789ab>`` (plus its first
-``TASK_ARGS_PREVIEW_WORDS`` words when set), a list or dict its size; numbers, flags and
+a text becomes ``<text: 1,234 chars, sha256:0123456789ab>`` (of its first 64 K
+characters when longer; plus its first ``TASK_ARGS_PREVIEW_WORDS`` words when set), a
+list or dict its size; numbers, flags and
 short names stay as they are. The task itself receives its arguments unchanged.
 """
 
@@ -22,6 +23,9 @@ from redundancy.config import get_settings
 SHORT_TEXT = 32
 """A string up to this many characters (a name, an id, a mode) is shown as it is."""
 HASH_CHARS = 12
+HASHED_CHARS = 65_536
+"""Characters of a text its summary hashes at most: hashing costs ~1.4 µs per KB on the
+producer, so a 1 MB text would add ~1.4 ms to its send (benchmarks/send_repr.py)."""
 
 
 def summarize(value: Any, words: int = 0) -> str:
@@ -31,12 +35,14 @@ def summarize(value: Any, words: int = 0) -> str:
     if isinstance(value, str):
         if len(value) <= SHORT_TEXT:
             return repr(value)
-        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+        hashed = value[:HASHED_CHARS]
+        digest = hashlib.sha256(hashed.encode("utf-8", "surrogatepass")).hexdigest()
+        of = "" if len(hashed) == len(value) else f" of the first {HASHED_CHARS:,}"
         preview = ""
         if words:
-            first = " ".join(value.split(maxsplit=words)[:words])
+            first = " ".join(value[:HASHED_CHARS].split(maxsplit=words)[:words])
             preview = f", {first[:200]!r}..."
-        return f"<text: {len(value):,} chars, sha256:{digest[:HASH_CHARS]}{preview}>"
+        return f"<text: {len(value):,} chars, sha256{of}:{digest[:HASH_CHARS]}{preview}>"
     if isinstance(value, Mapping):
         return f"<{type(value).__name__}: {len(value):,} keys>"
     if isinstance(value, Sequence | set | frozenset):
