@@ -198,6 +198,26 @@ class Cluster:
         worker.wait_ready()
         return worker
 
+    def start_plain_worker(self, *args: str, **extra_env: str) -> Worker:
+        """``celery -A redundancy.workers worker`` (Celery's own command line, not
+        ``crd worker``) with one process; ``args`` go on its command line."""
+        hostname = f"plain-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        log = self.tmp / f"plain-{uuid.uuid4().hex[:8]}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "redundancy.workers", "worker",
+             f"--hostname={hostname}", "--concurrency=1", "--without-mingle",
+             "--without-gossip", "--loglevel=INFO", *args],
+            env=self.env(**extra_env),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+            start_new_session=True,
+        )  # fmt: skip
+        worker = Worker(proc, log, hostname)
+        self.workers.append(worker)
+        worker.wait_ready()
+        return worker
+
     def producer(self, code: str, timeout: float = 120, **extra_env: str) -> Any:
         """Run ``code`` in a fresh Python process as a real producer; it must print JSON."""
         out = subprocess.run(

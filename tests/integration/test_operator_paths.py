@@ -4,38 +4,15 @@ base with an app of its own."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import uuid
 from importlib.metadata import entry_points
 
 import pytest
 
-from tests.services import Cluster, Worker, free_port, sample, scrape
+from tests.services import free_port, sample, scrape
 
 pytestmark = pytest.mark.integration
-
-
-def start_plain_worker(cluster: Cluster, *args: str, **env: str) -> Worker:
-    """`celery -A redundancy.workers worker` (Celery's own command line), stopped with the
-    cluster."""
-    hostname = f"plain-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    log = cluster.tmp / f"plain-{uuid.uuid4().hex[:8]}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "redundancy.workers", "worker",
-         f"--hostname={hostname}", "--concurrency=1", "--without-mingle", "--without-gossip",
-         "--loglevel=INFO", *args],
-        env=cluster.env(**env),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=cluster.tmp,
-        start_new_session=True,
-    )  # fmt: skip
-    worker = Worker(proc, log, hostname)
-    cluster.workers.append(worker)
-    worker.wait_ready()
-    return worker
 
 
 def test_plain_celery_worker_with_worker_metrics_port_serves_pool_metrics(redis_cluster):
@@ -44,7 +21,7 @@ def test_plain_celery_worker_with_worker_metrics_port_serves_pool_metrics(redis_
     # `crd worker --metrics-port`
     assert "flower" in {e.name for e in entry_points(group="celery.commands")}
     port = free_port()
-    worker = start_plain_worker(redis_cluster, WORKER_METRICS_PORT=str(port))
+    worker = redis_cluster.start_plain_worker(WORKER_METRICS_PORT=str(port))
 
     # When a producer runs one analysis on it
     redis_cluster.producer("""
