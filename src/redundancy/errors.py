@@ -35,6 +35,10 @@ class InfrastructureError(RedundancyError):
     """A service (broker, Redis, Kafka) is unreachable: worth retrying with backoff."""
 
 
+class JobInterruptedError(RedundancyError):
+    """The producer was interrupted (Ctrl+C); the message says what became of the job."""
+
+
 class PoisonMessageError(RedundancyError):
     """A task message was delivered too many times (it keeps killing workers)."""
 

@@ -24,7 +24,8 @@ def batch_docs(batch_id: str) -> str:
 
 
 def batch_progress(batch_id: str) -> str:
-    """Counter of a batch's finished sub-tasks (the CLI's progress bar on a cluster)."""
+    """Hash of a batch's analysed documents and finished search sub-tasks (the CLI's
+    progress)."""
     return f"{BATCH}{batch_id}:progress"
 
 

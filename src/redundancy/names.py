@@ -33,7 +33,11 @@ BATCH_HEADER_TASKS: Final = (
 ANALYSIS_QUEUE: Final = "analysis"
 SIMILARITY_QUEUE: Final = "similarity"
 BATCH_QUEUE: Final = "batch"
-QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE)
+CELERY_QUEUE: Final = "celery"
+"""Celery's own default queue: a producer with an app of its own sends
+``send_task("redundancy.analyze_content", ...)`` without a queue here, so every standard
+worker listens on it too (our producers route each task to its queue)."""
+QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE, CELERY_QUEUE)
 DEFAULT_QUEUE: Final = ANALYSIS_QUEUE
 """Anything unrouted (e.g. Celery's own helpers) lands where every standard worker listens."""
 DEAD_LETTER_EXCHANGE: Final = "redundancy.dead-letter"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -85,3 +86,30 @@ def test_doctor_reports_the_cache_and_sessions(env):
     assert "✗ cache" in bad.output and "REDIS_CACHE_URL" in bad.output
     down = runner.invoke(cli, ["cache", "stats"])
     assert down.exit_code == 1 and "CacheUnavailableError" in down.output
+
+
+def test_crd_cache_stats_sees_the_last_hits_of_an_idle_worker(redis_cluster):
+    # Given a worker with the shared cache, which analyses a text and then the same text
+    # again (a miss, then a hit) and then goes idle
+    cache_url = redis_url(REDIS_CACHE_DB)
+    flush_db(cache_url)
+    redis_cluster.start_worker(1, REDIS_CACHE_URL=cache_url)
+    redis_cluster.producer("""
+        import json
+        from redundancy.tasks import analyze_content
+        text = "Cached once. Cached once."
+        print(json.dumps([analyze_content.delay(text).get(timeout=60) for _ in range(2)][1]))
+    """)
+
+    # When crd cache stats reads the shared statistics, with no further work anywhere
+    deadline = time.monotonic() + 30
+    while True:
+        out = redis_cluster.crd("cache", "stats", "--json", REDIS_CACHE_URL=cache_url)
+        assert out.returncode == 0, out.stderr
+        analysis = json.loads(out.stdout)["namespaces"].get("analysis", {})
+        if analysis.get("hits") == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+
+    # Then the worker's last hit is there (shared while it is idle, not at its shutdown)
+    assert (analysis["hits"], analysis["misses"]) == (1, 1)

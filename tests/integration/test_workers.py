@@ -167,28 +167,11 @@ def test_crd_batch_against_a_real_worker(redis_cluster, tmp_path):
 def test_plain_celery_commands_find_the_app_in_redundancy_workers(redis_cluster):
     # Given a worker started by Celery's own command line (not `crd worker`): Celery's
     # find_app reads `redundancy.workers.app`, which is built on that first use
-    import socket
     import subprocess
     import sys
-    import uuid
 
-    from tests.services import Worker
-
-    hostname = f"plain-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-    log = redis_cluster.tmp / "plain-worker.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "redundancy.workers", "worker",
-         f"--hostname={hostname}", "--concurrency=1", "--without-mingle", "--without-gossip",
-         "--loglevel=INFO"],
-        env=redis_cluster.env(),
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=redis_cluster.tmp,
-        start_new_session=True,
-    )  # fmt: skip
-    worker = Worker(proc, log, hostname)
-    redis_cluster.workers.append(worker)  # stopped with the cluster
-    worker.wait_ready()
+    worker = redis_cluster.start_plain_worker()
+    hostname = worker.hostname
     # When `celery -A redundancy.workers inspect ping` asks it by name
     ping = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "redundancy.workers", "inspect", "ping",

@@ -19,6 +19,8 @@ def reset_process_state() -> None:
     modules = sys.modules
     if "redundancy.config" in modules:
         modules["redundancy.config"].get_settings.cache_clear()
+    if "redundancy.config.overrides" in modules:
+        modules["redundancy.config.overrides"].forget()
     if "redundancy.resources" in modules:  # cache, sessions, stores, outbox, relay
         modules["redundancy.resources"].reset()
     if "redundancy.events.brokers.memory" in modules:

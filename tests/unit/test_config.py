@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 
@@ -17,7 +19,7 @@ def test_unset_broker_is_the_embedded_default():
     assert s.embedded
     conf = celery_settings(s)
     assert conf["task_always_eager"] is True
-    assert conf["broker_url"] == "memory://"
+    assert conf["broker_url"] == "memory://localhost/"
     assert s.cdist_workers == -1
 
 
@@ -44,7 +46,7 @@ def test_reliability_settings_are_on():
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["task_publish_retry"]
-    assert {q.name for q in conf["task_queues"]} == {"analysis", "similarity", "batch"}
+    assert {q.name for q in conf["task_queues"]} == {"analysis", "similarity", "batch", "celery"}
 
 
 @pytest.mark.parametrize(
@@ -85,54 +87,123 @@ def test_a_bad_setting_stops_the_cli_at_start_with_its_name():
     assert "CACHE_DEFAULT_TTL" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_ops_override_module_wins(monkeypatch, tmp_path):
-    # Given a celeryconfig.py in the working directory that changes one setting
-    (tmp_path / "celeryconfig.py").write_text(
-        "worker_max_tasks_per_child = 7\ntask_time_limit = 99\n"
-    )
-    monkeypatch.chdir(tmp_path)
+def test_override_module_named_by_path_wins(monkeypatch, tmp_path):
+    # Given an ops module named by its path in CELERY_CONFIG_MODULE
+    path = tmp_path / "ops.py"
+    path.write_text("worker_max_tasks_per_child = 7\ntask_time_limit = 99\n")
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", str(path))
     from redundancy.workers import create_app
 
+    # When the app is built
     app = create_app()
+
+    # Then its settings win and the rest still comes from the package
     assert app.conf.worker_max_tasks_per_child == 7
     assert app.conf.task_time_limit == 99
-    assert app.conf.task_acks_late is True  # the rest still comes from the package
+    assert app.conf.task_acks_late is True
 
 
-def test_ops_override_module_named_by_celery_config_module_wins(monkeypatch, tmp_path):
-    # Given a module on the import path named by CELERY_CONFIG_MODULE, and a different
-    # celeryconfig.py in the working directory
+def test_override_module_named_on_the_import_path_wins(monkeypatch, tmp_path):
+    # Given a module on the import path named by CELERY_CONFIG_MODULE
     modules = tmp_path / "modules"
     modules.mkdir()
     (modules / "crd_ops_settings_test.py").write_text(
         "worker_max_tasks_per_child = 11\ntask_time_limit = 123\n"
     )
-    (tmp_path / "celeryconfig.py").write_text("worker_max_tasks_per_child = 7\n")
     monkeypatch.syspath_prepend(str(modules))
     monkeypatch.setenv("CELERY_CONFIG_MODULE", "crd_ops_settings_test")
-    monkeypatch.chdir(tmp_path)
     from redundancy.workers import create_app
 
-    # When the app is built, the named module wins (over the working directory's too)
+    # When the app is built, the named module wins
     try:
         app = create_app()
     finally:
         sys.modules.pop("crd_ops_settings_test", None)
     assert app.conf.worker_max_tasks_per_child == 11
     assert app.conf.task_time_limit == 123
-    assert app.conf.task_acks_late is True  # the rest still comes from the package
 
 
-def test_root_celeryconfig_exports_the_package_settings():
-    import importlib.util
+def test_a_celeryconfig_in_the_working_directory_is_never_imported(tmp_path):
+    # Given an untrusted folder whose celeryconfig.py would leave a mark if it ran
+    mark = tmp_path / "ran"
+    (tmp_path / "celeryconfig.py").write_text(
+        f"open({str(mark)!r}, 'w').close()\nbroker_url = 'redis://attacker:1/0'\n"
+    )
+    (tmp_path / "doc.txt").write_text("Some text. Some text.")
+    env = {"PATH": os.environ["PATH"]}
+
+    # When crd batch runs inside it, and a producer builds the app there too
+    batch = subprocess.run(
+        [sys.executable, "-m", "redundancy", "batch", "--json", "."],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    app = subprocess.run(
+        [sys.executable, "-c", "from redundancy.workers import app; print(app.conf.broker_url)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    # Then nothing from the folder ran: the batch ran on the embedded default
+    assert batch.returncode == 0, batch.stderr
+    assert json.loads(batch.stdout)["document_count"] == 2  # doc.txt and celeryconfig.py
+    assert app.stdout.strip() == "memory://localhost/"
+    assert not mark.exists()
+
+
+def test_a_module_name_is_not_looked_up_in_the_working_directory(monkeypatch, tmp_path):
+    # Given CELERY_CONFIG_MODULE naming a module that exists only in the working
+    # directory, which python -c / -m / celery -A put on sys.path
+    (tmp_path / "crd_untrusted_conf.py").write_text("raise SystemExit('ran')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", "crd_untrusted_conf")
+    from redundancy.config import get_settings
+
+    # When settings are read, Then the name is not found there: a clear error says why
+    with pytest.raises(ConfigurationError, match="working directory is not searched"):
+        get_settings()
+    assert "crd_untrusted_conf" not in sys.modules
+
+
+def test_the_broker_of_the_override_module_is_the_broker(monkeypatch, tmp_path):
+    # Given a broker set only in the ops module (no CELERY_BROKER_URL)
+    path = tmp_path / "celeryconfig.py"
+    path.write_text("broker_url = 'redis://h:6379/3'\n")
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", str(path))
+    from redundancy.config import get_settings
+    from redundancy.workers import create_app
+
+    # When settings and the app are built
+    settings, app = get_settings(), create_app()
+
+    # Then jobs go to that broker: not the embedded default, not eager, results in its Redis
+    assert not settings.embedded and settings.job_store_url == "redis://h:6379/3"
+    assert app.conf.task_always_eager is False
+    assert app.conf.broker_url == app.conf.result_backend == "redis://h:6379/3"
+
+
+def test_a_bad_broker_in_the_override_module_names_the_module(monkeypatch, tmp_path):
+    path = tmp_path / "celeryconfig.py"
+    path.write_text("broker_url = 'amqp://guest@h//'\n")  # RabbitMQ needs a Redis backend
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", str(path))
+    from redundancy.config import get_settings
+
+    with pytest.raises(
+        ConfigurationError, match=r"CELERY_RESULT_BACKEND is required.*celeryconfig"
+    ):
+        get_settings()
+
+
+def test_the_root_celeryconfig_is_a_template_that_changes_nothing(monkeypatch):
+    # Given the repository's celeryconfig.py named explicitly
     from pathlib import Path
 
+    from redundancy.config.overrides import celery_overrides
+
     path = Path(__file__).resolve().parents[2] / "celeryconfig.py"
-    spec = importlib.util.spec_from_file_location("root_celeryconfig", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.accept_content == ["json"]
-    assert module.task_acks_late is True
+    monkeypatch.setenv("CELERY_CONFIG_MODULE", str(path))
+    # Then it assigns no setting until ops uncomment one
+    assert celery_overrides() == {}
 
 
 def test_errors_never_print_a_password(monkeypatch):

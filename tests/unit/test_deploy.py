@@ -4,6 +4,7 @@ service has what it needs, every query names a metric we export, alerts really f
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import re
@@ -26,9 +27,21 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 PROMETHEUS = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
 ALERTS = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
-DASHBOARD = json.loads(
-    (DEPLOY / "grafana" / "dashboards" / "content-redundancy-detector.json").read_text()
-)
+MIXIN_ALERTS_FILE = DEPLOY / "prometheus" / "celery-mixin-alerts.yml"
+MIXIN_ALERTS = yaml.safe_load(MIXIN_ALERTS_FILE.read_text())
+DASHBOARDS_DIR = DEPLOY / "grafana" / "dashboards"
+DASHBOARD = json.loads((DASHBOARDS_DIR / "content-redundancy-detector.json").read_text())
+MIXIN_DASHBOARDS = ("celery-tasks-overview.json", "celery-tasks-by-task.json")
+
+UPSTREAM_SHA256 = {
+    # danihodovic/celery-exporter at 95e8e492f0cb300247432d664ea9732bfdf57ad7, celery-mixin/
+    "prometheus_alerts.yaml": "809a01393aa53084bd7883b574a242667e30cff76c9585015c5844514dab9134",
+    "celery-tasks-overview.json": (
+        "f898c9ec0041b1b89cdb2a5da9172af74d136fcd67383891462a6e2e438efe9e"
+    ),
+    "celery-tasks-by-task.json": "27dc9bc96e974696c8f141a35309d47699310318e1427427bca54c07f2a5531f",
+}
+"""The community files, vendored unchanged (their expressions are what users know)."""
 
 ORIGINAL_ENV = (  # the original service's names (docs/architecture.md §7)
     "CELERY_BROKER_URL",
@@ -191,13 +204,16 @@ def test_prometheus_scrapes_every_worker_replica_and_loads_the_rules():
     worker_port = SERVICES["worker"]["command"]
     port = int(worker_port[worker_port.index("--metrics-port") + 1])
     jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
-    dns = jobs["crd-workers"]["dns_sd_configs"][0]
+    # celery-mixin selects job=~".*celery.*": the workers' job is named to match
+    assert re.fullmatch(".*celery.*", "celery") and not re.fullmatch(".*celery.*", "flower")
+    dns = jobs["celery"]["dns_sd_configs"][0]
     assert dns["names"] == ["worker"] and dns["port"] == port
     for job in jobs.values():
         for static in job.get("static_configs", []):
             for target in static["targets"]:
                 host = target.split(":")[0]
                 assert host == "localhost" or host in SERVICES, target
+    assert PROMETHEUS["rule_files"] == ["celery-mixin-alerts.yml", "alerts.yml"]
     for rule_file in PROMETHEUS["rule_files"]:
         assert (DEPLOY / "prometheus" / rule_file).is_file()
 
@@ -214,13 +230,27 @@ def test_api_service_serves_on_the_port_prometheus_scrapes():
     assert dns["names"] == ["api"] and dns["port"] == port
 
 
+def test_community_rules_and_dashboards_are_vendored_unchanged():
+    # the alerts file is upstream's, below a comment header naming its source
+    body = MIXIN_ALERTS_FILE.read_text()
+    body = "".join(line for line in body.splitlines(keepends=True) if not line.startswith("#"))
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    assert digest == UPSTREAM_SHA256["prometheus_alerts.yaml"]
+    for name in MIXIN_DASHBOARDS:
+        digest = hashlib.sha256((DASHBOARDS_DIR / name).read_bytes()).hexdigest()
+        assert digest == UPSTREAM_SHA256[name], name
+    assert (DEPLOY / "celery-mixin.LICENSE.md").read_text().startswith("MIT License")
+
+
 def test_alert_rules_cover_the_runbook_and_use_exported_metrics():
-    rules = {r["alert"]: r for g in ALERTS["groups"] for r in g["rules"]}
+    rules = {r["alert"]: r for f in (MIXIN_ALERTS, ALERTS) for g in f["groups"] for r in g["rules"]}
     assert {
         "CeleryTaskHighFailRate",
         "CeleryHighQueueLength",
         "CeleryWorkerDown",
         "RedundancyWorkerUnreachable",
+        "RedundancyWorkerGone",
+        "RedundancyNoWorkers",
         "RedundancyOutboxBacklog",
         "RedundancyCacheHitRateLow",
         "RedundancyApiErrorRate",
@@ -234,17 +264,46 @@ def test_alert_rules_cover_the_runbook_and_use_exported_metrics():
         assert {"summary", "description"} <= set(rule["annotations"])
 
 
-def _panels() -> list[dict[str, Any]]:
-    return [p for p in DASHBOARD["panels"] if p["type"] != "row"]
+def _panels(dashboard: dict[str, Any] = DASHBOARD) -> list[dict[str, Any]]:
+    found = []
+    for panel in dashboard["panels"]:
+        found += _panels(panel) if "panels" in panel else []
+        if panel["type"] != "row":
+            found.append(panel)
+    return found
 
 
-def test_dashboard_queries_name_only_metrics_we_export():
+def dashboard_queries(name: str) -> list[tuple[str, str]]:
+    """``(panel title, expr)`` of every query of a provisioned dashboard."""
+    dashboard = json.loads((DASHBOARDS_DIR / name).read_text())
+    return [(p["title"], t["expr"]) for p in _panels(dashboard) for t in p.get("targets", [])]
+
+
+@pytest.mark.parametrize("name", ["content-redundancy-detector.json", *MIXIN_DASHBOARDS])
+def test_dashboard_queries_name_only_metrics_we_export(name):
     known = known_metrics()
+    queries = dashboard_queries(name)
+    assert queries
+    for title, expr in queries:
+        used = metric_names(expr)
+        assert used and used <= known, f"{title}: unknown {used - known}"
+
+
+def test_our_dashboard_has_job_queue_and_task_variables_and_no_fixed_datasource():
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert {"job", "queue", "task", "api_job"} <= set(variables)
     for panel in _panels():
-        assert panel["targets"], panel["title"]
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         for target in panel["targets"]:
-            used = metric_names(target["expr"])
-            assert used and used <= known, f"{panel['title']}: unknown {used - known}"
+            # the HTTP API's series come from its own scrape job (``crd-api``)
+            job = "$api_job" if "http_request" in target["expr"] else "$job"
+            assert f'job=~"{job}"' in target["expr"], panel["title"]
+            if "celery_task_" in target["expr"]:
+                assert (
+                    'name=~"$task"' in target["expr"] and 'queue_name=~"$queue"' in target["expr"]
+                )
 
 
 def test_dashboard_is_provisioned_and_laid_out():
@@ -270,8 +329,7 @@ def test_dashboard_is_provisioned_and_laid_out():
         }
         assert not area & cells, f"{panel['title']} overlaps another panel"
         cells |= area
-    for panel in _panels():
-        assert panel["datasource"]["uid"] in uids
+    assert uids["prometheus"]["isDefault"]  # what the dashboards' datasource variable picks
     titles = " | ".join(p["title"].lower() for p in _panels())
     for topic in (
         "task rate",
@@ -316,7 +374,7 @@ def promtool() -> str:
 def test_promtool_accepts_the_config_and_rules(promtool):
     for args in (
         ["check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")],
-        ["check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")],
+        ["check", "rules", str(DEPLOY / "prometheus" / "alerts.yml"), str(MIXIN_ALERTS_FILE)],
     ):
         out = subprocess.run([promtool, *args], capture_output=True, text=True, check=False)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -331,3 +389,39 @@ def test_alerts_fire_on_their_conditions_in_promtool_unit_tests(promtool):
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+LONG_RUNNING = [
+    name for name, service in SERVICES.items() if "tools" not in service.get("profiles", [])
+]
+
+
+def test_long_running_services_restart_and_images_are_pinned_to_a_patch_release():
+    for name in LONG_RUNNING:
+        assert SERVICES[name].get("restart") == "unless-stopped", name
+    for name, service in SERVICES.items():
+        image = service["image"]
+        if image == "content-redundancy-detector:local":  # built from the Dockerfile
+            continue
+        assert re.search(r":v?\d+\.\d+\.\d+", image), f"{name}: {image} floats"
+    base = re.search(r"^FROM (\S+)", (ROOT / "Dockerfile").read_text(), re.M)
+    assert base and re.search(r":\d+\.\d+\.\d+", base.group(1)), "Dockerfile base floats"
+
+
+def test_alerts_go_to_alertmanager():
+    targets = [t for am in PROMETHEUS["alerting"]["alertmanagers"]
+               for sc in am["static_configs"] for t in sc["targets"]]  # fmt: skip
+    assert targets == ["alertmanager:9093"] and "alertmanager" in SERVICES
+    config = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager.yml").read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+    routes = [config["route"], *config["route"].get("routes", [])]
+    assert all(route["receiver"] in receivers for route in routes)
+    assert "./deploy/alertmanager:/etc/alertmanager:ro" in SERVICES["alertmanager"]["volumes"]
+
+
+def test_the_worker_health_check_reads_its_own_metrics_port():
+    command = SERVICES["worker"]["command"]
+    port = command[command.index("--metrics-port") + 1]
+    assert SERVICES["worker"]["healthcheck"]["test"] == [
+        "CMD", "python", "-m", "redundancy.observability.health", port,
+    ]  # fmt: skip

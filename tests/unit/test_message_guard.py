@@ -160,13 +160,18 @@ def test_every_task_of_the_app_has_the_guard_celery_built_ins_included():
 def test_task_queues_dead_letter_to_one_exchange_unless_turned_off(settings_env):
     from redundancy.workers.celeryconfig import celery_settings
 
-    # Given the default settings, Then every task queue dead-letters to the exchange
+    # Given the default settings, Then every task queue of ours dead-letters to the
+    # exchange, and Celery's default queue keeps Celery's own declaration (no arguments: a
+    # plain producer declares it so, and RabbitMQ refuses a redeclaration with others)
     settings_env()
     queues = celery_settings()["task_queues"]
     assert {q.name for q in queues} == set(names.QUEUES)
     assert all(
-        q.queue_arguments == {"x-dead-letter-exchange": names.DEAD_LETTER_EXCHANGE} for q in queues
+        q.queue_arguments == {"x-dead-letter-exchange": names.DEAD_LETTER_EXCHANGE}
+        for q in queues
+        if q.name != names.CELERY_QUEUE
     )
+    assert not next(q for q in queues if q.name == names.CELERY_QUEUE).queue_arguments
     # Given TASK_QUEUE_DEAD_LETTERING=false (queues of an older version), Then no argument
     settings_env(TASK_QUEUE_DEAD_LETTERING="false")
     assert all(not q.queue_arguments for q in celery_settings()["task_queues"])

@@ -318,12 +318,27 @@ def test_metrics_folder_is_fresh_per_process_and_cleaned(tmp_path):
     assert out.returncode == 0, out.stderr
     assert not stale.exists()  # a folder of a process that is gone
     assert not Path(out.stdout.strip()).exists()  # removed by its owner at exit
+    # prometheus_client imported first (as Flower's celery command plugin does): metrics
+    # created after the switch still go to files
     late = run_python(f"""
+        import os
         import prometheus_client
+        from redundancy.observability.multiproc import enable_multiprocess
+        path = enable_multiprocess({str(tmp_path)!r})
+        from redundancy.observability.metrics import DOCUMENTS_ANALYSED, multiprocess_enabled
+        DOCUMENTS_ANALYSED.inc()
+        print(multiprocess_enabled(), sorted(os.listdir(path)))
+    """)
+    assert late.returncode == 0, late.stderr
+    assert late.stdout.split(" ", 1)[0] == "True" and "counter_" in late.stdout
+    # but one of our metric modules imported first (its values in memory) is refused
+    early = run_python(f"""
+        import redundancy.cache.metrics
         from redundancy.observability.multiproc import enable_multiprocess
         enable_multiprocess({str(tmp_path)!r})
     """)
-    assert late.returncode != 0 and "imported before the metrics folder" in late.stderr
+    assert early.returncode != 0
+    assert "redundancy.cache.metrics created metrics before the metrics folder" in early.stderr
 
 
 def test_a_worker_metrics_port_switches_the_app_to_multiprocess_mode(tmp_path):
@@ -435,3 +450,131 @@ def test_a_failing_queue_probe_reports_nothing_and_counts_off_the_metric_files()
     merged = _with_thread_errors([family], {"queue_probe": 3, "metrics_compaction": 1})
     values = {s.labels["hook"]: s.value for s in merged[0].samples}
     assert values == {"queue_probe": 5.0, "metrics_compaction": 1.0}
+
+
+def test_task_messages_and_their_events_carry_a_summary_of_the_text_not_the_text(
+    settings_env,
+):
+    # Given the app (in-memory transport, not eager), with and without a preview of the
+    # first words, and a receiver of every published message's headers
+    import hashlib
+
+    from celery.signals import before_task_publish
+
+    from redundancy.workers import create_app
+
+    text = "Confidential report. " * 200
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    seen: list[dict] = []
+
+    def keep(headers=None, **_):
+        seen.append(dict(headers))
+
+    before_task_publish.connect(keep, weak=False)
+    try:
+        for words, preview in ((0, ""), (2, ", 'Confidential report.'...")):
+            settings_env(TASK_ARGS_PREVIEW_WORDS=str(words))
+            app = create_app()
+            app.conf.task_always_eager = False
+
+            # When a producer sends an analysis, as .delay() and send_task do
+            app.send_task(
+                "redundancy.analyze_content", args=(text,),
+                kwargs={"threshold": 0.8, "algorithm": "ratio"},
+            )  # fmt: skip
+            message = app.amqp.as_task_v2(
+                "id-1", "redundancy.analyze_content", (text,), {}, create_sent_event=True
+            )
+
+            # Then its headers and its task-sent event show length and hash, not the text
+            summary = f"(<text: 4,200 chars, sha256:{digest}{preview}>,)"
+            assert seen[-1]["argsrepr"] == summary
+            assert seen[-1]["kwargsrepr"] == "{'threshold': 0.8, 'algorithm': 'ratio'}"
+            assert message.sent_event["args"] == summary
+            assert list(message.body[0]) == [text]  # the task itself gets the whole text
+    finally:
+        before_task_publish.disconnect(keep)
+    # a long text's hash covers a bounded prefix (its cost stays bounded), and says so
+    from redundancy.workers.argsrepr import summarize
+
+    long_text = "word " * 20_000
+    digest = hashlib.sha256(long_text[:65_536].encode()).hexdigest()[:12]
+    assert summarize(long_text) == f"<text: 100,000 chars, sha256 of the first 65,536:{digest}>"
+
+
+def test_the_health_check_is_healthy_only_while_the_worker_is_up_and_connected():
+    # Given a worker's metrics endpoint (its real collector) on a free port
+    import socket
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from redundancy.observability.metrics import WorkerState, WorkerStateCollector
+
+    state = WorkerState(hostname="crd@test", ready=True, connected=True)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerStateCollector(state))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server, _thread = start_http_server(port, "127.0.0.1", registry=registry)
+
+    def probe() -> int:
+        cmd = [sys.executable, "-m", "redundancy.observability.health", str(port)]
+        return subprocess.run(cmd, capture_output=True, check=False, timeout=30).returncode
+
+    try:
+        # When the probe runs: healthy while up and connected, not once the broker is lost
+        assert probe() == 0
+        state.connected = False
+        assert probe() == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    # and not when nothing answers
+    assert probe() == 1
+
+
+def test_tracing_is_an_extra_and_its_absence_is_one_line_when_it_is_asked_for(tmp_path):
+    # Given the package's requirements: only the OpenTelemetry API in a plain install
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    plain = [d for d in project["dependencies"] if d.startswith("opentelemetry")]
+    assert [d.split(">")[0] for d in plain] == ["opentelemetry-api"]
+    extras = project["optional-dependencies"]
+    assert {d.split(">")[0] for d in extras["tracing"]} == {
+        "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http",
+        "opentelemetry-instrumentation-celery",
+    }  # fmt: skip
+    assert "tracing" in extras["all"][0]
+
+    # When crd runs where the extra is missing (its packages cannot be imported) but
+    # OTEL_EXPORTER_OTLP_ENDPOINT asks for tracing
+    script = tmp_path / "without_extra.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        MISSING = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter")
+        class WithoutTracingExtra:
+            def find_spec(self, name, path=None, target=None):
+                if name.startswith(MISSING):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+        sys.meta_path.insert(0, WithoutTracingExtra())
+        sys.argv = ["crd", "analyze", "-"]
+        from redundancy.cli import main
+        main()
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], input="One. One.", capture_output=True, text=True,
+        env={"PATH": os.environ["PATH"], "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"},
+        check=False, timeout=120,
+    )  # fmt: skip
+
+    # Then the job runs, and one line says how to get traces
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["redundancy_score"] == 0.5
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "pip install 'content-redundancy-detector[tracing]'" in lines[0]

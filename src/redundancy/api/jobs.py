@@ -145,9 +145,7 @@ def snapshot(job: JobRecord) -> Snapshot:
     state = CELERY_STATES.get(status, "running")
     done = None
     if job.kind == "batch":
-        from redundancy.batch.store import get_job_store
-
-        done = job.tasks if state == "succeeded" else get_job_store().progress(job.job_id)
+        done = job.tasks if state == "succeeded" else _subtasks_done(job)
         if state == "queued" and done:
             state = "running"
     if job.revoked and state in ("queued", "running"):
@@ -157,6 +155,18 @@ def snapshot(job: JobRecord) -> Snapshot:
     if state == "failed":
         return Snapshot(state, error=_error(meta.get("result")), done=done)
     return Snapshot(state, done=done)
+
+
+def _subtasks_done(job: JobRecord) -> int:
+    """Sub-tasks of a batch finished so far: the job store counts finished search
+    sub-tasks and analysed documents; the analysis chunks count in proportion."""
+    from redundancy.batch.staging import chunk_count
+    from redundancy.batch.store import get_job_store
+    from redundancy.config import get_settings
+
+    search, analysed = get_job_store().progress(job.job_id)
+    chunks = chunk_count(job.documents, get_settings().batch_chunk_size)
+    return search + chunks * analysed // max(job.documents, 1)
 
 
 def _error(exc: Any) -> dict[str, str]:

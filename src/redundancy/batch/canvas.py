@@ -46,6 +46,8 @@ class StagedBatch:
     pair_task_ids: tuple[str, ...] = ()
     """Ids of the sub-tasks that return pairs (pair_shard / lsh_verify), so a producer can
     read their pairs as soon as each finishes, before the merge."""
+    analysis_tasks: int = 0
+    """How many of the sub-tasks analyse documents (one per chunk); the rest search pairs."""
 
 
 def stage_batch(
@@ -105,7 +107,7 @@ def stage_batch(
         task_count = len(analyses) + len(pairing)
     canvas.freeze(batch_id)  # the final result's id is the batch id
     ids = tuple(str(sig.options["task_id"]) for sig in pairing)
-    return StagedBatch(batch_id, count, canvas, task_count, used, ids)
+    return StagedBatch(batch_id, count, canvas, task_count, used, ids, len(analyses))
 
 
 def _with_id(signature: Signature) -> Signature:

@@ -117,9 +117,10 @@ def comparable_documents(loaded: Iterable[StagedDocument]) -> list[Document]:
     return valid_documents(((p, text) for p, _id, text in loaded), max_chars=max_chars)
 
 
-def advance_progress(batch_id: str) -> None:
-    """Count one finished sub-task (the CLI's progress on a cluster); never fails a job."""
+def advance_progress(batch_id: str, documents: int | None = None) -> None:
+    """Count the documents an analysis sub-task analysed, or one finished search
+    sub-task (the CLI's progress on a cluster); never fails a job."""
     try:
-        get_job_store().advance(batch_id, get_settings().batch_ttl)
+        get_job_store().advance(batch_id, get_settings().batch_ttl, documents)
     except Exception:
         log.warning("could not count progress of batch %s", batch_id, exc_info=True)

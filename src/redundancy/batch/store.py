@@ -14,10 +14,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from redundancy import keys, resources
-from redundancy.kv.counters import incr_with_ttl
 
 STAGE_PIPELINE = 500
 """Documents written per Redis round trip when staging a batch."""
+PROGRESS_SEARCH = "search"
+PROGRESS_DOCUMENTS = "documents"
+"""Fields of a batch's progress hash: search sub-tasks finished, documents analysed."""
 
 
 class JobStore(Protocol):
@@ -26,8 +28,8 @@ class JobStore(Protocol):
     def delete(self, batch_id: str, *, partitions: int = 0, chunks: int = 0) -> None: ...
     def put_blobs(self, tables: dict[str, dict[str, bytes]], ttl: int) -> None: ...
     def get_blobs(self, key: str) -> list[bytes]: ...
-    def advance(self, batch_id: str, ttl: int) -> int: ...
-    def progress(self, batch_id: str) -> int: ...
+    def advance(self, batch_id: str, ttl: int, documents: int | None = None) -> None: ...
+    def progress(self, batch_id: str) -> tuple[int, int]: ...
 
 
 class MemoryJobStore:
@@ -36,7 +38,7 @@ class MemoryJobStore:
     def __init__(self) -> None:
         self._docs: dict[str, dict[int, tuple[str, Any]]] = {}
         self._blobs: dict[str, dict[str, bytes]] = {}
-        self._progress: dict[str, int] = {}
+        self._progress: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
     def stage(self, batch_id: str, docs: Iterable[tuple[str, Any]], ttl: int) -> int:
@@ -65,13 +67,16 @@ class MemoryJobStore:
         with self._lock:
             return list(self._blobs.get(key, {}).values())
 
-    def advance(self, batch_id: str, ttl: int) -> int:
+    def advance(self, batch_id: str, ttl: int, documents: int | None = None) -> None:
         with self._lock:
-            self._progress[batch_id] = self._progress.get(batch_id, 0) + 1
-            return self._progress[batch_id]
+            search, done = self._progress.get(batch_id, (0, 0))
+            if documents is None:
+                self._progress[batch_id] = (search + 1, done)
+            else:
+                self._progress[batch_id] = (search, done + documents)
 
-    def progress(self, batch_id: str) -> int:
-        return self._progress.get(batch_id, 0)
+    def progress(self, batch_id: str) -> tuple[int, int]:
+        return self._progress.get(batch_id, (0, 0))
 
 
 class RedisJobStore:
@@ -137,11 +142,24 @@ class RedisJobStore:
     def get_blobs(self, key: str) -> list[bytes]:
         return list(self._redis.hvals(key))
 
-    def advance(self, batch_id: str, ttl: int) -> int:
-        return incr_with_ttl(self._redis, keys.batch_progress(batch_id), ttl)
+    def advance(self, batch_id: str, ttl: int, documents: int | None = None) -> None:
+        """Count the documents an analysis sub-task analysed, or (``None``) one finished
+        search sub-task; one round trip, renewing the TTL."""
+        key = keys.batch_progress(batch_id)
+        pipe = self._redis.pipeline(transaction=False)
+        if documents is None:
+            pipe.hincrby(key, PROGRESS_SEARCH, 1)
+        else:
+            pipe.hincrby(key, PROGRESS_DOCUMENTS, documents)
+        pipe.expire(key, ttl)
+        pipe.execute()
 
-    def progress(self, batch_id: str) -> int:
-        return int(self._redis.get(keys.batch_progress(batch_id)) or 0)
+    def progress(self, batch_id: str) -> tuple[int, int]:
+        """``(search sub-tasks finished, documents analysed)``."""
+        search, documents = self._redis.hmget(
+            keys.batch_progress(batch_id), [PROGRESS_SEARCH, PROGRESS_DOCUMENTS]
+        )
+        return int(search or 0), int(documents or 0)
 
 
 def get_job_store() -> JobStore:

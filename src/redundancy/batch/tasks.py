@@ -28,7 +28,7 @@ from redundancy.batch.staging import (
     staged_text,
 )
 from redundancy.batch.store import get_job_store
-from redundancy.batch.webhooks import deliver_webhook
+from redundancy.batch.webhooks import deliver_webhook, delivery_task_id
 from redundancy.config import get_settings
 from redundancy.core import BatchItemResult, BatchResult, ItemError, SearchMode, analyze
 from redundancy.core.models import DocumentPair
@@ -77,7 +77,7 @@ def analyze_chunk(
                 error=ItemError(type=type(exc).__name__, message=str(exc)),
             )
         items.append(item.model_dump(mode="json"))
-    advance_progress(batch_id)
+    advance_progress(batch_id, documents=len(items))
     return {"kind": "analysis", "chunk": chunk, "items": items}
 
 
@@ -164,7 +164,7 @@ def merge_batch(
     event = batch_event(self.request, summary)
     emit(event)
     if webhook_url:
-        _schedule_webhook(webhook_url, event)
+        _schedule_webhook(webhook_url, event, batch_id)
     if keep_texts:
         keep_pair_texts(batch_id, found.pairs)  # the results page's diff view (redundancy.api)
     try:
@@ -225,14 +225,17 @@ def _self_score(
     return scores.__getitem__
 
 
-def _schedule_webhook(url: str, event: BatchProcessingCompletedEvent) -> None:
-    """Deliver ``event`` to ``url`` in its own task (retries wait on the broker, not here)."""
+def _schedule_webhook(url: str, event: BatchProcessingCompletedEvent, batch_id: str) -> None:
+    """Deliver ``event`` to ``url`` in its own task (retries wait on the broker, not here),
+    under an id the producer knows (``delivery_task_id``)."""
     event_id = str(event.event_id)
-    deliver_webhook.delay(
-        url,
-        event.model_dump_json(),
-        event_id=event_id,
-        event_type=event.event_type,
-        delivery_id=delivery_id(event_id, url),
-        aggregate_id=event.aggregate_id,
+    deliver_webhook.apply_async(
+        (url, event.model_dump_json()),
+        {
+            "event_id": event_id,
+            "event_type": event.event_type,
+            "delivery_id": delivery_id(event_id, url),
+            "aggregate_id": event.aggregate_id,
+        },
+        task_id=delivery_task_id(batch_id),
     )

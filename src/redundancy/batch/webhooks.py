@@ -23,6 +23,11 @@ from redundancy.workers import app
 log = logging.getLogger(__name__)
 
 
+def delivery_task_id(batch_id: str) -> str:
+    """The id of a batch's webhook delivery task, so the producer can read its report."""
+    return f"{batch_id}-webhook"
+
+
 @app.task(name=names.WEBHOOK_DELIVER, bind=True, autoretry_for=())
 def deliver_webhook(
     self: Any,

@@ -255,19 +255,27 @@ class CacheCore:
         self.book.record(ctype, "hits")
         counter = self._hit_counters.get(ctype)
         if counter is None:
-            counter = self._hit_counters[ctype] = CACHE_HITS.labels(ctype)
+            self._counters(ctype)
+            counter = self._hit_counters[ctype]
         counter.inc()
 
     def _miss(self, ctype: str) -> None:
         self.book.record(ctype, "misses")
         counter = self._miss_counters.get(ctype)
         if counter is None:
-            counter = self._miss_counters[ctype] = CACHE_MISSES.labels(ctype)
+            self._counters(ctype)
+            counter = self._miss_counters[ctype]
         counter.inc()
 
     def _rejected(self, ctype: str, full: str, reason: str) -> None:
         CACHE_REJECTED.labels(ctype, reason).inc()
         log.warning("cache value of %s refused (%s): computing it again", full, reason)
+
+    def _counters(self, ctype: str) -> None:
+        """Both counters of a cache type, created together: a hit rate needs both series
+        (a cache that only hits would otherwise show no rate at all)."""
+        self._hit_counters[ctype] = CACHE_HITS.labels(ctype)
+        self._miss_counters[ctype] = CACHE_MISSES.labels(ctype)
 
     def _error(self, ctype: str, operation: str, exc: BaseException | None) -> None:
         """Count (and log) a failed operation; raise it unless the cache fails open."""

@@ -1,12 +1,15 @@
 """The ``crd`` command: analyse, compare and batch-process text; run and check workers.
 
-Exit codes: 0 success; 1 the job failed; 2 usage or configuration error;
-3 the batch finished but some items failed (listed in the report).
+Exit codes: 0 success; 1 the job failed (or a service is unreachable, or no worker
+answers, or the webhook was not delivered); 2 usage or configuration error; 3 the batch
+finished but some items failed (listed in the report); 130 interrupted (Ctrl+C). Every
+error is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,33 +22,63 @@ from redundancy import __version__
 from redundancy.config import LOG_FORMATS
 from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, MODES, SCORERS
 from redundancy.core.scorers import MIN_THRESHOLD
-from redundancy.errors import ConfigurationError, RedundancyError
+from redundancy.errors import ConfigurationError, JobInterruptedError, RedundancyError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_ITEMS_FAILED = 3
+EXIT_INTERRUPTED = 130
 
-err_console = Console(stderr=True)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    err_console.print(f"[red]error:[/] {message}", soft_wrap=True)
+    ctx.exit(code)
 
 
 class _Group(click.Group):
-    """Turns our own errors into one clear line instead of a traceback."""
+    """Turns our own errors, unreachable services and Ctrl+C into one clear line instead
+    of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from redundancy.cli.cluster import infrastructure_problem
+
         try:
             return super().invoke(ctx)
         except ConfigurationError as exc:
-            err_console.print(f"[red]error:[/] {exc}")
-            ctx.exit(EXIT_USAGE)
+            _fail(ctx, str(exc), EXIT_USAGE)
+        except JobInterruptedError as exc:
+            err_console.print(str(exc), soft_wrap=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except RedundancyError as exc:
-            err_console.print(f"[red]error:[/] {type(exc).__name__}: {exc}")
-            ctx.exit(EXIT_FAILED)
+            _fail(ctx, f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            problem = infrastructure_problem(exc)
+            if problem is None:
+                raise
+            _fail(ctx, problem, EXIT_FAILED)
+
+
+class _Threshold(click.FloatRange):
+    """A similarity threshold: a number in [MIN_THRESHOLD, 1] (NaN is not one)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail("NaN is not a threshold: give a number in [0.01, 1]", param, ctx)
+        return number
 
 
 threshold_option = click.option(
     "--threshold",
     "-t",
-    type=click.FloatRange(MIN_THRESHOLD, 1.0),
+    type=_Threshold(MIN_THRESHOLD, 1.0),
     default=DEFAULT_THRESHOLD,
     show_default=True,
     help="similarity (0..1) at which two sentences/texts count as near duplicates",
@@ -90,7 +123,13 @@ def _set_env(**values: object) -> None:
     default=None,
     help="log lines on stderr: text or one JSON object per line (env LOG_FORMAT)",
 )
-@click.option("--log-level", default="WARNING", show_default=True, help="log level on stderr")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+    help="log level on stderr",
+)
 @click.option(
     "--correlation-id",
     default=None,
@@ -130,24 +169,42 @@ def _print_json(data: Any) -> None:
 
 def _wait(result: Any, timeout: float | None) -> Any:
     """The task's value, or exit 1 with the task's error (read from AsyncResult)."""
+    from redundancy.batch.runner import release
+
     try:
         return result.get(timeout=timeout)
-    except RedundancyError:
+    except (RedundancyError, KeyboardInterrupt):
         raise
     except Exception as exc:
+        from redundancy.cli.cluster import infrastructure_problem
+
+        if infrastructure_problem(exc) is not None:
+            raise
         raise click.ClickException(f"job {result.id} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        release(result)
+
+
+def _text_argument(value: str) -> str:
+    """FILE's text (``-``: stdin); a FIFO, a binary or non-UTF-8 file is a usage error."""
+    from redundancy.cli.inputs import read_text_argument
+
+    try:
+        return read_text_argument(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @cli.command()
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file")
 @threshold_option
 @algorithm_option
 @timeout_option
-def analyze(file: Any, threshold: float, algorithm: str, timeout: float | None) -> None:
+def analyze(file: str, threshold: float, algorithm: str, timeout: float | None) -> None:
     """How much FILE (or - for stdin) repeats itself, as JSON."""
     from redundancy.tasks import analyze_content
 
-    text = file.read()
+    text = _text_argument(file)
     _print_json(
         _wait(analyze_content.delay(text, threshold=threshold, algorithm=algorithm), timeout)
     )
@@ -167,19 +224,14 @@ def compare(
     from redundancy.tasks import compare_texts
 
     def load(value: str) -> str:
-        if literal:
-            return value
-        try:
-            return Path(value).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise click.BadParameter(f"cannot read {value}: {exc}") from exc
+        return value if literal else _text_argument(value)
 
     result = compare_texts.delay(load(a), load(b), algorithm=algorithm, threshold=threshold)
     _print_json(_wait(result, timeout))
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True))
 @threshold_option
 @algorithm_option
 @click.option(
@@ -211,6 +263,13 @@ def compare(
     help="near-duplicate search: exact finds every pair; indexed (MinHash LSH) scales "
     "further with estimated recall; auto = exact below 10,000 documents, else indexed",
 )
+@click.option(
+    "--on-interrupt",
+    type=click.Choice(["revoke", "leave"]),
+    default="revoke",
+    show_default=True,
+    help="on Ctrl+C during a cluster batch: revoke its tasks, or leave it running",
+)
 @timeout_option
 def batch(
     paths: tuple[str, ...],
@@ -223,12 +282,14 @@ def batch(
     as_json: bool,
     progress: bool | None,
     mode: str,
+    on_interrupt: str,
     timeout: float | None,
 ) -> None:
     """Analyse files, folders (recursively) or JSONL (id, text) and find near duplicates.
 
     PATH may be - for JSONL on stdin; inputs are read as a stream. Exits 3 when some
-    items failed.
+    items failed, 1 when the webhook was not delivered, 130 on Ctrl+C (printing the
+    batch id: revoked, or left running with --on-interrupt leave).
     """
     from redundancy.batch.runner import BatchRunError, no_progress, run_batch
     from redundancy.cli.inputs import read_inputs
@@ -242,9 +303,12 @@ def batch(
     from redundancy.report import TextSpool, write_batch_report
 
     console = Console()
+    if webhook_url:
+        _check_webhook(webhook_url)
     started = time.perf_counter()
     stream = JsonlStream(out) if out and output_format(out, fmt) == "jsonl" else None
-    show_progress = console.is_terminal if progress is None else progress
+    show_progress = err_console.is_terminal if progress is None else progress
+    webhook: dict[str, Any] = {}
     if report and not report.resolve().parent.is_dir():
         raise click.BadParameter(f"no folder {report.parent} to write it in", param_hint="--report")
     spool = TextSpool() if report else None
@@ -266,6 +330,8 @@ def batch(
             mode=mode,
             on_pairs=stream.pairs if stream else None,
             on_document=on_document if stream or spool is not None else None,
+            on_webhook=webhook.update,
+            on_interrupt="leave" if on_interrupt == "leave" else "revoke",
         )
     except BaseException as exc:
         if stream:
@@ -290,8 +356,30 @@ def batch(
         for path in (out, report):
             if path:
                 console.print(f"wrote {path}")
+    if webhook_url and webhook.get("status") != "delivered":
+        err_console.print(
+            f"[red]error:[/] webhook to {webhook_url} not delivered: "
+            f"{webhook.get('status', 'unknown')}: {webhook.get('error') or 'no report'}",
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_FAILED)
     if result.failed:
         sys.exit(EXIT_ITEMS_FAILED)
+
+
+def _check_webhook(url: str) -> None:
+    """Refuse a webhook the workers would refuse (not http(s), private or loopback and
+    not in WEBHOOK_ALLOWED_HOSTS, or a port not in WEBHOOK_ALLOWED_PORTS) before anything
+    is read or sent."""
+    from redundancy.config import get_settings
+    from redundancy.events.errors import WebhookRefusedError
+    from redundancy.events.webhooks import resolve_target
+
+    settings = get_settings()
+    try:
+        resolve_target(url, settings.webhook_allow_list, settings.webhook_ports)
+    except WebhookRefusedError as exc:
+        raise click.BadParameter(f"webhook refused: {exc}", param_hint="'--webhook'") from None
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def start_producer(ctx: click.Context, log_level: str, correlation_id: str | None) -> None:
-    """Logging, one correlation id for everything this command sends, metrics push."""
+    """Logging, one correlation id for everything this command sends, metrics push; on
+    a cluster, the broker and a worker must answer first (one line and exit 1 if not)."""
     from redundancy.config import get_settings
     from redundancy.observability.context import correlation_scope
     from redundancy.observability.logs import configure_logging
@@ -29,6 +30,13 @@ def start_producer(ctx: click.Context, log_level: str, correlation_id: str | Non
     if settings.prometheus_pushgateway:
         gateway = settings.prometheus_pushgateway
         ctx.call_on_close(lambda: push_metrics(gateway, ctx.invoked_subcommand or "crd"))
+    if not settings.embedded:
+        from redundancy.batch.runner import release_all
+        from redundancy.cli.cluster import ensure_cluster
+        from redundancy.workers import app
+
+        ctx.call_on_close(lambda: release_all(app))
+        ensure_cluster(app)
 
 
 def push_metrics(gateway: str, command: str) -> None:

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from redundancy.core import BatchResult, content_hash
 
@@ -51,13 +61,15 @@ def write_result(result: BatchResult, path: Path, fmt: str) -> None:
 
 class JsonlStream:
     """``--out`` JSONL written while the batch runs: each pair as soon as the sub-task that
-    found it finishes (so a huge batch's pairs can be read with ``tail -f``), then every
-    item and cluster when the batch is done. Pairs come in completion order."""
+    found it finishes (so a huge batch's pairs can be read with ``tail -f``), then the
+    pairs only the merge knows (in indexed mode, those of identical copies), every item and
+    cluster when the batch is done. Pairs come in completion order."""
 
     def __init__(self, path: Path) -> None:
         self._fh = path.open("w", encoding="utf-8")
         self._ids: list[str] = []
         self._hashes: list[str | None] = []
+        self._written: set[tuple[int, int]] = set()
 
     def document(self, doc_id: str, text: Any) -> None:
         """Called for each staged document in order: its position is its index here."""
@@ -66,6 +78,7 @@ class JsonlStream:
 
     def pairs(self, found: list[list[Any]]) -> None:
         for a, b, score in found:
+            self._written.add((a, b))
             _line(
                 self._fh,
                 {
@@ -81,6 +94,9 @@ class JsonlStream:
         self._fh.flush()
 
     def finish(self, result: BatchResult) -> None:
+        for p in result.pairs:
+            if (p.a, p.b) not in self._written:
+                _line(self._fh, {"record": "pair", **p.model_dump(mode="json")})
         _item_lines(self._fh, result, _cluster_of(result))
         _cluster_lines(self._fh, result)
         self.close()
@@ -176,16 +192,63 @@ def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: 
         console.print(table)
 
 
+class _Count(ProgressColumn):
+    """``done/total unit`` (``done unit`` while the total is unknown)."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "")
+        if task.total is None:
+            return Text(f"{int(task.completed):,} {unit}")
+        return Text(f"{int(task.completed):,}/{int(task.total):,} {unit}")
+
+
+class _Rate(ProgressColumn):
+    """Items per second over rich's recent samples."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f}/s")
+
+
+class BatchProgress:
+    """A batch on the terminal, in documents: read (and staged), then analysed, with the
+    pair search's sub-tasks beside; each row with its rate and time left."""
+
+    def __init__(self, bar: Progress) -> None:
+        self._bar = bar
+        self._read = bar.add_task("read", total=None, unit="documents")
+        self._analysed: TaskID | None = None
+        self._search: TaskID | None = None
+
+    def read(self, documents: int) -> None:
+        self._bar.update(self._read, completed=documents)
+
+    def start(self, staged: StagedBatch) -> None:
+        read = self._bar.tasks[self._read].completed
+        self._bar.update(self._read, total=read, completed=read)
+        self._analysed = self._bar.add_task("analysed", total=staged.count, unit="documents")
+        searches = staged.task_count - staged.analysis_tasks
+        if searches > 0:
+            description = f"search ({staged.mode})"
+            self._search = self._bar.add_task(description, total=searches, unit="sub-tasks")
+
+    def update(self, searches: int, documents: int) -> None:
+        if self._analysed is not None:
+            self._bar.update(self._analysed, completed=documents)
+        if self._search is not None:
+            self._bar.update(self._search, completed=searches)
+
+
 @contextmanager
-def progress_bar(staged: StagedBatch) -> Iterator[Callable[[int], None]]:
-    """A transient bar of a batch's finished sub-tasks, every phase, labelled by mode."""
+def progress_bar() -> Iterator[BatchProgress]:
+    """A transient display of a batch (see ``BatchProgress``), on stderr."""
     columns = (
-        TextColumn(f"[bold]batch ({staged.mode})"),
+        TextColumn("[bold]{task.description:<16}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("sub-tasks"),
+        _Count(),
+        _Rate(),
+        TimeRemainingColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("batch", total=staged.task_count)
-        yield lambda n: bar.advance(task, n)
+    with Progress(*columns, transient=True, console=Console(stderr=True)) as bar:
+        yield BatchProgress(bar)

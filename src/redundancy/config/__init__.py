@@ -372,6 +372,13 @@ class Settings(BaseSettings):
     flower_basic_auth: str | None = Field(
         default=None, description="user:password[,user:password] for crd flower (read by Flower)"
     )
+    task_args_preview_words: int = Field(
+        default=0,
+        ge=0,
+        le=50,
+        description="Flower and task events show this many first words of a text argument "
+        "(0: only its length and hash)",
+    )
 
     # --- Near-duplicate search modes ---
     lsh_bucket_records: int = Field(
@@ -561,8 +568,21 @@ def load_settings(**overrides: object) -> Settings:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once from the environment."""
-    return load_settings()
+    """The process's settings, read once from the environment -- with ``broker_url`` and
+    ``result_backend`` of the module named by ``CELERY_CONFIG_MODULE``, if any, in place
+    of ``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` (see ``config.overrides``)."""
+    from redundancy.config.overrides import OVERRIDE_ENV, override_name, settings_fields
+
+    from_module = settings_fields()
+    try:
+        return load_settings(**from_module)
+    except ConfigurationError as exc:
+        if not from_module:
+            raise
+        raise ConfigurationError(
+            f"{exc} (CELERY_BROKER_URL / CELERY_RESULT_BACKEND here are broker_url / "
+            f"result_backend of {OVERRIDE_ENV}={override_name()})"
+        ) from None
 
 
 __all__ = ["RETRY_BACKOFF_MAX", "Settings", "get_settings", "load_settings"]

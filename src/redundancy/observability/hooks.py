@@ -39,7 +39,7 @@ from contextvars import Token
 from datetime import datetime
 from typing import Any, TypeVar
 
-from celery import signals, states
+from celery import bootsteps, signals, states
 from celery.utils.dispatch import Signal
 
 from redundancy import names
@@ -121,17 +121,6 @@ def _stamp_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if not headers.get(CORRELATION_HEADER):
         headers[CORRELATION_HEADER] = current_correlation_id() or new_correlation_id()
     headers[SENT_AT_HEADER] = time.time()
-
-
-@guarded("metrics")
-def _count_sent(
-    sender: Any = None,
-    headers: dict[str, Any] | None = None,
-    routing_key: str | None = None,
-    **_: Any,
-) -> None:
-    name = (headers or {}).get("task") or str(sender)
-    m.TASK_SENT.labels(name, _host(), routing_key or "").inc()
 
 
 # --- worker main process -----------------------------------------------------------------
@@ -393,11 +382,35 @@ def _trace_producer() -> None:
     configure_tracing(settings.service_name, settings.otel_exporter_otlp_endpoint)
 
 
+# --- the consumer's broker connection -----------------------------------------------------
+
+
+class BrokerConnection(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery is untyped
+    """A consumer bootstep after Celery's ``Connection`` step: started each time the
+    consumer has (re)connected to the broker, stopped when it loses the connection (the
+    consumer restarts its steps and reconnects), so ``celery_worker_up`` is 0 while a
+    worker cannot consume -- the celery-mixin's ``CeleryWorkerDown`` then fires."""
+
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, parent: Any) -> None:
+        _state.connected = True
+
+    def stop(self, parent: Any) -> None:
+        _state.connected = False
+
+    def shutdown(self, parent: Any) -> None:
+        _state.connected = False
+
+
+CONSUMER_STEPS: tuple[type[bootsteps.StartStopStep], ...] = (BrokerConnection,)
+"""Consumer bootsteps ``create_app`` adds to the app (``app.steps["consumer"]``)."""
+
+
 # --- registration ------------------------------------------------------------------------
 
 HANDLERS: tuple[tuple[Signal, Callable[..., Any]], ...] = (
     (signals.before_task_publish, _stamp_headers),
-    (signals.after_task_publish, _count_sent),
     (signals.celeryd_init, _no_tracing_in_worker_main),
     (signals.celeryd_init, _json_from_the_first_line),
     (signals.worker_init, _start_endpoint),

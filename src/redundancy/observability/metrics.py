@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 TASK_LABELS = ("name", "hostname", "queue_name")
 
 # --- celery-exporter's task metrics (names, labels and help as in its source) ---------
-TASK_SENT = Counter("celery_task_sent", "Sent when a task message is published.", TASK_LABELS)
+# celery_task_sent_total is counted from task-sent events by one worker (``sent``) and
+# exported by WorkerStateCollector.
 TASK_RECEIVED = Counter(
     "celery_task_received", "Sent when the worker receives a task.", TASK_LABELS
 )
@@ -200,14 +201,20 @@ class WorkerState:
 
     hostname: str = ""
     ready: bool = False
+    connected: bool = False
+    """The consumer holds a broker connection (a consumer bootstep keeps this current)."""
     concurrency: int = 0
     queues: list[str] = field(default_factory=list)
     queue_lengths: dict[str, int] | None = None
     consumer_counts: dict[str, int] | None = None
+    sent: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """task-sent events counted by this worker: ``(name, hostname, queue_name) -> n``."""
+    sent_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class WorkerStateCollector:
-    """celery-exporter's worker and queue gauges, from the main process's live state.
+    """celery-exporter's worker and queue gauges and its sent counter, from the main
+    process's live state.
 
     ``celery_active_worker_count`` / ``celery_active_process_count`` are this worker's
     share (1 and its pool size per consumed queue): ``sum by (queue_name)`` over all
@@ -219,15 +226,16 @@ class WorkerStateCollector:
         self.state = state
 
     def describe(self) -> list[Metric]:
-        return list(self._families())
+        return [*self._families(), self._sent_family()]
 
     def collect(self) -> Iterator[Metric]:
         from celery.worker.state import active_requests
 
         s = self.state
         up, active, workers, processes, lengths, consumers = self._families()
-        if s.hostname:
-            up.add_metric([s.hostname], 1.0 if s.ready else 0.0)
+        sent = self._sent_family()
+        if s.hostname:  # up: ready and connected to the broker (0 while it reconnects)
+            up.add_metric([s.hostname], 1.0 if s.ready and s.connected else 0.0)
             active.add_metric([s.hostname], float(len(active_requests)))
             for queue in s.queues:
                 workers.add_metric([queue], 1.0)
@@ -236,7 +244,11 @@ class WorkerStateCollector:
             lengths.add_metric([queue], float(length))
         for queue, count in sorted((s.consumer_counts or {}).items()):
             consumers.add_metric([queue], float(count))
-        yield from (up, active, workers, processes, lengths, consumers)
+        with s.sent_lock:
+            counted = sorted(s.sent.items())
+        for labels, count in counted:
+            sent.add_metric(list(labels), float(count))
+        yield from (up, active, workers, processes, lengths, consumers, sent)
 
     @staticmethod
     def _families() -> tuple[GaugeMetricFamily, ...]:
@@ -271,6 +283,12 @@ class WorkerStateCollector:
                 "The number of active consumer in broker queue.",
                 labels=["queue_name"],
             ),
+        )
+
+    @staticmethod
+    def _sent_family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "celery_task_sent", "Sent when a task message is published.", labels=list(TASK_LABELS)
         )
 
 

@@ -3,8 +3,9 @@
 A daemon thread (``WorkerMonitor``) wakes every ``METRICS_INTERVAL`` seconds, compacts
 the metric files of exited pool processes and -- if this worker holds the
 queue-reporter lease -- measures our queues on its own broker connection (with
-timeouts), never the consumer's: a slow or unreachable broker delays a gauge, never a
-task. Only one worker at a time reports queue lengths (a lease in the result backend's
+timeouts), never the consumer's, and keeps the task-sent event counter running
+(``sent``): a slow or unreachable broker delays a gauge, never a task. Only one worker
+at a time reports queue lengths and counts sends (a lease in the result backend's
 Redis), so ``sum(celery_queue_length) by (queue_name)`` -- celery-mixin's alert -- counts
 each message once however many workers run.
 """
@@ -80,6 +81,7 @@ class WorkerMonitor(threading.Thread):
         self.interval, self.lease = interval, lease
         self.stopping = threading.Event()
         self._connection: Any = None
+        self._sent: Any = None
 
     def run(self) -> None:
         while True:
@@ -87,6 +89,7 @@ class WorkerMonitor(threading.Thread):
             if self.stopping.wait(self.interval):
                 break
         self._close()
+        self._stop_sent_counter()
         if self.lease is not None:
             try:
                 self.lease.release()
@@ -113,7 +116,9 @@ class WorkerMonitor(threading.Thread):
     def measure(self) -> None:
         if self.lease is not None and not self.lease.hold():
             self.state.queue_lengths = self.state.consumer_counts = None
+            self._stop_sent_counter()
             return
+        self._start_sent_counter()
         if self._connection is None:
             self._connection = probe_connection(self.app)
             self._connection.ensure_connection(
@@ -123,6 +128,19 @@ class WorkerMonitor(threading.Thread):
         self.state.queue_lengths = {q: n for q, (n, _) in found.items()}
         consumers = {q: c for q, (_, c) in found.items() if c is not None}
         self.state.consumer_counts = consumers or None
+
+    def _start_sent_counter(self) -> None:
+        """The lease holder counts the cluster's task-sent events (``sent``)."""
+        if self._sent is None or not self._sent.is_alive():
+            from redundancy.observability.sent import SentEventCounter
+
+            self._sent = SentEventCounter(self.app, self.state)
+            self._sent.start()
+
+    def _stop_sent_counter(self) -> None:
+        if self._sent is not None:
+            self._sent.stop()
+            self._sent = None
 
     def _close(self) -> None:
         if self._connection is not None:

@@ -2,8 +2,10 @@
 
 On only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (OTLP over HTTP/protobuf, the
 collector's port 4318; the standard ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables
-tune the exporter and batching). With it unset nothing is installed and spans cost
-nothing.
+tune the exporter and batching) and the ``tracing`` extra is installed (the SDK, the OTLP
+exporter and the Celery instrumentation; the package itself needs only the API). With it
+unset nothing is installed and spans cost nothing; set without the extra, one warning
+says how to install it.
 
 opentelemetry-instrumentation-celery makes a PRODUCER span around every publish (and
 puts the W3C ``traceparent`` in the message headers) and a CONSUMER span around every
@@ -62,10 +64,14 @@ def configure_tracing(
         return True
     if exporter is None and not endpoint:
         return False
-    from opentelemetry.instrumentation.celery import CeleryInstrumentor
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        _hint_missing_extra(exc)
+        return False
 
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -83,6 +89,21 @@ def configure_tracing(
     phases.set_phase_hook(_phase_span(tracer))
     _active = _Tracing(os.getpid(), provider, tracer)
     return True
+
+
+TRACING_EXTRA_HINT = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT is set but tracing is not installed ({missing}); no traces "
+    "are sent: pip install 'content-redundancy-detector[tracing]'"
+)
+_hinted = False
+
+
+def _hint_missing_extra(exc: ImportError) -> None:
+    """One warning per process: tracing is asked for, but its extra is not installed."""
+    global _hinted
+    if not _hinted:
+        _hinted = True
+        log.warning(TRACING_EXTRA_HINT.format(missing=exc.name or exc))
 
 
 def shutdown_tracing() -> None:

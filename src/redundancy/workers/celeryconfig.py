@@ -13,7 +13,9 @@ from redundancy.config import REDIS_SCHEMES, Settings, get_settings
 from redundancy.retry import PUBLISH_RETRY
 from redundancy.workers.routing import DEFAULT_QUEUE, TASK_ROUTES, task_queues
 
-EMBEDDED_BROKER = "memory://"
+EMBEDDED_BROKER = "memory://localhost/"
+"""In-process transport of the embedded default (a host named, or kombu warns on every
+command that none was supplied)."""
 EMBEDDED_BACKEND = "cache+memory://"
 
 

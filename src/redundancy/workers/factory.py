@@ -1,26 +1,20 @@
 """``create_app()``: the Celery application, its settings and its hooks.
 
 Importing this module builds nothing; ``redundancy.workers.app`` builds the process's
-app on first use. Settings come from ``redundancy.workers.celeryconfig``; then, as
-documented for ops, a ``celeryconfig`` module named by ``CELERY_CONFIG_MODULE`` -- or a
-``celeryconfig.py`` in the working directory -- may override any of them.
+app on first use. Settings come from ``redundancy.workers.celeryconfig``; then the ops
+module named by ``CELERY_CONFIG_MODULE``, if any, overrides any of them (never a module
+found implicitly in the working directory: ``redundancy.config.overrides``).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
-from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 from celery import Celery
 
 from redundancy.config import get_settings
+from redundancy.config.overrides import celery_overrides
 from redundancy.workers.celeryconfig import celery_settings
-
-OVERRIDE_ENV = "CELERY_CONFIG_MODULE"
 
 HOOK_MODULES: tuple[str, ...] = (
     "redundancy.cache.hooks",
@@ -30,32 +24,8 @@ HOOK_MODULES: tuple[str, ...] = (
 """Modules whose ``register()`` connects their Celery signal handlers (dramatiq's
 ``add_middleware``): the cache's statistics, the events' outbox writes and relay, and
 metrics, tracing and logs. Importing one connects nothing; ``create_app`` registers each,
-in producers and workers alike. Imported by name, after the metrics folder is chosen."""
-
-
-def _override_module() -> ModuleType | None:
-    name = os.environ.get(OVERRIDE_ENV)
-    if name:
-        return importlib.import_module(name)
-    local = Path.cwd() / "celeryconfig.py"
-    if local.is_file():
-        spec = importlib.util.spec_from_file_location("celeryconfig", local)
-        if spec and spec.loader:
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            return module
-    return None
-
-
-def _overrides(module: ModuleType | None) -> dict[str, Any]:
-    if module is None:
-        return {}
-    return {
-        k: v
-        for k, v in vars(module).items()
-        if k.islower() and not k.startswith("_") and not callable(v)
-        and not isinstance(v, ModuleType)
-    }  # fmt: skip
+in producers and workers alike, and adds the worker consumer bootsteps a module lists in
+``CONSUMER_STEPS``. Imported by name, after the metrics folder is chosen."""
 
 
 def _prepare_metrics_folder() -> None:
@@ -75,10 +45,16 @@ def create_app() -> Celery:
     """Build an app from settings plus the ops override module, if any, and register
     every hook (``register()`` is idempotent, so a second app adds no second handler)."""
     _prepare_metrics_folder()
-    app = Celery("redundancy", task_cls="redundancy.workers.base:RedundancyTask")
+    app = Celery(
+        "redundancy",
+        task_cls="redundancy.workers.base:RedundancyTask",
+        amqp="redundancy.workers.argsrepr:SummarizingAMQP",  # argument summaries, not texts
+    )
     conf = celery_settings()
-    conf.update(_overrides(_override_module()))
+    conf.update(celery_overrides())
     app.config_from_object(conf)
     for module in HOOK_MODULES:
-        importlib.import_module(module).register()
+        hooks = importlib.import_module(module)
+        hooks.register()
+        app.steps["consumer"].update(getattr(hooks, "CONSUMER_STEPS", ()))
     return app

@@ -19,6 +19,7 @@ from redundancy.names import (
     BATCH_PAIR_SHARD,
     BATCH_QUEUE,
     BATCH_SUBTASK_PREFIX,
+    CELERY_QUEUE,
     COMPARE_TEXTS,
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
@@ -49,7 +50,15 @@ def task_queues(dead_lettering: bool = True) -> tuple[Queue, ...]:
 
     arguments = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE} if dead_lettering else None
     return tuple(
-        Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments)
+        Queue(
+            name,
+            Exchange(name, type="direct"),
+            routing_key=name,
+            # Celery's own default queue keeps Celery's declaration: a plain producer
+            # (``send_task`` without a queue) declares it without arguments, and RabbitMQ
+            # refuses a second declaration with other arguments.
+            queue_arguments=None if name == CELERY_QUEUE else arguments,
+        )
         for name in QUEUES
     )
 
@@ -66,6 +75,7 @@ __all__ = [
     "BATCH_PAIR_SHARD",
     "BATCH_QUEUE",
     "BATCH_SUBTASK_PREFIX",
+    "CELERY_QUEUE",
     "COMPARE_TEXTS",
     "DEAD_LETTER_EXCHANGE",
     "DEAD_LETTER_QUEUE",

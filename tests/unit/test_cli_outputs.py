@@ -1,0 +1,89 @@
+"""`crd batch --out`: every search mode writes the same records for the same corpus."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from redundancy.cli import cli
+
+CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
+
+
+def _records(path: Path) -> dict[str, list[str]]:
+    by_kind: dict[str, list[str]] = {"pair": [], "item": [], "cluster": []}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        kind = record["record"]
+        if kind == "pair":  # compared by ids (positions depend on the staging order)
+            record = {k: record[k] for k in ("id_a", "id_b", "score", "exact")}
+        by_kind[kind].append(json.dumps(record, sort_keys=True))
+    return {kind: sorted(lines) for kind, lines in by_kind.items()}
+
+
+def test_indexed_jsonl_has_the_pairs_of_identical_texts_like_exact(tmp_path):
+    # Given a corpus with identical texts: the sample corpus plus three copies of a policy
+    corpus = tmp_path / "corpus"
+    shutil.copytree(CORPUS, corpus)
+    policy = next(iter(sorted((corpus / "policies").glob("*.txt"))))
+    for n in range(3):
+        shutil.copy(policy, corpus / f"copy-{n}.txt")
+
+    # When the batch runs in exact and in indexed mode, each writing JSONL
+    outs = {}
+    for mode in ("exact", "indexed"):
+        outs[mode] = tmp_path / f"{mode}.jsonl"
+        run = CliRunner().invoke(
+            cli, ["batch", str(corpus), "--mode", mode, "--out", str(outs[mode])]
+        )
+        assert run.exit_code == 0, run.output
+
+    # Then both files hold the same pairs (the copies' among them), items and clusters
+    exact, indexed = _records(outs["exact"]), _records(outs["indexed"])
+    copies = {f"copy-{n}.txt" for n in range(3)}
+    identical = [p for p in map(json.loads, exact["pair"]) if {p["id_a"], p["id_b"]} <= copies]
+    assert len(identical) == 3 and all(p["exact"] for p in identical)
+    assert indexed["pair"] == exact["pair"]
+    assert indexed["cluster"] == exact["cluster"]
+    assert indexed["item"] == exact["item"]
+
+
+def test_the_progress_display_counts_documents_read_and_analysed(settings_env):
+    # Given small chunks (several analysis and search sub-tasks) and a display that records
+    from contextlib import contextmanager
+
+    from rich.progress import Progress
+
+    from redundancy.batch.runner import run_batch
+    from redundancy.cli.inputs import read_inputs
+    from redundancy.cli.output import BatchProgress
+
+    settings_env(BATCH_CHUNK_SIZE="7")
+    bar = Progress(disable=True)
+    reads: list[int] = []
+
+    class Recording(BatchProgress):
+        def read(self, documents: int) -> None:
+            reads.append(documents)
+            super().read(documents)
+
+    @contextmanager
+    def display():
+        yield Recording(bar)
+
+    # When a batch of the sample corpus runs with it
+    result = run_batch(read_inputs([str(CORPUS)]), threshold=0.8, algorithm="ratio",
+                       progress=display, mode="exact")  # fmt: skip
+
+    # Then it counted every document as read, then as analysed, and every search sub-task
+    count = result.document_count
+    chunks = -(-count // 7)
+    rows = {task.description: task for task in bar.tasks}
+    assert reads == list(range(1, count + 1))
+    assert (rows["read"].completed, rows["read"].total) == (count, count)
+    assert (rows["analysed"].completed, rows["analysed"].total) == (count, count)
+    search = rows["search (exact)"]
+    assert search.completed == search.total == chunks * (chunks + 1) // 2
