@@ -122,7 +122,8 @@ def test_a_webhook_that_is_not_delivered_fails_the_command():
     # When a batch runs with it (one attempt)
     out = crd(
         "batch", "--webhook", url, "examples/corpus/policies",
-        WEBHOOK_ALLOWED_HOSTS="127.0.0.1", WEBHOOK_ALLOWED_PORTS=str(port), WEBHOOK_MAX_ATTEMPTS="1",
+        WEBHOOK_ALLOWED_HOSTS="127.0.0.1", WEBHOOK_ALLOWED_PORTS=str(port),
+        WEBHOOK_MAX_ATTEMPTS="1",
     )  # fmt: skip
 
     # Then the summary is printed, and the command fails naming the webhook
