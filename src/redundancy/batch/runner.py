@@ -63,12 +63,14 @@ def run_batch(
     mode: str = "auto",
     on_pairs: PairSink | None = None,
     on_document: Callable[[str, Any], None] | None = None,
+    expand_identical: bool = False,
 ) -> BatchResult:
     """Stage readable inputs as they are read, run the batch, and add unreadable inputs as
     failed items (only those are kept in memory here).
 
     ``on_document(id, text)`` sees each staged document in order (its position);
-    ``on_pairs`` receives each pair sub-task's pairs as soon as it finishes.
+    ``on_pairs`` receives each pair sub-task's pairs as soon as it finishes (between the
+    sub-task's first copies of each text; the result moves them onto representatives).
     """
     unreadable: list[Input] = []
     seen = 0
@@ -85,7 +87,14 @@ def run_batch(
                 unreadable.append(item)
 
     try:
-        staged = stage_batch(readable(), threshold, algorithm, webhook_url, mode=mode)
+        staged = stage_batch(
+            readable(),
+            threshold,
+            algorithm,
+            webhook_url,
+            mode=mode,
+            expand_identical=expand_identical,
+        )
     except InvalidInputError:
         if seen == 0:
             raise InvalidInputError("no input documents found") from None

@@ -8,7 +8,7 @@
                              rapidfuzz)                   -> pairs, into merge_batch
 
 Identical texts are searched once, as in-process: a bucket keeps the first copy of each
-text, and merge_batch adds the pairs of the copies (``expand_identical``).
+text, and merge_batch reports the copies as duplicate groups (``core.duplicates``).
 
 Every task holds a bounded amount: one chunk of documents (1, 3 in slices of
 ``LSH_VERIFY_PAIRS`` candidate pairs) or one partition of band records (2, about

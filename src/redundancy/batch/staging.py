@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from redundancy.batch.store import get_job_store
@@ -41,7 +41,7 @@ def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
     duplicate id fails the whole batch, because results could not be told apart. Only the
     ids are remembered, so the items may be a stream of any length.
     """
-    if isinstance(items, str | bytes | bytearray | dict):
+    if isinstance(items, str | bytes | bytearray | Mapping) or not isinstance(items, Iterable):
         raise InvalidInputError(
             f"items must be a list of texts or {{id, text}} objects, got {type(items).__name__}"
         )

@@ -199,6 +199,12 @@ def compare(
 @click.option("--json", "as_json", is_flag=True, help="print the full result as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a TTY)")
 @click.option(
+    "--expand-identical",
+    is_flag=True,
+    help="list every pair of identical documents too, up to EXPAND_IDENTICAL_MAX_PAIRS "
+    "(default: each identical text is one duplicate group)",
+)
+@click.option(
     "--mode",
     type=click.Choice(list(MODES)),
     default="auto",
@@ -216,6 +222,7 @@ def batch(
     webhook_url: str | None,
     as_json: bool,
     progress: bool | None,
+    expand_identical: bool,
     mode: str,
     timeout: float | None,
 ) -> None:
@@ -249,6 +256,7 @@ def batch(
             mode=mode,
             on_pairs=stream.pairs if stream else None,
             on_document=stream.document if stream else None,
+            expand_identical=expand_identical,
         )
     except BaseException as exc:
         if stream:

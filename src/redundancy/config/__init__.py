@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from redundancy.core.duplicates import DEFAULT_MAX_EXPANDED_PAIRS
 from redundancy.errors import ConfigurationError
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory")
@@ -117,6 +118,12 @@ class Settings(BaseSettings):
     )
     batch_ttl: int = Field(
         default=86_400, gt=0, description="lifetime of staged batch documents (s)"
+    )
+    expand_identical_max_pairs: int = Field(
+        default=DEFAULT_MAX_EXPANDED_PAIRS,
+        ge=0,
+        description="document pairs a result expanded on request (expand_identical) lists "
+        "at most; duplicate groups always list every copy",
     )
 
     # --- Events, outbox and webhooks (issue 3) ---
