@@ -65,7 +65,7 @@ def lsh_sign(
     partitions: int,
 ) -> dict[str, Any]:
     """Band keys of one chunk, filed by partition (``key % partitions``)."""
-    docs = comparable_documents(load_chunk(batch_id, chunk, chunk_size, count))
+    docs = comparable_documents(load_chunk(batch_id, chunk, chunk_size, count), algorithm)
     if docs:
         tables = partition_tables(docs, algorithm, LSHParams(**lsh), partitions)
         get_job_store().put_blobs(
@@ -123,7 +123,8 @@ def lsh_verify(
     step = settings.lsh_verify_pairs
     for s in range(0, low.size, step):
         a, b = low[s : s + step], high[s : s + step]
-        docs = comparable_documents(load_positions(batch_id, np.union1d(a, b).tolist()))
+        loaded = load_positions(batch_id, np.union1d(a, b).tolist())
+        docs = comparable_documents(loaded, algorithm)
         found = verify_candidates(a, b, docs, algorithm, threshold, workers=settings.cdist_workers)
         out += [list(pair) for pair in found]
     advance_progress(batch_id)

@@ -110,11 +110,12 @@ def load_positions(batch_id: str, positions: Sequence[int]) -> list[StagedDocume
     return [(p, doc[0], doc[1]) for p, doc in zip(positions, loaded, strict=True) if doc]
 
 
-def comparable_documents(loaded: Iterable[StagedDocument]) -> list[Document]:
-    """The loaded documents that are valid text, ready to compare (the others are reported
-    by ``analyze_chunk`` and never paired)."""
+def comparable_documents(loaded: Iterable[StagedDocument], algorithm: str) -> list[Document]:
+    """The loaded documents that are valid text ``algorithm`` can compare, ready to
+    compare (the others are reported by ``analyze_chunk`` and never paired)."""
     max_chars = get_settings().max_text_chars
-    return valid_documents(((p, text) for p, _id, text in loaded), max_chars=max_chars)
+    items = ((p, text) for p, _id, text in loaded)
+    return valid_documents(items, max_chars=max_chars, algorithm=algorithm)
 
 
 def advance_progress(batch_id: str) -> None:

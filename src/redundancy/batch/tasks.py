@@ -35,8 +35,10 @@ from redundancy.core import (
     SearchMode,
     analyze,
 )
+from redundancy.core.cost import PARTIAL_SCORERS, check_partial_length
 from redundancy.core.models import GROUPED_FIELDS
 from redundancy.core.neardup import Document, assemble, pairs_between, valid_documents
+from redundancy.core.text import normalise, validate_text
 from redundancy.errors import InvalidInputError, RedundancyError
 from redundancy.events.emitter import emit
 from redundancy.events.factories import batch_event
@@ -58,19 +60,16 @@ def analyze_chunk(
     """
     settings = get_settings()
     items = []
-    done: dict[str, AnalysisResult] = {}
+    done: dict[str, AnalysisResult | InvalidInputError] = {}
     for position, doc_id, text in load_chunk(batch_id, chunk, chunk_size, count):
         try:
             staged = staged_text(text)
             if staged not in done:
-                done[staged] = analyze(
-                    staged,
-                    threshold,
-                    algorithm=algorithm,
-                    max_chars=settings.max_text_chars,
-                    workers=settings.cdist_workers,
-                )
-            item = BatchItemResult(position=position, id=doc_id, analysis=done[staged])
+                done[staged] = _analysis(staged, threshold, algorithm)
+            outcome = done[staged]
+            if isinstance(outcome, InvalidInputError):
+                raise outcome
+            item = BatchItemResult(position=position, id=doc_id, analysis=outcome)
         except Exception as exc:  # one item never fails the batch
             if not isinstance(exc, InvalidInputError):
                 log.exception("batch %s item %s failed", batch_id, doc_id)
@@ -78,16 +77,37 @@ def analyze_chunk(
                 position=position,
                 id=doc_id,
                 error=ItemError(type=type(exc).__name__, message=str(exc)),
-                content_hash=_comparable_hash(position, text, settings.max_text_chars),
+                content_hash=_text_hash(position, text, settings.max_text_chars),
             )
         items.append(item.model_dump(mode="json"))
     advance_progress(batch_id)
     return {"kind": "analysis", "chunk": chunk, "items": items}
 
 
-def _comparable_hash(position: int, text: Any, max_chars: int) -> str | None:
-    """Content hash of an item whose analysis failed but which the search still compares
-    (``comparable_documents``), so the merge groups and pairs it like the others."""
+def _analysis(text: str, threshold: float, algorithm: str) -> AnalysisResult | InvalidInputError:
+    """One item's analysis, or the input error that refuses it (kept, so copies of the
+    text are refused without redoing the work). A text too long for a partial scorer to
+    compare as a whole fails here too, so the report says why it has no pairs."""
+    settings = get_settings()
+    try:
+        if algorithm in PARTIAL_SCORERS:
+            valid = validate_text(text, max_chars=settings.max_text_chars)
+            check_partial_length(normalise(valid), algorithm, "document")
+        return analyze(
+            text,
+            threshold,
+            algorithm=algorithm,
+            max_chars=settings.max_text_chars,
+            workers=settings.cdist_workers,
+            max_seconds=settings.max_work_seconds,
+        )
+    except InvalidInputError as exc:
+        return exc
+
+
+def _text_hash(position: int, text: Any, max_chars: int) -> str | None:
+    """Content hash of an item whose analysis failed but which is valid text, so the
+    merge groups it with its copies and pairs it when the search compared it."""
     docs = valid_documents([(position, text)], max_chars=max_chars)
     return docs[0].content_hash if docs else None
 
@@ -108,7 +128,7 @@ def pair_shard(
     by ``mode`` (``all-pairs`` or ``exact``: the same pairs either way)."""
 
     def documents(chunk: int) -> list[Document]:
-        return comparable_documents(load_chunk(batch_id, chunk, chunk_size, count))
+        return comparable_documents(load_chunk(batch_id, chunk, chunk_size, count), algorithm)
 
     left_docs = documents(left)
     right_docs = None if left == right else documents(right)

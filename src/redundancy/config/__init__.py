@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from redundancy.core.cost import DEFAULT_MAX_WORK_SECONDS
 from redundancy.core.duplicates import DEFAULT_MAX_EXPANDED_PAIRS
 from redundancy.errors import ConfigurationError
 
@@ -113,6 +114,12 @@ class Settings(BaseSettings):
 
     # Work limits.
     max_text_chars: int = Field(default=1_000_000, gt=0)
+    max_work_seconds: float = Field(
+        default=DEFAULT_MAX_WORK_SECONDS,
+        gt=0,
+        description="estimated CPU seconds one analysis or comparison may cost; costlier "
+        "input is refused before scoring (redundancy.core.cost)",
+    )
     batch_chunk_size: int = Field(
         default=500, gt=0, description="documents per batch sub-task (analysis and pair shards)"
     )

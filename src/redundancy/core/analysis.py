@@ -12,6 +12,9 @@ threshold 0.8), also checked by the unit tests:
 * ``"Every sentence here is different. Nothing repeats at all."``: -> 0.0.
 
 A text of ``n`` identical sentences scores ``(n - 1) / n``; one sentence always scores 0.
+Only distinct sentences are scored, and only when there are two or more of them; their
+comparison is refused before it starts when it would cost more than ``max_seconds``
+(``redundancy.core.cost``).
 ``lexical_redundancy`` keeps the original service's word-level measure,
 ``1 - unique_words / word_count``.
 """
@@ -23,6 +26,7 @@ from typing import Final
 
 import numpy as np
 
+from redundancy.core.cost import DEFAULT_MAX_WORK_SECONDS, check_work, is_wide, pairs_seconds
 from redundancy.core.models import (
     AnalysisResult,
     RepeatedPhrase,
@@ -63,8 +67,13 @@ def analyze(
     algorithm: str = DEFAULT_ALGORITHM,
     max_chars: int = DEFAULT_MAX_CHARS,
     workers: int = 1,
+    max_seconds: float = DEFAULT_MAX_WORK_SECONDS,
 ) -> AnalysisResult:
-    """Measure how much ``text`` repeats itself (see the module docstring)."""
+    """Measure how much ``text`` repeats itself (see the module docstring).
+
+    Raises ``WorkLimitError`` when comparing its distinct sentences would cost more than
+    ``max_seconds`` by ``redundancy.core.cost``'s model (before any scoring).
+    """
     validate_text(text, max_chars=max_chars)
     threshold = validate_threshold(threshold)
     scorer = get_scorer(algorithm)
@@ -84,9 +93,10 @@ def analyze(
     copies = np.flatnonzero(redundant)  # exact repeats of an earlier sentence
     reps = np.flatnonzero(~redundant)  # first occurrences, in text order
 
-    found = find_pairs(
-        [norm_sentences[i] for i in reps], scorer=scorer, threshold=threshold, workers=workers
-    )
+    distinct = [norm_sentences[i] for i in reps]
+    estimate = pairs_seconds(algorithm, [len(x) for x in distinct], wide=is_wide(normalised))
+    check_work(estimate, max_seconds, f"comparing the {len(distinct):,} distinct sentences")
+    found = find_pairs(distinct, scorer=scorer, threshold=threshold, workers=workers)
     # reps are in text order, so in each pair (left < right) the right one is the later.
     redundant[reps[found.right]] = True
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from redundancy.core.bounds import bounds_apply, exact_pairs
+from redundancy.core.cost import check_partial_length
 from redundancy.core.duplicates import (
     DEFAULT_MAX_EXPANDED_PAIRS,
     Grouping,
@@ -92,16 +93,23 @@ class Document:
 
 
 def valid_documents(
-    items: Iterable[tuple[int, object]], *, max_chars: int = DEFAULT_MAX_CHARS
+    items: Iterable[tuple[int, object]],
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    algorithm: str | None = None,
 ) -> list[Document]:
-    """Documents of the ``(position, text)`` items that are valid text; invalid ones are
-    left out (a batch reports them per item and never pairs them)."""
+    """Documents of the ``(position, text)`` items that are valid text (and, given the
+    ``algorithm``, short enough for it to compare: ``cost.PARTIAL_MAX_CHARS``); the others
+    are left out (a batch reports them per item and never pairs them)."""
     docs = []
     for position, text in items:
         try:
-            docs.append(Document.from_text(position, validate_text(text, max_chars=max_chars)))
+            doc = Document.from_text(position, validate_text(text, max_chars=max_chars))
+            if algorithm is not None:
+                check_partial_length(doc.normalised, algorithm, "document")
         except InvalidInputError:
             continue
+        docs.append(doc)
     return docs
 
 
@@ -134,12 +142,11 @@ def near_duplicates(
             raise InvalidInputError(f"ids has {len(ids)} entries for {len(texts)} texts")
     names = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
     with phase(NORMALISE):
-        docs = [
-            Document.from_text(
-                i, validate_text(t, max_chars=max_chars, name=f"document {names[i]!r}")
-            )
-            for i, t in enumerate(texts)
-        ]
+        docs = []
+        for i, t in enumerate(texts):
+            name = f"document {names[i]!r}"
+            docs.append(Document.from_text(i, validate_text(t, max_chars=max_chars, name=name)))
+            check_partial_length(docs[-1].normalised, algorithm, name)
     hashes = [d.content_hash for d in docs]
     used = resolve_mode(mode, len(set(hashes)), algorithm, threshold)
     # LSH parameters from the document count (not the distinct count): what a batch of

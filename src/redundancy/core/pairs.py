@@ -69,7 +69,11 @@ def find_pairs(
     ``(i, j)`` with ``i`` in ``rows`` and ``j`` in ``columns``. Texts are compared as given
     (``processor=None``): callers normalise first. ``workers`` is rapidfuzz's thread count
     (-1 = all cores); keep it 1 inside a prefork worker so parallelism stays one layer.
+    Fewer than two rows (``columns`` None) or an empty side have no pairs: nothing is
+    scored (a single long sentence once cost a full self-comparison here).
     """
+    if len(rows) < (2 if columns is None else 1) or (columns is not None and not columns):
+        return PairArrays.empty()
     with phase(CDIST):
         return _find_pairs(rows, columns, scorer, threshold, block_size, workers)
 

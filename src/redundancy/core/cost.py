@@ -1,0 +1,139 @@
+"""What a comparison costs before it runs: a worst-case model, and the limits built on it.
+
+rapidfuzz scores in native code that no soft time limit can interrupt, so the work is
+bounded *before* it starts. The model is the cost of rapidfuzz's algorithms, fitted
+(rounded up) to the worst cases measured on the 2-core reference machine
+(``benchmarks/worst_case.py``; README "Worst-case cost"):
+
+* ``ratio``, ``token_sort_ratio``, ``token_set_ratio`` compute an LCS bit-parallel: texts
+  of ``m <= n`` characters cost ``ceil(m / 64) * n`` machine-word operations, about 10x
+  dearer when a text holds a character above U+00FF (rapidfuzz then looks characters up
+  in a hash map). ``token_set_ratio`` runs up to three such alignments.
+* ``partial_ratio`` slides the shorter text along the longer one: about ``m^2 * n / 64``,
+  so tens of KB take minutes. ``WRatio`` runs four ratios and, when one text is 1.5x
+  longer than the other, two partial ratios.
+* every scored pair has a fixed cost (``PAIR_SECONDS``), which dominates short sentences.
+
+Two limits follow: a text compared as a whole by ``partial_ratio`` or ``WRatio`` has at
+most ``PARTIAL_MAX_CHARS`` characters (a corpus of such texts still costs n^2 pairs);
+and one analysis or comparison may cost at most ``max_seconds`` by this model
+(``MAX_WORK_SECONDS``), else it is refused with ``WorkLimitError`` before any scoring.
+The estimates are also what a task's time limit can be derived from (``worst_case``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final
+
+from redundancy.errors import WorkLimitError
+
+WORD_SECONDS_NARROW: Final = 2e-9
+"""One machine-word step of an LCS over texts of code points <= U+00FF."""
+WORD_SECONDS_WIDE: Final = 2.5e-8
+"""The same step when a text holds a code point above U+00FF."""
+PAIR_SECONDS: Final = 2e-8
+"""Fixed cost of one scored pair (call, set-up, result), what short sentences cost."""
+PARTIAL_WORD_SECONDS: Final = 8e-9
+"""One step of ``partial_ratio``'s ``m^2 * n / 64`` (any alphabet)."""
+TOKEN_SET_ALIGNMENTS: Final = 3
+"""LCS alignments ``token_set_ratio`` runs at most (intersection with each difference)."""
+WRATIO_ALIGNMENTS: Final = 5
+"""Ratio-like alignments ``WRatio`` runs (ratio, token sort, token set)."""
+WRATIO_PARTIALS: Final = 2
+"""Partial alignments ``WRatio`` adds when one text is ``WRATIO_PARTIAL_FROM`` x longer."""
+WRATIO_PARTIAL_FROM: Final = 1.5
+PARTIAL_SCORERS: Final = ("partial_ratio", "WRatio")
+"""Scorers whose cost grows with the cube of the text length."""
+PARTIAL_MAX_CHARS: Final = 2_000
+"""Longest text (normalised characters) ``partial_ratio`` or ``WRatio`` compares as a
+whole: a pair of them costs at most about a second on the reference machine."""
+DEFAULT_MAX_WORK_SECONDS: Final = 30.0
+"""Estimated CPU seconds one analysis or comparison may cost (``MAX_WORK_SECONDS``)."""
+TINY_SENTENCE: Final = 4
+"""Characters of the shortest distinct sentences that fill a text most densely ("abc."
+and a space); only ``worst_case`` uses it."""
+
+
+def is_wide(text: str) -> bool:
+    """True when ``text`` holds a code point above U+00FF (rapidfuzz's slower path)."""
+    return not text.isascii() and max(text) > "\xff"
+
+
+def pair_seconds(algorithm: str, m: int, n: int, *, wide: bool = True) -> float:
+    """Estimated worst-case seconds to score one pair of texts of ``m`` and ``n``
+    characters with ``algorithm`` (``wide``: either text is wide, see ``is_wide``)."""
+    short, long_ = min(m, n), max(m, n)
+    word = WORD_SECONDS_WIDE if wide else WORD_SECONDS_NARROW
+    lcs = math.ceil(short / 64) * long_ * word
+    partial = short * short * long_ / 64 * PARTIAL_WORD_SECONDS
+    if algorithm == "partial_ratio":
+        work = partial
+    elif algorithm == "WRatio":
+        skewed = short and long_ / short >= WRATIO_PARTIAL_FROM
+        work = WRATIO_ALIGNMENTS * lcs + (WRATIO_PARTIALS * partial if skewed else 0.0)
+    elif algorithm == "token_set_ratio":
+        work = TOKEN_SET_ALIGNMENTS * lcs
+    else:
+        work = lcs
+    return PAIR_SECONDS + work
+
+
+def pairs_seconds(algorithm: str, lengths: Sequence[int], *, wide: bool = True) -> float:
+    """Estimated worst-case seconds to score every pair of texts of ``lengths`` (an upper
+    bound computed in O(n log n), without visiting the pairs).
+
+    Uses ``ceil(m/64) * n <= m * n / 64 + n`` summed over pairs: ``sum m*n`` from the sum
+    and sum of squares, ``sum max`` from the sorted lengths; partial scorers also bound
+    ``m^2 * n <= m * n * max_length``.
+    """
+    count = len(lengths)
+    if count < 2:
+        return 0.0
+    ordered = sorted(lengths)
+    total = sum(ordered)
+    products = (total * total - sum(x * x for x in ordered)) / 2  # sum over pairs of m * n
+    maxima = sum(x * i for i, x in enumerate(ordered))  # each length is the max of i pairs
+    pairs = count * (count - 1) / 2
+    word = WORD_SECONDS_WIDE if wide else WORD_SECONDS_NARROW
+    lcs = (products / 64 + maxima) * word
+    partial = products * ordered[-1] / 64 * PARTIAL_WORD_SECONDS
+    if algorithm == "partial_ratio":
+        work = partial
+    elif algorithm == "WRatio":
+        work = WRATIO_ALIGNMENTS * lcs + WRATIO_PARTIALS * partial
+    elif algorithm == "token_set_ratio":
+        work = TOKEN_SET_ALIGNMENTS * lcs
+    else:
+        work = lcs
+    return pairs * PAIR_SECONDS + work
+
+
+def worst_case(chars: int, algorithm: str, max_seconds: float = DEFAULT_MAX_WORK_SECONDS) -> float:
+    """The most an accepted analysis or comparison of ``chars`` characters may cost, by
+    the model: two halves compared (the costliest shape for a given length), or a text
+    of tiny distinct sentences, never more than ``max_seconds`` (larger work is refused).
+    For a task's time limit, from the input size alone."""
+    halves = pair_seconds(algorithm, chars // 2, chars - chars // 2)
+    tiny = pairs_seconds(algorithm, [TINY_SENTENCE] * (chars // (TINY_SENTENCE + 1)))
+    return min(max_seconds, max(halves, tiny))
+
+
+def check_work(estimate: float, max_seconds: float, what: str) -> None:
+    """Refuse work estimated over ``max_seconds`` with a message saying what it is."""
+    if estimate > max_seconds:
+        raise WorkLimitError(
+            f"{what} would cost about {estimate:,.0f} s of CPU, over the limit of "
+            f"{max_seconds:g} s (MAX_WORK_SECONDS); split the text or use a cheaper scorer"
+        )
+
+
+def check_partial_length(normalised: str, algorithm: str, name: str) -> None:
+    """Refuse a text too long for ``partial_ratio`` / ``WRatio`` to compare as a whole."""
+    if algorithm in PARTIAL_SCORERS and len(normalised) > PARTIAL_MAX_CHARS:
+        raise WorkLimitError(
+            f"{name} has {len(normalised):,} characters; {algorithm} compares texts of at "
+            f"most {PARTIAL_MAX_CHARS:,} (its cost grows with the cube of the length): use "
+            "ratio, token_sort_ratio or token_set_ratio for longer texts"
+        )
