@@ -90,7 +90,6 @@ def test_the_sliced_check_never_lets_a_longer_normal_form_through(text, limit):
     if not text.strip() or len(text) > limit:
         return
     exact = len(normalise(text))
-    cuts = (len(text) - 1) // 7
     # When it is validated against the limit, in slices of 7 characters, so cuts fall
     # inside combining sequences, whitespace runs and Hangul syllables
     try:
@@ -99,11 +98,23 @@ def test_the_sliced_check_never_lets_a_longer_normal_form_through(text, limit):
             patch.setattr(text_module, "MAX_EXPANSION", 10**6)  # always check
             validate_text(text, max_chars=limit)
     except TextTooLargeError:
-        # Then a refused text is over the limit, or within one character per cut of it
-        assert exact + cuts > limit
+        # Then a refused text normalises past the limit
+        assert exact > limit
     else:
-        # and an accepted one never normalises past the limit
+        # and an accepted one never does
         assert exact <= limit
+
+
+def test_a_long_text_that_does_not_grow_is_accepted_up_to_the_limit():
+    # Given non-ASCII texts of exactly the limit that normalise to the same length
+    # (checked in 61 slices, each cut a place where the sum could be off by one)
+    for text in (
+        "".join(chr(0x4E00 + i % 3000) for i in range(1_000_000)),
+        ("ab\u200b\u202e\u2066 " * 200_000)[:1_000_000],
+        "\u00e9 " * 500_000,
+    ):
+        # When validated, Then accepted
+        assert validate_text(text, max_chars=1_000_000) is text
 
 
 # --- degenerate paths score nothing --------------------------------------------------------
@@ -203,3 +214,42 @@ def test_worst_case_grows_with_input_and_stops_at_the_limit():
 
 def test_expansion_constant_is_what_normalisation_really_does():
     assert len(unicodedata.normalize("NFKC", EXPANDING)) == MAX_EXPANSION
+
+
+# --- memory of the sentence search ---------------------------------------------------------
+
+
+def test_thousands_of_similar_sentences_are_counted_in_bounded_memory():
+    # Given 3,000 distinct sentences that are all near duplicates of each other
+    # (4.5 million pairs: 108 MB as arrays if they were all kept)
+    text = " ".join(
+        f"The quick brown fox number {n:05d} jumps over the lazy dog." for n in range(3000)
+    )
+    # When analysed
+    tracemalloc.start()
+    try:
+        result = analyze(text, threshold=0.8)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Then every pair is counted, every later sentence is redundant, the 20 best pairs are
+    # listed, and the peak stays far below the pairs' size
+    assert result.near_duplicate_pair_count == 3000 * 2999 // 2
+    assert result.redundant_sentence_count == 2999
+    assert len(result.near_duplicate_sentences) == 20
+    assert peak < 48 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_the_listed_sentence_pairs_are_the_best_by_score_then_position():
+    # Given many pairs tied on score across several blocks of the search
+    sentences = [f"Item {n:04d} is in stock today." for n in range(700)]  # two blocks
+    text = " ".join(sentences)
+    result = analyze(text, threshold=0.9)
+    # Then the listed pairs are the first 20 of all pairs sorted by (-score, a, b)
+    from rapidfuzz import fuzz
+
+    norm = [normalise(s) for s in sentences]
+    scores = {(a, b): fuzz.ratio(norm[a], norm[b]) for a, b in combinations(range(700), 2)}
+    scored = [(-score, a, b) for (a, b), score in scores.items() if score >= 90]
+    expected = [(a, b) for _, a, b in sorted(scored)[:20]]
+    assert [(p.a, p.b) for p in result.near_duplicate_sentences] == expected

@@ -42,6 +42,7 @@ from redundancy.core.lsh_tables import (
     unpack_pairs,
     verify_candidates,
 )
+from redundancy.core.neardup import distinct_documents
 from redundancy.workers import app
 
 
@@ -65,7 +66,8 @@ def lsh_sign(
     partitions: int,
 ) -> dict[str, Any]:
     """Band keys of one chunk, filed by partition (``key % partitions``)."""
-    docs = comparable_documents(load_chunk(batch_id, chunk, chunk_size, count), algorithm)
+    loaded = load_chunk(batch_id, chunk, chunk_size, count)
+    docs = distinct_documents(comparable_documents(loaded, algorithm))  # copies: same keys
     if docs:
         tables = partition_tables(docs, algorithm, LSHParams(**lsh), partitions)
         get_job_store().put_blobs(

@@ -33,8 +33,8 @@ from redundancy.core.models import (
     SentencePair,
     redundancy_level,
 )
-from redundancy.core.pairs import find_pairs
-from redundancy.core.phases import NORMALISE, phase
+from redundancy.core.pairs import PairArrays, iter_pairs
+from redundancy.core.phases import CDIST, NORMALISE, phase
 from redundancy.core.scorers import (
     DEFAULT_ALGORITHM,
     DEFAULT_THRESHOLD,
@@ -50,14 +50,18 @@ from redundancy.core.text import (
     words,
 )
 
-ANALYSIS_VERSION: Final = 1
-"""Bump when results change for the same input, so cached results are not reused."""
+ANALYSIS_VERSION: Final = 2
+"""Bump when results change for the same input, so cached results are not reused.
+2: sentence pairs tied at the 20th score are chosen by position (they were arbitrary)."""
 PHRASE_LENGTH: Final = 3
 """Words per n-gram reported in ``repeated_phrases``."""
 MAX_REPORTED: Final = 20
 """How many sentence pairs / phrases a result lists (counts always cover all of them)."""
 MAX_SNIPPET: Final = 200
 """Characters of a sentence quoted in a result."""
+ANALYSIS_BLOCK: Final = 512
+"""Sentences per side of one block of the sentence search: its pairs (at most 512 x 512,
+24 bytes each, about 6 MiB) are reduced before the next block is scored."""
 
 
 def analyze(
@@ -96,12 +100,24 @@ def analyze(
     distinct = [norm_sentences[i] for i in reps]
     estimate = pairs_seconds(algorithm, [len(x) for x in distinct], wide=is_wide(normalised))
     check_work(estimate, max_seconds, f"comparing the {len(distinct):,} distinct sentences")
-    found = find_pairs(distinct, scorer=scorer, threshold=threshold, workers=workers)
-    # reps are in text order, so in each pair (left < right) the right one is the later.
-    redundant[reps[found.right]] = True
+    near_count = 0
+    best = PairArrays.empty()  # the MAX_REPORTED best pairs so far, by sentence index
+    with phase(CDIST):
+        # block by block: similar sentences can have millions of pairs, of which only the
+        # count, the redundant sentences and the best few are kept
+        blocks = iter_pairs(distinct, None, scorer, threshold, ANALYSIS_BLOCK, workers)
+        for found in blocks:
+            # reps are in text order, so in each pair (left < right) the right is the later
+            redundant[reps[found.right]] = True
+            near_count += len(found)
+            mapped = PairArrays(reps[found.left], reps[found.right], found.scores / 100.0)
+            best = _best_pairs(PairArrays.concat([best, mapped]))
 
     exact_pairs = [(int(rep_of[i]), int(i), 1.0) for i in copies[:MAX_REPORTED]]
-    near_pairs = _top_pairs(reps[found.left], reps[found.right], found.scores / 100.0)
+    near_pairs = [
+        (int(a), int(b), float(s))
+        for a, b, s in zip(best.left, best.right, best.scores, strict=True)
+    ]
     listed = sorted(exact_pairs + near_pairs, key=lambda p: (-p[2], p[0], p[1]))[:MAX_REPORTED]
 
     word_count = len(all_words)
@@ -119,7 +135,7 @@ def analyze(
         redundant_word_count=redundant_words,
         redundancy_score=score,
         redundancy_level=redundancy_level(score),
-        near_duplicate_pair_count=copies.size + len(found),
+        near_duplicate_pair_count=copies.size + near_count,
         near_duplicate_sentences=[
             SentencePair(a=a, b=b, score=s, text_a=_snip(sentences[a]), text_b=_snip(sentences[b]))
             for a, b, s in listed
@@ -143,14 +159,18 @@ def repeated_phrases(
     ]
 
 
-def _top_pairs(
-    left: np.ndarray, right: np.ndarray, scores: np.ndarray
-) -> list[tuple[int, int, float]]:
-    """The MAX_REPORTED best-scoring pairs, without sorting all of them."""
-    if scores.size > MAX_REPORTED:
-        best = np.argpartition(-scores, MAX_REPORTED - 1)[:MAX_REPORTED]
-        left, right, scores = left[best], right[best], scores[best]
-    return [(int(a), int(b), float(s)) for a, b, s in zip(left, right, scores, strict=True)]
+def _best_pairs(pairs: PairArrays) -> PairArrays:
+    """The MAX_REPORTED pairs first by (score descending, a, b), without sorting them all
+    (the same choice however the pairs are split into blocks)."""
+    if len(pairs) > MAX_REPORTED:
+        keep = np.argpartition(-pairs.scores, MAX_REPORTED - 1)[:MAX_REPORTED]
+        floor = pairs.scores[keep].min()  # ties at the floor are settled by position below
+        candidates = np.flatnonzero(pairs.scores >= floor)
+        left, right = pairs.left[candidates], pairs.right[candidates]
+        order = np.lexsort((right, left, -pairs.scores[candidates]))
+        keep = candidates[order[:MAX_REPORTED]]
+        pairs = PairArrays(pairs.left[keep], pairs.right[keep], pairs.scores[keep])
+    return pairs
 
 
 def _snip(sentence: str) -> str:

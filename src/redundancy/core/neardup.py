@@ -201,8 +201,8 @@ def pairs_between(
     well as of the whole corpus; ``mode`` is a resolved mode (see ``resolve_mode``).
     """
     scorer = get_scorer(algorithm)
-    left_reps = _first_copies(left)
-    right_reps = left_reps if right is None else _first_copies(right)
+    left_reps = distinct_documents(left)
+    right_reps = left_reps if right is None else distinct_documents(right)
     if not left_reps or not right_reps or (right is None and len(left_reps) < 2):
         return []  # one text (or none) has no pair: no search at all
     rows = [d.normalised for d in left_reps]
@@ -304,8 +304,8 @@ def assemble(
     return result
 
 
-def _first_copies(docs: Sequence[Document]) -> list[Document]:
-    """The first document of each distinct text, in order."""
+def distinct_documents(docs: Sequence[Document]) -> list[Document]:
+    """The first document of each distinct text, in order (copies add no pair)."""
     first: dict[str, Document] = {}
     for doc in docs:
         first.setdefault(doc.content_hash, doc)
