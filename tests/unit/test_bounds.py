@@ -3,7 +3,9 @@ nothing, scorer ceilings and the work model that refuses costly input before sco
 
 from __future__ import annotations
 
+import re
 import sys
+import time
 import tracemalloc
 import unicodedata
 from itertools import combinations, product
@@ -18,12 +20,22 @@ from redundancy.core import pairs as pairs_module
 from redundancy.core import scorers as scorers_module
 from redundancy.core import text as text_module
 from redundancy.core.cost import (
+    CALL_SECONDS,
+    CHAR_SECONDS,
     PARTIAL_MAX_CHARS,
     pair_seconds,
     pairs_seconds,
     worst_case,
 )
-from redundancy.core.text import MAX_EXPANSION, validate_text
+from redundancy.core.text import (
+    GRAPHEME_JOINER,
+    MAX_EXPANSION,
+    NON_STARTERS_FROM,
+    NON_STARTERS_TO,
+    STREAM_SAFE_RUN,
+    is_non_starter,
+    validate_text,
+)
 from redundancy.errors import TextTooLargeError, WorkLimitError
 from redundancy.tasks import process_batch
 
@@ -85,6 +97,7 @@ def test_no_code_point_grows_more_than_max_expansion():
     limit=st.integers(min_value=1, max_value=200),
 )
 @example(text="\u00df" * 6 + " b", limit=13)  # a space cut off both slices: 13 + 1 characters
+@example(text="a" + "\u0327\u0301" * 20, limit=41)  # the whole gets a joiner, no slice does
 @settings(max_examples=300, deadline=None)
 def test_the_sliced_check_never_lets_a_longer_normal_form_through(text, limit):
     if not text.strip() or len(text) > limit:
@@ -115,6 +128,39 @@ def test_a_long_text_that_does_not_grow_is_accepted_up_to_the_limit():
     ):
         # When validated, Then accepted
         assert validate_text(text, max_chars=1_000_000) is text
+
+
+def test_long_runs_of_combining_marks_normalise_in_linear_time():
+    # Given one letter and 300,000 combining marks of mixed classes (CPython reorders a
+    # run in quadratic time: this took 80 s)
+    text = "a" + "\u0327\u0301\u0323" * 100_000
+    # When normalised, as every hash and comparison does
+    got = time.process_time()
+    normal = normalise(text)
+    got = time.process_time() - got
+    # Then a joiner follows every 30 marks, so no run is longer
+    assert normal.count(GRAPHEME_JOINER) == 300_000 // STREAM_SAFE_RUN - 1
+    assert max(len(run) for run in normal.split(GRAPHEME_JOINER)) <= STREAM_SAFE_RUN + 1
+    # and it stayed within its documented linear budget (3x, as the hostile-input suite)
+    assert got < 3 * CHAR_SECONDS * len(text) + 1.0
+
+
+@given(text=st.text(alphabet=st.sampled_from(TRICKY_CHARACTERS), max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_text_without_long_runs_of_marks_normalises_to_plain_nfkc(text):
+    longest = max((len(r) for r in re.findall("[\u0301\u0327]+", text)), default=0)
+    if longest <= STREAM_SAFE_RUN:
+        expected = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+        assert normalise(text) == expected
+
+
+def test_every_non_starter_lies_where_the_marking_table_looks():
+    outside = [
+        c
+        for c in [*range(0, NON_STARTERS_FROM), *range(NON_STARTERS_TO, sys.maxunicode + 1)]
+        if not 0xD800 <= c < 0xE000 and is_non_starter(chr(c))
+    ]
+    assert outside == []
 
 
 # --- degenerate paths score nothing --------------------------------------------------------
@@ -209,7 +255,9 @@ def test_the_closed_form_bounds_the_sum_over_pairs(algorithm, lengths):
 def test_worst_case_grows_with_input_and_stops_at_the_limit():
     sizes = [100, 1_000, 10_000, 100_000, 1_000_000]
     costs = [worst_case(n, "ratio", max_seconds=30.0) for n in sizes]
-    assert costs == sorted(costs) and costs[-1] == 30.0 and costs[0] < 0.01
+    assert costs == sorted(costs) and costs[0] < 0.01
+    # scoring stops at the limit; only the linear work grows past it
+    assert costs[-1] == pytest.approx(30.0 + CHAR_SECONDS * 1_000_000 + CALL_SECONDS)
 
 
 def test_expansion_constant_is_what_normalisation_really_does():

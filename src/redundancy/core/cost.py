@@ -13,12 +13,16 @@ bounded *before* it starts. The model is the cost of rapidfuzz's algorithms, fit
   so tens of KB take minutes. ``WRatio`` runs four ratios and, when one text is 1.5x
   longer than the other, two partial ratios.
 * every scored pair has a fixed cost (``PAIR_SECONDS``), which dominates short sentences.
+* everything else (normalising, splitting, words, phrases, hashing) is linear:
+  ``CHAR_SECONDS`` and ``CHAR_BYTES`` per normalised character.
 
 Two limits follow: a text compared as a whole by ``partial_ratio`` or ``WRatio`` has at
 most ``PARTIAL_MAX_CHARS`` characters (a corpus of such texts still costs n^2 pairs);
 and one analysis or comparison may cost at most ``max_seconds`` by this model
 (``MAX_WORK_SECONDS``), else it is refused with ``WorkLimitError`` before any scoring.
-The estimates are also what a task's time limit can be derived from (``worst_case``).
+The estimates are also what a task's time limit can be derived from (``worst_case`` from
+the length alone, ``estimate_analysis`` / ``estimate_comparison`` from the text), and the
+budgets the hostile-input tests hold every input to.
 """
 
 from __future__ import annotations
@@ -27,8 +31,18 @@ import math
 from collections.abc import Sequence
 from typing import Final
 
+from redundancy.core.text import normalise, split_sentences
 from redundancy.errors import WorkLimitError
 
+CALL_SECONDS: Final = 0.005
+"""Fixed cost of one analysis or comparison (result models, set-up)."""
+CHAR_SECONDS: Final = 2e-6
+"""Linear work per normalised character (1,000,000 characters measured at 0.9-1.4 s)."""
+CHAR_BYTES: Final = 48
+"""Peak memory per normalised character of an analysis (33-38 bytes measured: the normal
+form, sentences, words and phrases)."""
+SEARCH_BYTES: Final = 16 * 2**20
+"""Peak memory of the scoring itself, any input: one block of cdist scores and pairs."""
 WORD_SECONDS_NARROW: Final = 2e-9
 """One machine-word step of an LCS over texts of code points <= U+00FF."""
 WORD_SECONDS_WIDE: Final = 2.5e-8
@@ -111,13 +125,32 @@ def pairs_seconds(algorithm: str, lengths: Sequence[int], *, wide: bool = True) 
 
 
 def worst_case(chars: int, algorithm: str, max_seconds: float = DEFAULT_MAX_WORK_SECONDS) -> float:
-    """The most an accepted analysis or comparison of ``chars`` characters may cost, by
-    the model: two halves compared (the costliest shape for a given length), or a text
-    of tiny distinct sentences, never more than ``max_seconds`` (larger work is refused).
-    For a task's time limit, from the input size alone."""
+    """The most an analysis or comparison of ``chars`` (normalised) characters may cost
+    by the model: the linear work, plus scoring of the costliest shape for that length
+    (two halves compared, or a text of tiny distinct sentences), which is never more than
+    ``max_seconds`` (costlier work is refused). For a task's time limit, from the input
+    size alone."""
     halves = pair_seconds(algorithm, chars // 2, chars - chars // 2)
     tiny = pairs_seconds(algorithm, [TINY_SENTENCE] * (chars // (TINY_SENTENCE + 1)))
-    return min(max_seconds, max(halves, tiny))
+    return CALL_SECONDS + CHAR_SECONDS * chars + min(max_seconds, max(halves, tiny))
+
+
+def estimate_analysis(text: str, algorithm: str = "ratio") -> float:
+    """Estimated worst-case CPU seconds of ``analyze(text, algorithm=...)`` on valid text:
+    linear work plus comparing its distinct sentences (``analyze`` refuses the text when
+    the comparison alone is over its limit)."""
+    normalised = normalise(text)
+    distinct = {normalise(s) for s in split_sentences(text)}
+    search = pairs_seconds(algorithm, [len(s) for s in distinct], wide=is_wide(normalised))
+    return CALL_SECONDS + CHAR_SECONDS * len(normalised) + search
+
+
+def estimate_comparison(text_a: str, text_b: str, algorithm: str = "ratio") -> float:
+    """Estimated worst-case CPU seconds of ``similarity(text_a, text_b, algorithm)``."""
+    a, b = normalise(text_a), normalise(text_b)
+    wide = is_wide(a) or is_wide(b)
+    scoring = 0.0 if a == b else pair_seconds(algorithm, len(a), len(b), wide=wide)
+    return CALL_SECONDS + CHAR_SECONDS * (len(a) + len(b)) + scoring
 
 
 def check_work(estimate: float, max_seconds: float, what: str) -> None:
