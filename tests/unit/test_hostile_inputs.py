@@ -8,7 +8,7 @@ fixed allowance. It is a budget, not a speed test: a regression that makes some 
 quadratic, or a path that scores what it need not, blows it by orders of magnitude.
 
 CI runs ``CRD_FUZZ_EXAMPLES`` examples per property (default 12) on texts of up to
-``CRD_FUZZ_MAX_CHARS`` characters (default 60,000); raise both for a longer hunt:
+``CRD_FUZZ_MAX_CHARS`` characters (default 40,000); raise both for a longer hunt:
 
     CRD_FUZZ_EXAMPLES=500 CRD_FUZZ_MAX_CHARS=1000000 pytest tests/unit/test_hostile_inputs.py
 """
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from itertools import islice, product
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,7 +49,7 @@ from redundancy.schemas import AnalyzeRequest, BatchOptions, CompareRequest, val
 from redundancy.tasks import analyze_content, compare_texts, process_batch
 
 EXAMPLES = int(os.environ.get("CRD_FUZZ_EXAMPLES", "12"))
-MAX_CHARS = int(os.environ.get("CRD_FUZZ_MAX_CHARS", "60000"))
+MAX_CHARS = int(os.environ.get("CRD_FUZZ_MAX_CHARS", "40000"))
 SLACK = 3.0
 """Budgets are this many times the documented worst case."""
 ALLOWANCE_SECONDS = 1.0
@@ -144,7 +145,7 @@ def hostile_texts(draw: Any, max_chars: int = MAX_CHARS) -> str:
     if draw(st.booleans()) and draw(st.booleans()):
         return draw(st.text(max_size=2_000))
     shape = draw(st.sampled_from(SHAPES))
-    size = draw(st.integers(min_value=1, max_value=max_chars))
+    size = draw(st.integers(1, 2_000) | st.integers(max_chars // 4, max_chars))  # small or big
     return shape(size, random.Random(draw(st.integers(0, 2**32))))
 
 
@@ -218,6 +219,27 @@ def test_analysis_of_any_text_stays_within_its_budget(text, algorithm):
     chars = min(normalised_length(text), DEFAULT_MAX_CHARS)
     seconds = documented_seconds(lambda: estimate_analysis(text, algorithm), got.outcome, chars)
     assert_within(got, seconds, chars)
+
+
+@pytest.mark.parametrize("algorithm", ["ratio", "partial_ratio", "token_set_ratio"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: shape.__name__)
+def test_every_pathological_shape_at_full_size_stays_within_its_budget(shape, algorithm):
+    # Given each pathological shape at the largest size the run allows (CI: 40,000)
+    text = shape(MAX_CHARS, random.Random(1))
+    # When analysed, and compared with a text of the same shape
+    analysis = run(lambda: analyze(text, algorithm=algorithm))
+    other = shape(MAX_CHARS, random.Random(2))
+    comparison = run(lambda: similarity(text, other, algorithm))
+    # Then each stays within its documented worst case
+    chars = min(normalised_length(text), DEFAULT_MAX_CHARS)
+    assert_within(
+        analysis,
+        documented_seconds(lambda: estimate_analysis(text, algorithm), analysis.outcome, chars),
+        chars,
+    )
+    both = min(chars + normalised_length(other), 2 * DEFAULT_MAX_CHARS)
+    estimate = lambda: estimate_comparison(text, other, algorithm)  # noqa: E731
+    assert_within(comparison, documented_seconds(estimate, comparison.outcome, both), both)
 
 
 @fuzz

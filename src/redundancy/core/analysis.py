@@ -52,7 +52,8 @@ from redundancy.core.text import (
 
 ANALYSIS_VERSION: Final = 2
 """Bump when results change for the same input, so cached results are not reused.
-2: sentence pairs tied at the 20th score are chosen by position (they were arbitrary)."""
+2: sentence pairs tied at the 20th score are chosen by position (they were arbitrary);
+runs of more than 30 combining marks are normalised in stream-safe form."""
 PHRASE_LENGTH: Final = 3
 """Words per n-gram reported in ``repeated_phrases``."""
 MAX_REPORTED: Final = 20

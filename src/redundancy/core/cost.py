@@ -12,7 +12,8 @@ bounded *before* it starts. The model is the cost of rapidfuzz's algorithms, fit
 * ``partial_ratio`` slides the shorter text along the longer one: about ``m^2 * n / 64``,
   so tens of KB take minutes. ``WRatio`` runs four ratios and, when one text is 1.5x
   longer than the other, two partial ratios.
-* every scored pair has a fixed cost (``PAIR_SECONDS``), which dominates short sentences.
+* every scored pair has a fixed cost, which dominates short sentences, and the token
+  scorers split (and sort) both texts for every pair: ``SCORER_COSTS``.
 * everything else (normalising, splitting, words, phrases, hashing) is linear:
   ``CHAR_SECONDS`` and ``CHAR_BYTES`` per normalised character.
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from redundancy.core.text import normalise, split_sentences
@@ -47,17 +49,33 @@ WORD_SECONDS_NARROW: Final = 2e-9
 """One machine-word step of an LCS over texts of code points <= U+00FF."""
 WORD_SECONDS_WIDE: Final = 2.5e-8
 """The same step when a text holds a code point above U+00FF."""
-PAIR_SECONDS: Final = 2e-8
-"""Fixed cost of one scored pair (call, set-up, result), what short sentences cost."""
 PARTIAL_WORD_SECONDS: Final = 8e-9
 """One step of ``partial_ratio``'s ``m^2 * n / 64`` (any alphabet)."""
-TOKEN_SET_ALIGNMENTS: Final = 3
-"""LCS alignments ``token_set_ratio`` runs at most (intersection with each difference)."""
-WRATIO_ALIGNMENTS: Final = 5
-"""Ratio-like alignments ``WRatio`` runs (ratio, token sort, token set)."""
-WRATIO_PARTIALS: Final = 2
-"""Partial alignments ``WRatio`` adds when one text is ``WRATIO_PARTIAL_FROM`` x longer."""
 WRATIO_PARTIAL_FROM: Final = 1.5
+"""Length ratio from which ``WRatio`` adds its partial alignments."""
+
+
+@dataclass(frozen=True)
+class ScorerCost:
+    """The cost of one pair under one scorer: fixed, per character (splitting and sorting
+    tokens, done per pair), and how many LCS and partial alignments it runs."""
+
+    pair: float
+    per_char: float
+    alignments: int
+    partials: int
+
+
+SCORER_COSTS: Final = {
+    "ratio": ScorerCost(pair=5e-8, per_char=0.0, alignments=1, partials=0),
+    "token_sort_ratio": ScorerCost(pair=1e-7, per_char=1e-8, alignments=1, partials=0),
+    "token_set_ratio": ScorerCost(pair=2.5e-7, per_char=2.5e-8, alignments=3, partials=0),
+    "partial_ratio": ScorerCost(pair=2e-7, per_char=0.0, alignments=0, partials=1),
+    "WRatio": ScorerCost(pair=4e-7, per_char=3e-8, alignments=5, partials=2),
+}
+"""Fitted, rounded up, to rapidfuzz's ``cdist`` on 4-, 30- and 100-character sentences
+and to single pairs up to 100,000 characters (WRatio: ratio, token sort and set; two
+partial alignments when one text is 1.5x longer)."""
 PARTIAL_SCORERS: Final = ("partial_ratio", "WRatio")
 """Scorers whose cost grows with the cube of the text length."""
 PARTIAL_MAX_CHARS: Final = 2_000
@@ -78,33 +96,28 @@ def is_wide(text: str) -> bool:
 def pair_seconds(algorithm: str, m: int, n: int, *, wide: bool = True) -> float:
     """Estimated worst-case seconds to score one pair of texts of ``m`` and ``n``
     characters with ``algorithm`` (``wide``: either text is wide, see ``is_wide``)."""
+    cost = SCORER_COSTS[algorithm]
     short, long_ = min(m, n), max(m, n)
     word = WORD_SECONDS_WIDE if wide else WORD_SECONDS_NARROW
     lcs = math.ceil(short / 64) * long_ * word
     partial = short * short * long_ / 64 * PARTIAL_WORD_SECONDS
-    if algorithm == "partial_ratio":
-        work = partial
-    elif algorithm == "WRatio":
-        skewed = short and long_ / short >= WRATIO_PARTIAL_FROM
-        work = WRATIO_ALIGNMENTS * lcs + (WRATIO_PARTIALS * partial if skewed else 0.0)
-    elif algorithm == "token_set_ratio":
-        work = TOKEN_SET_ALIGNMENTS * lcs
-    else:
-        work = lcs
-    return PAIR_SECONDS + work
+    if algorithm == "WRatio" and not (short and long_ / short >= WRATIO_PARTIAL_FROM):
+        partial = 0.0  # WRatio aligns partially only texts of skewed lengths
+    return cost.pair + cost.per_char * (m + n) + cost.alignments * lcs + cost.partials * partial
 
 
 def pairs_seconds(algorithm: str, lengths: Sequence[int], *, wide: bool = True) -> float:
     """Estimated worst-case seconds to score every pair of texts of ``lengths`` (an upper
-    bound computed in O(n log n), without visiting the pairs).
+    bound on the sum of ``pair_seconds``, computed in O(n log n) without visiting pairs).
 
     Uses ``ceil(m/64) * n <= m * n / 64 + n`` summed over pairs: ``sum m*n`` from the sum
-    and sum of squares, ``sum max`` from the sorted lengths; partial scorers also bound
-    ``m^2 * n <= m * n * max_length``.
+    and sum of squares, ``sum max`` from the sorted lengths, ``sum (m + n)`` is
+    ``(count - 1) * total``; partial alignments also bound ``m^2 * n <= m * n * longest``.
     """
     count = len(lengths)
     if count < 2:
         return 0.0
+    cost = SCORER_COSTS[algorithm]
     ordered = sorted(lengths)
     total = sum(ordered)
     products = (total * total - sum(x * x for x in ordered)) / 2  # sum over pairs of m * n
@@ -113,15 +126,8 @@ def pairs_seconds(algorithm: str, lengths: Sequence[int], *, wide: bool = True) 
     word = WORD_SECONDS_WIDE if wide else WORD_SECONDS_NARROW
     lcs = (products / 64 + maxima) * word
     partial = products * ordered[-1] / 64 * PARTIAL_WORD_SECONDS
-    if algorithm == "partial_ratio":
-        work = partial
-    elif algorithm == "WRatio":
-        work = WRATIO_ALIGNMENTS * lcs + WRATIO_PARTIALS * partial
-    elif algorithm == "token_set_ratio":
-        work = TOKEN_SET_ALIGNMENTS * lcs
-    else:
-        work = lcs
-    return pairs * PAIR_SECONDS + work
+    per_char = cost.per_char * (count - 1) * total
+    return pairs * cost.pair + per_char + cost.alignments * lcs + cost.partials * partial
 
 
 def worst_case(chars: int, algorithm: str, max_seconds: float = DEFAULT_MAX_WORK_SECONDS) -> float:

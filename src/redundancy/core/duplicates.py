@@ -9,7 +9,7 @@ every output format and in the batch event, instead of 50 million pairs.
 
 Pair-level expansion (every document paired with every document, copies included: what a
 brute-force loop over documents returns) is available on request and capped:
-``expanded_pairs`` stops at a limit and says so (``docs/architecture.md``, batch results).
+``expanded_pairs`` stops at a limit and says so (README, "Identical texts").
 """
 
 from __future__ import annotations

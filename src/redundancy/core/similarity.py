@@ -22,7 +22,8 @@ from redundancy.core.scorers import (
 )
 from redundancy.core.text import DEFAULT_MAX_CHARS, hash_normalised, normalise, validate_text, words
 
-SIMILARITY_VERSION: Final = 1
+SIMILARITY_VERSION: Final = 2
+"""2: texts with runs of more than 30 combining marks hash in stream-safe form."""
 
 
 def similarity(
