@@ -69,7 +69,8 @@ def similar_sentences(n: int) -> str:
 
 
 def wide_halves(n: int) -> str:
-    return "".join(RNG.choices(CJK, k=n // 2)) + "\n\n" + "".join(RNG.choices(CJK, k=n // 2))
+    half = (n - 2) // 2
+    return "".join(RNG.choices(CJK, k=half)) + "\n\n" + "".join(RNG.choices(CJK, k=half))
 
 
 def expanding(n: int) -> str:
