@@ -3,7 +3,7 @@
 rapidfuzz scores in native code that no soft time limit can interrupt, so the work is
 bounded *before* it starts. The model is the cost of rapidfuzz's algorithms, fitted
 (rounded up) to the worst cases measured on the 2-core reference machine
-(``benchmarks/worst_case.py``; README "Worst-case cost"):
+(``benchmarks/input_cost.py``; README "Bounded work per input"):
 
 * ``ratio``, ``token_sort_ratio``, ``token_set_ratio`` compute an LCS bit-parallel: texts
   of ``m <= n`` characters cost ``ceil(m / 64) * n`` machine-word operations, about 10x

@@ -1,6 +1,6 @@
 """Worst-case cost per input size: pathological texts against the cost model.
 
-    python -m benchmarks.worst_case [--sizes 1000,10000,100000,1000000] [--baseline-max 60]
+    python -m benchmarks.input_cost [--sizes 1000,10000,100000,1000000] [--baseline-max 60]
 
 For each size and shape (one huge sentence, prose, tiny distinct sentences, thousands of
 similar sentences, two wide-alphabet halves, NFKC-expanding characters; comparisons with
@@ -192,7 +192,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     accepted = [r for r in rows if r["outcome"] == "ok"]
     write_result(
-        "worst_case",
+        "input_cost",
         {
             "max_work_seconds": DEFAULT_MAX_WORK_SECONDS,
             "rows": rows,
