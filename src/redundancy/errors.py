@@ -27,6 +27,10 @@ class NotTextError(InvalidInputError):
     """Input that is not text (bytes, numbers, undecodable files)."""
 
 
+class WorkLimitError(InvalidInputError):
+    """Input whose comparison would cost more than the documented work limits."""
+
+
 class ConfigurationError(RedundancyError):
     """A setting is missing or malformed; the message names the variable."""
 

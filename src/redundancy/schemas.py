@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from redundancy.core import MODES
 from redundancy.core.scorers import (
@@ -49,6 +57,7 @@ class BatchOptions(_Request):
 
     webhook_url: str | None = None
     mode: str = "auto"
+    expand_identical: StrictBool = False
 
     @field_validator("mode")
     @classmethod

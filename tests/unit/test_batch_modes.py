@@ -111,15 +111,24 @@ def test_indexed_batch_with_many_identical_copies_equals_in_process(corpus):
         original = corpus.texts[n % 3]
         texts.append(original if n % 2 else "  " + original.upper())
     items = [{"id": f"d{n}", "text": t} for n, t in enumerate(texts)]
-    # When the batch runs in indexed mode (LSH phases on the workers' side)
-    result = process_batch.apply(args=(items, 0.8), kwargs={"mode": "indexed"}).get()
-    # Then it finds exactly the in-process pairs, copies included
-    expected = near_duplicates(texts, 0.8, ids=[i["id"] for i in items], mode="indexed")
-    assert result["mode"] == "indexed"
-    assert len(expected.pairs) > 3 * (51 * 50 // 2)  # three texts, 51 copies each
-    assert [(p["a"], p["b"], p["score"]) for p in result["pairs"]] == [
-        (p.a, p.b, p.score) for p in expected.pairs
-    ]
+    # When the batch runs in indexed mode (LSH phases on the workers' side), grouped and
+    # expanded
+    ids = [i["id"] for i in items]
+    for expand in (False, True):
+        options = {"mode": "indexed", "expand_identical": expand}
+        result = process_batch.apply(args=(items, 0.8), kwargs=options).get()
+        # Then it finds exactly the in-process pairs and groups
+        expected = near_duplicates(texts, 0.8, ids=ids, mode="indexed", expand_identical=expand)
+        assert result["mode"] == "indexed"
+        assert [(p["a"], p["b"], p["score"]) for p in result["pairs"]] == [
+            (p.a, p.b, p.score) for p in expected.pairs
+        ]
+        assert result["duplicate_groups"] == [g.model_dump() for g in expected.duplicate_groups]
+        assert result["document_pair_count"] == expected.document_pair_count
+    assert len(expected.duplicate_groups) == 3 and {g.count for g in expected.duplicate_groups} == {
+        51
+    }  # three texts, 51 copies each
+    assert len(expected.pairs) > 3 * (51 * 50 // 2)  # expanded: every pair of copies too
 
 
 def test_an_indexed_batch_of_unrelated_texts_completes_without_pairs():

@@ -14,17 +14,20 @@ CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
 
 
 def _records(path: Path) -> dict[str, list[str]]:
-    by_kind: dict[str, list[str]] = {"pair": [], "item": [], "cluster": []}
+    by_kind: dict[str, list[str]] = {"pair": [], "group": [], "item": [], "cluster": []}
     for line in path.read_text().splitlines():
         record = json.loads(line)
         kind = record["record"]
-        if kind == "pair":  # compared by ids (positions depend on the staging order)
+        # compared by ids (positions depend on the staging order)
+        if kind == "pair":
             record = {k: record[k] for k in ("id_a", "id_b", "score", "exact")}
+        elif kind == "group":
+            record = {k: record[k] for k in ("content_hash", "representative", "count", "ids")}
         by_kind[kind].append(json.dumps(record, sort_keys=True))
     return {kind: sorted(lines) for kind, lines in by_kind.items()}
 
 
-def test_indexed_jsonl_has_the_pairs_of_identical_texts_like_exact(tmp_path):
+def test_indexed_jsonl_has_the_identical_texts_like_exact(tmp_path):
     # Given a corpus with identical texts: the sample corpus plus three copies of a policy
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)
@@ -41,12 +44,14 @@ def test_indexed_jsonl_has_the_pairs_of_identical_texts_like_exact(tmp_path):
         )
         assert run.exit_code == 0, run.output
 
-    # Then both files hold the same pairs (the copies' among them), items and clusters
+    # Then both files hold the same pairs, duplicate groups (the copies' among them: one
+    # record for the policy and its three copies), items and clusters
     exact, indexed = _records(outs["exact"]), _records(outs["indexed"])
     copies = {f"copy-{n}.txt" for n in range(3)}
-    identical = [p for p in map(json.loads, exact["pair"]) if {p["id_a"], p["id_b"]} <= copies]
-    assert len(identical) == 3 and all(p["exact"] for p in identical)
+    groups = [g for g in map(json.loads, exact["group"]) if copies <= set(g["ids"])]
+    assert len(groups) == 1 and groups[0]["count"] == 4
     assert indexed["pair"] == exact["pair"]
+    assert indexed["group"] == exact["group"]
     assert indexed["cluster"] == exact["cluster"]
     assert indexed["item"] == exact["item"]
 

@@ -230,7 +230,7 @@ def test_bad_thresholds_are_refused(threshold):
 @pytest.mark.parametrize("threshold", [0.7, 0.85])
 def test_chunked_near_duplicates_equal_brute_force(block_size, threshold):
     docs = corpus_with_near_duplicates(seed=3)
-    result = near_duplicates(docs, threshold, block_size=block_size)
+    result = near_duplicates(docs, threshold, block_size=block_size, expand_identical=True)
     got = [(p.a, p.b, p.score) for p in result.pairs]
     expected = brute_force_pairs(docs, threshold)
     assert len(expected) > 40  # the corpus really has near-duplicates
@@ -240,7 +240,7 @@ def test_chunked_near_duplicates_equal_brute_force(block_size, threshold):
 @pytest.mark.parametrize("algorithm", list(SCORERS))
 def test_every_scorer_equals_brute_force(algorithm):
     docs = corpus_with_near_duplicates(seed=11, n=45)
-    result = near_duplicates(docs, 0.75, algorithm, block_size=16)
+    result = near_duplicates(docs, 0.75, algorithm, block_size=16, expand_identical=True)
     assert [(p.a, p.b, p.score) for p in result.pairs] == brute_force_pairs(docs, 0.75, algorithm)
 
 
@@ -248,9 +248,13 @@ def test_clusters_are_connected_components_and_exact_flag():
     docs = ["alpha beta gamma", "ALPHA beta gamma", "alpha beta gamme", "zzz yyy", "qqq"]
     result = near_duplicates(docs, 0.8, ids=["a", "b", "c", "d", "e"])
     assert result.clusters == [["a", "b", "c"]]
-    exact = {(p.id_a, p.id_b): p.exact for p in result.pairs}
-    assert exact[("a", "b")] is True and exact[("a", "c")] is False
+    # a and b are one text: a duplicate group, and its pair with c names a, for 2 copies
+    assert [(g.representative, g.ids) for g in result.duplicate_groups] == [("a", ["a", "b"])]
+    assert [(p.id_a, p.id_b, p.exact, p.copies_a) for p in result.pairs] == [("a", "c", False, 2)]
     assert result.unique_count == 4
+    expanded = near_duplicates(docs, 0.8, ids=["a", "b", "c", "d", "e"], expand_identical=True)
+    exact = {(p.id_a, p.id_b): p.exact for p in expanded.pairs}
+    assert exact == {("a", "b"): True, ("a", "c"): False, ("b", "c"): False}
 
 
 def test_find_pairs_never_allocates_more_than_a_block(monkeypatch):
@@ -273,14 +277,17 @@ def test_find_pairs_never_allocates_more_than_a_block(monkeypatch):
     assert len(shapes) == 28
 
 
-def test_expand_identical_gives_every_copy_its_first_copys_pairs():
-    from redundancy.core.neardup import expand_identical
+def test_expansion_gives_every_copy_its_representatives_pairs():
+    from redundancy.core.duplicates import Grouping, canonical_pairs, expanded_pairs
 
     # positions 0, 2, 4 hold one text; 1 and 3 another; 5 a third (no copies)
-    hashes = ["x", "y", "x", "y", "x", "z"]
-    found_among_first_copies = [(0, 1, 90.0), (1, 5, 85.0)]
-    out = expand_identical(found_among_first_copies, hashes, lambda first: 100.0, 0.8)
-    assert sorted(out) == sorted([
+    grouping = Grouping.of(["x", "y", "x", "y", "x", "z"])
+    # shards report pairs between their own first copies, some more than once
+    reported = [(2, 3, 90.0), (0, 1, 90.0), (3, 5, 85.0), (1, 5, 85.0), (0, 2, 100.0)]
+    pairs = canonical_pairs(reported, grouping)
+    assert pairs == [(0, 1, 90.0), (1, 5, 85.0)]  # once each, between representatives
+    out = expanded_pairs(pairs, grouping, limit=100)
+    assert out == sorted([
         (0, 1, 90.0), (1, 2, 90.0), (1, 4, 90.0), (0, 3, 90.0), (2, 3, 90.0), (3, 4, 90.0),
         (1, 5, 85.0), (3, 5, 85.0),
         (0, 2, 100.0), (0, 4, 100.0), (2, 4, 100.0), (1, 3, 100.0),

@@ -59,18 +59,21 @@ class ErrorBody(BaseModel):
 
 
 class PageInfo(BaseModel):
-    """Which slice of a batch's items, pairs and clusters this answer holds."""
+    """Which slice of a batch's items, pairs, duplicate groups and clusters this answer
+    holds."""
 
     offset: int
     limit: int
     items_total: int
     pairs_total: int
+    duplicate_groups_total: int
     clusters_total: int
     next: str | None = Field(description="the next page, while any list continues")
 
 
 class BatchResultPage(BatchResult):
-    """A finished batch: counts in full, ``items``/``pairs``/``clusters`` one page each."""
+    """A finished batch: counts in full, ``items``/``pairs``/``duplicate_groups``/``clusters``
+    one page each."""
 
     page: PageInfo
 

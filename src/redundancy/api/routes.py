@@ -298,9 +298,14 @@ def status_body(job: jobs.JobRecord, snap: jobs.Snapshot, offset: int, limit: in
     ).model_dump(mode="json")
 
 
+PAGED_LISTS = ("items", "pairs", "duplicate_groups", "clusters")
+"""A finished batch's lists, each as long as its documents at worst: paged alike."""
+
+
 def page_of(job_id: str, result: dict[str, Any], offset: int, limit: int) -> dict[str, Any]:
-    """One page of a batch's items, pairs and clusters (the counts stay whole)."""
-    lists = {name: result.get(name) or [] for name in ("items", "pairs", "clusters")}
+    """One page of a batch's items, pairs, duplicate groups and clusters (the counts stay
+    whole)."""
+    lists = {name: result.get(name) or [] for name in PAGED_LISTS}
     more = any(len(values) > offset + limit for values in lists.values())
     page = {
         "offset": offset,

@@ -59,6 +59,7 @@ def stage_batch(
     batch_id: str | None = None,
     mode: str = "auto",
     keep_texts: bool = False,
+    expand_identical: bool = False,
 ) -> StagedBatch:
     """Validate, store the documents once, and build the canvas (not yet sent).
 
@@ -68,9 +69,17 @@ def stage_batch(
     ``keep_texts`` keeps the best pairs' texts after the merge (``keep_pair_texts``).
     Producers with large batches call this (the CLI does), then ``canvas.apply_async()``;
     ``process_batch`` does the same on a worker for callers that pass items inline.
+    ``expand_identical``: the result lists every document pair, copies of identical texts
+    included, up to ``EXPAND_IDENTICAL_MAX_PAIRS`` (by default identical texts are
+    duplicate groups: see ``redundancy.core.duplicates``).
     """
     opts = validate(
-        BatchOptions, threshold=threshold, algorithm=algorithm, webhook_url=webhook_url, mode=mode
+        BatchOptions,
+        threshold=threshold,
+        algorithm=algorithm,
+        webhook_url=webhook_url,
+        mode=mode,
+        expand_identical=expand_identical,
     )
     batch_id = batch_id or uuid.uuid4().hex
     count = stage_documents(batch_id, items)
@@ -85,7 +94,14 @@ def stage_batch(
     }
     analyses = [analyze_chunk.si(batch_id, c, **params) for c in range(chunks)]
     kept = {"keep_texts": True} if keep_texts else {}  # the HTTP API's results page
-    body = merge_batch.s(batch_id, webhook_url=opts.webhook_url, mode=used, **kept, **params)
+    body = merge_batch.s(
+        batch_id,
+        webhook_url=opts.webhook_url,
+        mode=used,
+        expand_identical=opts.expand_identical,
+        **kept,
+        **params,
+    )
     if used == "indexed":
         lsh, parts = lsh_plan(count, opts.threshold)
         lsh_args = {"bands": lsh.bands, "rows": lsh.rows, "shingle": lsh.shingle, "seed": lsh.seed}
@@ -123,15 +139,23 @@ def process_batch(
     webhook_url: str | None = None,
     algorithm: str = DEFAULT_ALGORITHM,
     mode: str = "auto",
+    expand_identical: bool = False,
 ) -> Any:
-    """Analyse many texts and find near-duplicate pairs and clusters among them.
+    """Analyse many texts and find near-duplicate pairs, identical texts and clusters.
 
     ``items``: texts, or ``{"id": ..., "text": ...}`` dicts. ``mode``: near-duplicate
-    search, ``auto`` (default), ``exact``, ``indexed`` or ``all-pairs``. The result (a
+    search, ``auto`` (default), ``exact``, ``indexed`` or ``all-pairs``. Identical texts
+    are duplicate groups unless ``expand_identical`` (see ``stage_batch``). The result (a
     BatchResult dict) arrives on this task's AsyncResult; the batch id is this task's id.
     """
     staged = stage_batch(
-        items, threshold, algorithm, webhook_url, batch_id=self.request.id, mode=mode
+        items,
+        threshold,
+        algorithm,
+        webhook_url,
+        batch_id=self.request.id,
+        mode=mode,
+        expand_identical=expand_identical,
     )
     if self.request.is_eager:
         # Embedded default: run the chord inline (Celery's eager replace would refuse to

@@ -99,17 +99,19 @@ def run_batch(
     on_document: Callable[[str, Any], None] | None = None,
     on_webhook: Callable[[dict[str, Any]], None] | None = None,
     on_interrupt: OnInterrupt = "revoke",
+    expand_identical: bool = False,
 ) -> BatchResult:
     """Stage readable inputs as they are read, run the batch, and add unreadable inputs as
     failed items (only those are kept in memory here).
 
     ``on_document(id, text)`` sees each staged document in order (its position);
-    ``on_pairs`` receives each pair sub-task's pairs as soon as it finishes;
+    ``on_pairs`` receives each pair sub-task's pairs as soon as it finishes (between the
+    sub-task's first copies of each text; the result moves them onto representatives);
     ``on_webhook`` the webhook's delivery report (delivered, failed or refused).
     """
     # Options first: a bad one is the caller's error, not "no input documents".
     validate(BatchOptions, threshold=threshold, algorithm=algorithm,
-             webhook_url=webhook_url, mode=mode)  # fmt: skip
+             webhook_url=webhook_url, mode=mode, expand_identical=expand_identical)  # fmt: skip
     unreadable: list[Input] = []
     seen = 0
     with progress() as shown:
@@ -127,7 +129,14 @@ def run_batch(
                 shown.read(seen)
 
         try:
-            staged = stage_batch(readable(), threshold, algorithm, webhook_url, mode=mode)
+            staged = stage_batch(
+                readable(),
+                threshold,
+                algorithm,
+                webhook_url,
+                mode=mode,
+                expand_identical=expand_identical,
+            )
         except KeyboardInterrupt:
             raise JobInterruptedError("interrupted while reading inputs: nothing sent") from None
         except InvalidInputError:

@@ -8,7 +8,7 @@
                              rapidfuzz)                   -> pairs, into merge_batch
 
 Identical texts are searched once, as in-process: a bucket keeps the first copy of each
-text, and merge_batch adds the pairs of the copies (``expand_identical``).
+text, and merge_batch reports the copies as duplicate groups (``core.duplicates``).
 
 Every task holds a bounded amount: one chunk of documents (1, 3 in slices of
 ``LSH_VERIFY_PAIRS`` candidate pairs) or one partition of band records (2, about
@@ -42,6 +42,7 @@ from redundancy.core.lsh_tables import (
     unpack_pairs,
     verify_candidates,
 )
+from redundancy.core.neardup import distinct_documents
 from redundancy.workers import app
 
 
@@ -65,7 +66,8 @@ def lsh_sign(
     partitions: int,
 ) -> dict[str, Any]:
     """Band keys of one chunk, filed by partition (``key % partitions``)."""
-    docs = comparable_documents(load_chunk(batch_id, chunk, chunk_size, count))
+    loaded = load_chunk(batch_id, chunk, chunk_size, count)
+    docs = distinct_documents(comparable_documents(loaded, algorithm))  # copies: same keys
     if docs:
         tables = partition_tables(docs, algorithm, LSHParams(**lsh), partitions)
         get_job_store().put_blobs(
@@ -123,7 +125,8 @@ def lsh_verify(
     step = settings.lsh_verify_pairs
     for s in range(0, low.size, step):
         a, b = low[s : s + step], high[s : s + step]
-        docs = comparable_documents(load_positions(batch_id, np.union1d(a, b).tolist()))
+        loaded = load_positions(batch_id, np.union1d(a, b).tolist())
+        docs = comparable_documents(loaded, algorithm)
         found = verify_candidates(a, b, docs, algorithm, threshold, workers=settings.cdist_workers)
         out += [list(pair) for pair in found]
     advance_progress(batch_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from redundancy.batch.store import get_job_store
@@ -41,7 +41,7 @@ def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
     duplicate id fails the whole batch, because results could not be told apart. Only the
     ids are remembered, so the items may be a stream of any length.
     """
-    if isinstance(items, str | bytes | bytearray | dict):
+    if isinstance(items, str | bytes | bytearray | Mapping) or not isinstance(items, Iterable):
         raise InvalidInputError(
             f"items must be a list of texts or {{id, text}} objects, got {type(items).__name__}"
         )
@@ -110,11 +110,12 @@ def load_positions(batch_id: str, positions: Sequence[int]) -> list[StagedDocume
     return [(p, doc[0], doc[1]) for p, doc in zip(positions, loaded, strict=True) if doc]
 
 
-def comparable_documents(loaded: Iterable[StagedDocument]) -> list[Document]:
-    """The loaded documents that are valid text, ready to compare (the others are reported
-    by ``analyze_chunk`` and never paired)."""
+def comparable_documents(loaded: Iterable[StagedDocument], algorithm: str) -> list[Document]:
+    """The loaded documents that are valid text ``algorithm`` can compare, ready to
+    compare (the others are reported by ``analyze_chunk`` and never paired)."""
     max_chars = get_settings().max_text_chars
-    return valid_documents(((p, text) for p, _id, text in loaded), max_chars=max_chars)
+    items = ((p, text) for p, _id, text in loaded)
+    return valid_documents(items, max_chars=max_chars, algorithm=algorithm)
 
 
 def advance_progress(batch_id: str, documents: int | None = None) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redundancy import keys, names
@@ -30,17 +30,18 @@ from redundancy.batch.staging import (
 from redundancy.batch.store import get_job_store
 from redundancy.batch.webhooks import deliver_webhook, delivery_task_id
 from redundancy.config import get_settings
-from redundancy.core import BatchItemResult, BatchResult, ItemError, SearchMode, analyze
-from redundancy.core.models import DocumentPair
-from redundancy.core.neardup import (
-    Document,
-    assemble,
-    expand_identical,
-    identical_groups,
-    pairs_between,
+from redundancy.core import (
+    AnalysisResult,
+    BatchItemResult,
+    BatchResult,
+    ItemError,
+    SearchMode,
+    analyze,
 )
-from redundancy.core.scorers import get_scorer
-from redundancy.core.text import normalise
+from redundancy.core.cost import PARTIAL_SCORERS, check_partial_length
+from redundancy.core.models import GROUPED_FIELDS, DocumentPair
+from redundancy.core.neardup import Document, assemble, pairs_between, valid_documents
+from redundancy.core.text import normalise, validate_text
 from redundancy.errors import InvalidInputError, RedundancyError
 from redundancy.events.emitter import emit
 from redundancy.events.factories import batch_event
@@ -55,19 +56,23 @@ log = logging.getLogger(__name__)
 def analyze_chunk(
     batch_id: str, chunk: int, *, count: int, chunk_size: int, threshold: float, algorithm: str
 ) -> dict[str, Any]:
-    """Per-item analysis of one chunk; a bad item becomes an error entry, not a failure."""
+    """Per-item analysis of one chunk; a bad item becomes an error entry, not a failure.
+
+    Copies of one text in the chunk are analysed once (the same string gives the same
+    analysis), so a chunk of boilerplate pages costs one analysis.
+    """
     settings = get_settings()
     items = []
+    done: dict[str, AnalysisResult | InvalidInputError] = {}
     for position, doc_id, text in load_chunk(batch_id, chunk, chunk_size, count):
         try:
-            result = analyze(
-                staged_text(text),
-                threshold,
-                algorithm=algorithm,
-                max_chars=settings.max_text_chars,
-                workers=settings.cdist_workers,
-            )
-            item = BatchItemResult(position=position, id=doc_id, analysis=result)
+            staged = staged_text(text)
+            if staged not in done:
+                done[staged] = _analysis(staged, threshold, algorithm)
+            outcome = done[staged]
+            if isinstance(outcome, InvalidInputError):
+                raise outcome
+            item = BatchItemResult(position=position, id=doc_id, analysis=outcome)
         except Exception as exc:  # one item never fails the batch
             if not isinstance(exc, InvalidInputError):
                 log.exception("batch %s item %s failed", batch_id, doc_id)
@@ -75,10 +80,39 @@ def analyze_chunk(
                 position=position,
                 id=doc_id,
                 error=ItemError(type=type(exc).__name__, message=str(exc)),
+                content_hash=_text_hash(position, text, settings.max_text_chars),
             )
         items.append(item.model_dump(mode="json"))
     advance_progress(batch_id, documents=len(items))
     return {"kind": "analysis", "chunk": chunk, "items": items}
+
+
+def _analysis(text: str, threshold: float, algorithm: str) -> AnalysisResult | InvalidInputError:
+    """One item's analysis, or the input error that refuses it (kept, so copies of the
+    text are refused without redoing the work). A text too long for a partial scorer to
+    compare as a whole fails here too, so the report says why it has no pairs."""
+    settings = get_settings()
+    try:
+        if algorithm in PARTIAL_SCORERS:
+            valid = validate_text(text, max_chars=settings.max_text_chars)
+            check_partial_length(normalise(valid), algorithm, "document")
+        return analyze(
+            text,
+            threshold,
+            algorithm=algorithm,
+            max_chars=settings.max_text_chars,
+            workers=settings.cdist_workers,
+            max_seconds=settings.max_work_seconds,
+        )
+    except InvalidInputError as exc:
+        return exc
+
+
+def _text_hash(position: int, text: Any, max_chars: int) -> str | None:
+    """Content hash of an item whose analysis failed but which is valid text, so the
+    merge groups it with its copies and pairs it when the search compared it."""
+    docs = valid_documents([(position, text)], max_chars=max_chars)
+    return docs[0].content_hash if docs else None
 
 
 @app.task(name=names.BATCH_PAIR_SHARD)
@@ -97,7 +131,7 @@ def pair_shard(
     by ``mode`` (``all-pairs`` or ``exact``: the same pairs either way)."""
 
     def documents(chunk: int) -> list[Document]:
-        return comparable_documents(load_chunk(batch_id, chunk, chunk_size, count))
+        return comparable_documents(load_chunk(batch_id, chunk, chunk_size, count), algorithm)
 
     left_docs = documents(left)
     right_docs = None if left == right else documents(right)
@@ -120,9 +154,13 @@ def merge_batch(
     webhook_url: str | None = None,
     mode: SearchMode = "all-pairs",
     keep_texts: bool = False,
+    expand_identical: bool = False,
 ) -> dict[str, Any]:
     """Join the chunk results into one BatchResult, announce it, release the documents
     (keeping the texts of the best pairs for ``BATCH_TTL`` when ``keep_texts``).
+
+    Pairs arrive between each shard's first copies; ``assemble`` moves them onto the
+    batch's representatives and reports identical texts as duplicate groups.
 
     ``batch.completed`` is written to the outbox here rather than from a signal, so the
     webhook carries the very same event; an outbox failure retries the merge, and a re-run
@@ -139,13 +177,20 @@ def merge_batch(
     )
     if len(items) != count:
         raise RedundancyError(f"batch {batch_id}: merged {len(items)} items of {count}")
-    scored = [tuple(pair) for p in parts if p["kind"] == "pairs" for pair in p["pairs"]]
+    scored = (
+        (int(a), int(b), float(s)) for p in parts if p["kind"] == "pairs" for a, b, s in p["pairs"]
+    )
     ids = [item.id for item in items]
-    hashes = [item.analysis.content_hash if item.analysis else None for item in items]
-    if mode == "indexed":  # the LSH phases searched first copies only
-        self_score = _self_score(batch_id, algorithm, hashes, chunk_size)
-        scored = expand_identical(scored, hashes, self_score, threshold)
-    found = assemble(ids, hashes, scored, threshold, algorithm, mode=mode)
+    found = assemble(
+        ids,
+        [item.text_hash for item in items],
+        scored,
+        threshold,
+        algorithm,
+        mode=mode,
+        expand_identical=expand_identical,
+        max_expanded_pairs=get_settings().expand_identical_max_pairs,
+    )
     failed = sum(1 for item in items if item.error is not None)
     result = BatchResult(
         batch_id=batch_id,
@@ -157,8 +202,7 @@ def merge_batch(
         algorithm=algorithm,
         mode=mode,
         items=items,
-        pairs=found.pairs,
-        clusters=found.clusters,
+        **{name: getattr(found, name) for name in GROUPED_FIELDS},
     )
     summary = result.model_dump(mode="json")
     event = batch_event(self.request, summary)
@@ -208,21 +252,6 @@ def _search_tables(mode: str, count: int, chunk_size: int, threshold: float) -> 
         return {}
     _params, partitions = lsh_plan(count, threshold)
     return {"partitions": partitions, "chunks": chunk_count(count, chunk_size)}
-
-
-def _self_score(
-    batch_id: str, algorithm: str, hashes: Sequence[str | None], chunk_size: int
-) -> Callable[[int], float]:
-    """Score against itself of the first copy of every repeated text (the pairs of
-    identical copies), loaded a chunk at a time rather than one round trip per text."""
-    scorer = get_scorer(algorithm)
-    positions = sorted(identical_groups(hashes))
-    scores: dict[int, float] = {}
-    for start in range(0, len(positions), chunk_size):
-        for position, _id, text in load_positions(batch_id, positions[start : start + chunk_size]):
-            norm = normalise(text)
-            scores[position] = float(scorer(norm, norm, processor=None))
-    return scores.__getitem__
 
 
 def _schedule_webhook(url: str, event: BatchProcessingCompletedEvent, batch_id: str) -> None:

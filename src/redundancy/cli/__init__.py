@@ -256,6 +256,12 @@ def compare(
 @click.option("--json", "as_json", is_flag=True, help="print the full result as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a TTY)")
 @click.option(
+    "--expand-identical",
+    is_flag=True,
+    help="list every pair of identical documents too, up to EXPAND_IDENTICAL_MAX_PAIRS "
+    "(default: each identical text is one duplicate group)",
+)
+@click.option(
     "--mode",
     type=click.Choice(list(MODES)),
     default="auto",
@@ -281,6 +287,7 @@ def batch(
     webhook_url: str | None,
     as_json: bool,
     progress: bool | None,
+    expand_identical: bool,
     mode: str,
     on_interrupt: str,
     timeout: float | None,
@@ -332,6 +339,7 @@ def batch(
             on_document=on_document if stream or spool is not None else None,
             on_webhook=webhook.update,
             on_interrupt="leave" if on_interrupt == "leave" else "revoke",
+            expand_identical=expand_identical,
         )
     except BaseException as exc:
         if stream:

@@ -133,6 +133,9 @@ def _jsonl(lines: Any, source: str) -> Iterator[InputItem]:
         except json.JSONDecodeError as exc:
             yield InputItem(where, None, f"invalid JSON: {exc.msg}")
             continue
+        except (ValueError, RecursionError) as exc:  # a huge integer, nesting too deep
+            yield InputItem(where, None, f"invalid JSON: {type(exc).__name__}: {exc}")
+            continue
         if not isinstance(record, dict) or "text" not in record:
             yield InputItem(where, None, 'each line must be an object with "text" (and "id")')
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from redundancy.core import BatchResult, content_hash
+from redundancy.config import get_settings
+from redundancy.core import BatchResult
+from redundancy.core.models import DocumentPair
+from redundancy.core.neardup import valid_documents
 
 if TYPE_CHECKING:
     from redundancy.batch.canvas import StagedBatch
@@ -43,66 +47,106 @@ def output_format(path: Path, explicit: str | None) -> str:
 
 
 def write_result(result: BatchResult, path: Path, fmt: str) -> None:
-    """``jsonl``: one record per item, pair and cluster (``record`` tells which).
-    ``csv``: one row per near-duplicate pair with its cluster number."""
+    """``jsonl``: one record per item, pair, duplicate group and cluster (``record`` tells
+    which). ``csv``: one row per near-duplicate pair with its cluster number, then one row
+    per copy of an identical text, paired with its group's representative (k - 1 rows for
+    k copies, not k(k-1)/2; none when the pairs are already expanded)."""
     cluster_of = _cluster_of(result)
     with path.open("w", encoding="utf-8", newline="") as fh:
         if fmt == "csv":
             writer = csv.writer(fh)
-            writer.writerow(["id_a", "id_b", "score", "exact", "cluster"])
+            writer.writerow(CSV_COLUMNS)
             for p in result.pairs:
-                writer.writerow([p.id_a, p.id_b, f"{p.score:.4f}", p.exact, cluster_of[p.id_a]])
+                cluster = cluster_of[p.id_a]
+                score = f"{p.score:.4f}"
+                writer.writerow([p.id_a, p.id_b, score, p.exact, cluster, p.copies_a, p.copies_b])
+            if not result.expanded:
+                for g in result.duplicate_groups:
+                    for member in g.ids[1:]:
+                        row = [g.representative, member, "1.0000", True, cluster_of[member]]
+                        writer.writerow([*row, g.count, g.count])
             return
         _item_lines(fh, result, cluster_of)
         for p in result.pairs:
             _line(fh, {"record": "pair", **p.model_dump(mode="json")})
+        _group_lines(fh, result, cluster_of)
         _cluster_lines(fh, result)
+
+
+CSV_COLUMNS = ("id_a", "id_b", "score", "exact", "cluster", "copies_a", "copies_b")
 
 
 class JsonlStream:
     """``--out`` JSONL written while the batch runs: each pair as soon as the sub-task that
-    found it finishes (so a huge batch's pairs can be read with ``tail -f``), then the
-    pairs only the merge knows (in indexed mode, those of identical copies), every item and
-    cluster when the batch is done. Pairs come in completion order."""
+    found it finishes (so a huge batch's pairs can be read with ``tail -f``), then every
+    pair only the merge knows (expanded copies), duplicate group, item and cluster when
+    the batch is done. Pairs come in completion order.
+
+    Sub-tasks report pairs between their own first copies of each text; the stream moves
+    them onto the batch's representatives (the first document of each text, known here
+    because every document is staged before any sub-task runs) and writes each once, so
+    the file holds exactly the result's pairs.
+    """
 
     def __init__(self, path: Path) -> None:
         self._fh = path.open("w", encoding="utf-8")
         self._ids: list[str] = []
-        self._hashes: list[str | None] = []
+        self._first: dict[str, int] = {}
+        self._representative: list[int] = []
+        self._copies: Counter[int] = Counter()
         self._written: set[tuple[int, int]] = set()
 
     def document(self, doc_id: str, text: Any) -> None:
         """Called for each staged document in order: its position is its index here."""
+        position = len(self._ids)
         self._ids.append(doc_id)
-        self._hashes.append(content_hash(text) if isinstance(text, str) else None)
+        digest = comparable_hash(text)
+        rep = position if digest is None else self._first.setdefault(digest, position)
+        self._representative.append(rep)
+        self._copies[rep] += 1
 
     def pairs(self, found: list[list[Any]]) -> None:
+        rep = self._representative
         for a, b, score in found:
-            self._written.add((a, b))
-            _line(
-                self._fh,
-                {
-                    "record": "pair",
-                    "a": a,
-                    "b": b,
-                    "id_a": self._ids[a],
-                    "id_b": self._ids[b],
-                    "score": score / 100.0,
-                    "exact": self._hashes[a] == self._hashes[b],
-                },
+            x, y = sorted((rep[a], rep[b]))
+            if x == y or (x, y) in self._written:
+                continue
+            self._write_pair(
+                DocumentPair(
+                    a=x,
+                    b=y,
+                    id_a=self._ids[x],
+                    id_b=self._ids[y],
+                    score=score / 100.0,
+                    exact=False,
+                    copies_a=self._copies[x],
+                    copies_b=self._copies[y],
+                )
             )
         self._fh.flush()
 
     def finish(self, result: BatchResult) -> None:
-        for p in result.pairs:
-            if (p.a, p.b) not in self._written:
-                _line(self._fh, {"record": "pair", **p.model_dump(mode="json")})
-        _item_lines(self._fh, result, _cluster_of(result))
+        for pair in result.pairs:
+            if (pair.a, pair.b) not in self._written:
+                self._write_pair(pair)
+        cluster_of = _cluster_of(result)
+        _group_lines(self._fh, result, cluster_of)
+        _item_lines(self._fh, result, cluster_of)
         _cluster_lines(self._fh, result)
         self.close()
 
     def close(self) -> None:
         self._fh.close()
+
+    def _write_pair(self, pair: DocumentPair) -> None:
+        self._written.add((pair.a, pair.b))
+        _line(self._fh, {"record": "pair", **pair.model_dump(mode="json")})
+
+
+def comparable_hash(text: Any) -> str | None:
+    """Content hash of a text the workers will compare, else None (never paired)."""
+    docs = valid_documents([(0, text)], max_chars=get_settings().max_text_chars)
+    return docs[0].content_hash if docs else None
 
 
 def _cluster_of(result: BatchResult) -> dict[str, int]:
@@ -117,6 +161,12 @@ def _item_lines(fh: Any, result: BatchResult, cluster_of: dict[str, int]) -> Non
         )
 
 
+def _group_lines(fh: Any, result: BatchResult, cluster_of: dict[str, int]) -> None:
+    for group in result.duplicate_groups:
+        record = {"record": "group", "cluster": cluster_of.get(group.representative)}
+        _line(fh, {**record, **group.model_dump(mode="json")})
+
+
 def _cluster_lines(fh: Any, result: BatchResult) -> None:
     for n, ids in enumerate(result.clusters):
         _line(fh, {"record": "cluster", "cluster": n, "size": len(ids), "ids": ids})
@@ -129,16 +179,23 @@ def _line(fh: Any, record: dict[str, Any]) -> None:
 def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: float) -> None:
     """A readable report: totals, the largest clusters, the most redundant items, failures."""
     scores = [i.analysis.redundancy_score for i in result.items if i.analysis]
-    exact = sum(1 for p in result.pairs if p.exact)
     totals = Table.grid(padding=(0, 2))
     totals.add_row("documents", f"{result.document_count:,}")
     totals.add_row("analysed", f"{result.succeeded:,}")
     totals.add_row("failed", f"[red]{result.failed:,}[/]" if result.failed else "0")
     totals.add_row("distinct texts", f"{result.unique_count:,}")
-    totals.add_row(
-        f"near-duplicate pairs (>= {result.threshold:g}, {result.algorithm})",
-        f"{len(result.pairs):,} ({exact:,} exact)",
-    )
+    groups = result.duplicate_groups
+    if groups:
+        copies = sum(g.count for g in groups)
+        totals.add_row("identical texts", f"{len(groups):,} groups of {copies:,} documents")
+    label = f"near-duplicate pairs (>= {result.threshold:g}, {result.algorithm})"
+    if result.expanded:
+        exact = sum(1 for p in result.pairs if p.exact)
+        totals.add_row(label, f"{len(result.pairs):,} document pairs ({exact:,} exact)")
+    else:
+        totals.add_row(label, f"{len(result.pairs):,} between distinct texts")
+    if groups or result.expanded:
+        totals.add_row("document pairs in all", f"{result.document_pair_count:,}")
     totals.add_row("clusters", f"{len(result.clusters):,}")
     totals.add_row("search", SEARCH_NOTES.get(result.mode, result.mode))
     if scores:
@@ -146,6 +203,8 @@ def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: 
     totals.add_row("ran on", mode)
     totals.add_row("time", f"{seconds:.2f} s")
     console.print(totals)
+    if result.expansion_cut:
+        console.print(f"[yellow]{result.expansion_cut}[/]")
 
     if result.clusters:
         table = Table(title="Largest near-duplicate clusters", title_justify="left")

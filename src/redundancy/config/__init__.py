@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from redundancy.core.cost import DEFAULT_MAX_WORK_SECONDS
+from redundancy.core.duplicates import DEFAULT_MAX_EXPANDED_PAIRS
 from redundancy.errors import ConfigurationError
 
 BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp", "memory")
@@ -149,11 +151,23 @@ class Settings(BaseSettings):
 
     # Work limits.
     max_text_chars: int = Field(default=1_000_000, gt=0)
+    max_work_seconds: float = Field(
+        default=DEFAULT_MAX_WORK_SECONDS,
+        gt=0,
+        description="estimated CPU seconds one analysis or comparison may cost; costlier "
+        "input is refused before scoring (redundancy.core.cost)",
+    )
     batch_chunk_size: int = Field(
         default=500, gt=0, description="documents per batch sub-task (analysis and pair shards)"
     )
     batch_ttl: int = Field(
         default=86_400, gt=0, description="lifetime of staged batch documents (s)"
+    )
+    expand_identical_max_pairs: int = Field(
+        default=DEFAULT_MAX_EXPANDED_PAIRS,
+        ge=0,
+        description="document pairs a result expanded on request (expand_identical) lists "
+        "at most; duplicate groups always list every copy",
     )
 
     # --- Events, outbox and webhooks ---

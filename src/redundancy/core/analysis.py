@@ -12,6 +12,9 @@ threshold 0.8), also checked by the unit tests:
 * ``"Every sentence here is different. Nothing repeats at all."``: -> 0.0.
 
 A text of ``n`` identical sentences scores ``(n - 1) / n``; one sentence always scores 0.
+Only distinct sentences are scored, and only when there are two or more of them; their
+comparison is refused before it starts when it would cost more than ``max_seconds``
+(``redundancy.core.cost``).
 ``lexical_redundancy`` keeps the original service's word-level measure,
 ``1 - unique_words / word_count``.
 """
@@ -23,14 +26,15 @@ from typing import Final
 
 import numpy as np
 
+from redundancy.core.cost import DEFAULT_MAX_WORK_SECONDS, check_work, is_wide, pairs_seconds
 from redundancy.core.models import (
     AnalysisResult,
     RepeatedPhrase,
     SentencePair,
     redundancy_level,
 )
-from redundancy.core.pairs import find_pairs
-from redundancy.core.phases import NORMALISE, phase
+from redundancy.core.pairs import PairArrays, iter_pairs
+from redundancy.core.phases import CDIST, NORMALISE, phase
 from redundancy.core.scorers import (
     DEFAULT_ALGORITHM,
     DEFAULT_THRESHOLD,
@@ -46,14 +50,19 @@ from redundancy.core.text import (
     words,
 )
 
-ANALYSIS_VERSION: Final = 1
-"""Bump when results change for the same input, so cached results are not reused."""
+ANALYSIS_VERSION: Final = 2
+"""Bump when results change for the same input, so cached results are not reused.
+2: sentence pairs tied at the 20th score are chosen by position (they were arbitrary);
+runs of more than 30 combining marks are normalised in stream-safe form."""
 PHRASE_LENGTH: Final = 3
 """Words per n-gram reported in ``repeated_phrases``."""
 MAX_REPORTED: Final = 20
 """How many sentence pairs / phrases a result lists (counts always cover all of them)."""
 MAX_SNIPPET: Final = 200
 """Characters of a sentence quoted in a result."""
+ANALYSIS_BLOCK: Final = 512
+"""Sentences per side of one block of the sentence search: its pairs (at most 512 x 512,
+24 bytes each, about 6 MiB) are reduced before the next block is scored."""
 
 
 def analyze(
@@ -63,8 +72,13 @@ def analyze(
     algorithm: str = DEFAULT_ALGORITHM,
     max_chars: int = DEFAULT_MAX_CHARS,
     workers: int = 1,
+    max_seconds: float = DEFAULT_MAX_WORK_SECONDS,
 ) -> AnalysisResult:
-    """Measure how much ``text`` repeats itself (see the module docstring)."""
+    """Measure how much ``text`` repeats itself (see the module docstring).
+
+    Raises ``WorkLimitError`` when comparing its distinct sentences would cost more than
+    ``max_seconds`` by ``redundancy.core.cost``'s model (before any scoring).
+    """
     validate_text(text, max_chars=max_chars)
     threshold = validate_threshold(threshold)
     scorer = get_scorer(algorithm)
@@ -84,14 +98,27 @@ def analyze(
     copies = np.flatnonzero(redundant)  # exact repeats of an earlier sentence
     reps = np.flatnonzero(~redundant)  # first occurrences, in text order
 
-    found = find_pairs(
-        [norm_sentences[i] for i in reps], scorer=scorer, threshold=threshold, workers=workers
-    )
-    # reps are in text order, so in each pair (left < right) the right one is the later.
-    redundant[reps[found.right]] = True
+    distinct = [norm_sentences[i] for i in reps]
+    estimate = pairs_seconds(algorithm, [len(x) for x in distinct], wide=is_wide(normalised))
+    check_work(estimate, max_seconds, f"comparing the {len(distinct):,} distinct sentences")
+    near_count = 0
+    best = PairArrays.empty()  # the MAX_REPORTED best pairs so far, by sentence index
+    with phase(CDIST):
+        # block by block: similar sentences can have millions of pairs, of which only the
+        # count, the redundant sentences and the best few are kept
+        blocks = iter_pairs(distinct, None, scorer, threshold, ANALYSIS_BLOCK, workers)
+        for found in blocks:
+            # reps are in text order, so in each pair (left < right) the right is the later
+            redundant[reps[found.right]] = True
+            near_count += len(found)
+            mapped = PairArrays(reps[found.left], reps[found.right], found.scores / 100.0)
+            best = _best_pairs(PairArrays.concat([best, mapped]))
 
     exact_pairs = [(int(rep_of[i]), int(i), 1.0) for i in copies[:MAX_REPORTED]]
-    near_pairs = _top_pairs(reps[found.left], reps[found.right], found.scores / 100.0)
+    near_pairs = [
+        (int(a), int(b), float(s))
+        for a, b, s in zip(best.left, best.right, best.scores, strict=True)
+    ]
     listed = sorted(exact_pairs + near_pairs, key=lambda p: (-p[2], p[0], p[1]))[:MAX_REPORTED]
 
     word_count = len(all_words)
@@ -109,7 +136,7 @@ def analyze(
         redundant_word_count=redundant_words,
         redundancy_score=score,
         redundancy_level=redundancy_level(score),
-        near_duplicate_pair_count=copies.size + len(found),
+        near_duplicate_pair_count=copies.size + near_count,
         near_duplicate_sentences=[
             SentencePair(a=a, b=b, score=s, text_a=_snip(sentences[a]), text_b=_snip(sentences[b]))
             for a, b, s in listed
@@ -133,14 +160,18 @@ def repeated_phrases(
     ]
 
 
-def _top_pairs(
-    left: np.ndarray, right: np.ndarray, scores: np.ndarray
-) -> list[tuple[int, int, float]]:
-    """The MAX_REPORTED best-scoring pairs, without sorting all of them."""
-    if scores.size > MAX_REPORTED:
-        best = np.argpartition(-scores, MAX_REPORTED - 1)[:MAX_REPORTED]
-        left, right, scores = left[best], right[best], scores[best]
-    return [(int(a), int(b), float(s)) for a, b, s in zip(left, right, scores, strict=True)]
+def _best_pairs(pairs: PairArrays) -> PairArrays:
+    """The MAX_REPORTED pairs first by (score descending, a, b), without sorting them all
+    (the same choice however the pairs are split into blocks)."""
+    if len(pairs) > MAX_REPORTED:
+        keep = np.argpartition(-pairs.scores, MAX_REPORTED - 1)[:MAX_REPORTED]
+        floor = pairs.scores[keep].min()  # ties at the floor are settled by position below
+        candidates = np.flatnonzero(pairs.scores >= floor)
+        left, right = pairs.left[candidates], pairs.right[candidates]
+        order = np.lexsort((right, left, -pairs.scores[candidates]))
+        keep = candidates[order[:MAX_REPORTED]]
+        pairs = PairArrays(pairs.left[keep], pairs.right[keep], pairs.scores[keep])
+    return pairs
 
 
 def _snip(sentence: str) -> str:

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from redundancy.core.bounds import BoundPlan, prepare
+from redundancy.core.duplicates import ScoredPair
 from redundancy.core.lsh import LSHParams, band_keys, colliding_pairs, unique_pairs
-from redundancy.core.neardup import Document, ScoredPair
+from redundancy.core.neardup import Document
 
 RECORD = np.dtype([("key", "<u8"), ("text", "<u8"), ("pos", "<u4")])
 """One band record: a band key, the first 8 bytes of the document's content hash, and its

@@ -86,7 +86,12 @@ class SimilarityResult(_Model):
 
 
 class DocumentPair(_Model):
-    """Two documents of a corpus with similarity >= threshold (``a`` < ``b`` by position)."""
+    """Two documents of a corpus with similarity >= threshold (``a`` < ``b`` by position).
+
+    Without expansion, both are representatives of distinct texts: the pair stands for
+    ``copies_a * copies_b`` document pairs, listed by the ``duplicate_groups`` whose
+    ``position`` is ``a`` or ``b``.
+    """
 
     a: int
     b: int
@@ -94,13 +99,57 @@ class DocumentPair(_Model):
     id_b: str
     score: float = Field(ge=0.0, le=1.0)
     exact: bool = Field(description="same content hash (identical after normalisation)")
+    copies_a: int = Field(default=1, ge=1, description="documents with the text of a")
+    copies_b: int = Field(default=1, ge=1, description="documents with the text of b")
+
+
+class DuplicateGroup(_Model):
+    """Documents whose texts are identical after normalisation (one content hash): one
+    record for the whole group instead of a pair for every two of its members."""
+
+    content_hash: str
+    representative: str = Field(description="id of the first member; pairs name it")
+    position: int = Field(description="position of the representative")
+    count: int = Field(ge=2)
+    ids: list[str] = Field(description="every member, in position order")
+    positions: list[int]
 
 
 SearchMode = Literal["all-pairs", "exact", "indexed"]
 
 
-class NearDuplicateResult(_Model):
-    """Every near-duplicate pair of a corpus and the clusters they form."""
+class _PairsAndGroups(_Model):
+    """Fields shared by the in-process and the batch results: pairs, groups, clusters."""
+
+    pairs: list[DocumentPair] = Field(
+        description="near-duplicate pairs between distinct texts, between representatives "
+        "(every document pair, copies included, when ``expanded``)"
+    )
+    duplicate_groups: list[DuplicateGroup] = Field(
+        default_factory=list, description="identical texts, one record per text"
+    )
+    document_pair_count: int = Field(
+        default=0,
+        description="document pairs the result stands for: each pair times its copies, plus "
+        "every pair of copies in each group",
+    )
+    expanded: bool = Field(
+        default=False, description="pairs lists document pairs (expand_identical)"
+    )
+    expansion_cut: str | None = Field(
+        default=None, description="why an expanded pair list stops short (the cap)"
+    )
+    clusters: list[list[str]] = Field(
+        description="connected components, ids, size >= 2 (every copy included)"
+    )
+
+
+GROUPED_FIELDS = tuple(_PairsAndGroups.model_fields)
+"""Names of the fields a batch result takes over from its NearDuplicateResult."""
+
+
+class NearDuplicateResult(_PairsAndGroups):
+    """Every near-duplicate pair of a corpus, its identical texts and their clusters."""
 
     document_count: int
     unique_count: int = Field(description="distinct content hashes")
@@ -111,8 +160,6 @@ class NearDuplicateResult(_Model):
         description="search that ran: all-pairs and exact return every pair; indexed has "
         "precision 1.0 and an estimated recall",
     )
-    pairs: list[DocumentPair]
-    clusters: list[list[str]] = Field(description="connected components, ids, size >= 2")
 
 
 class ItemError(_Model):
@@ -129,10 +176,21 @@ class BatchItemResult(_Model):
     id: str
     analysis: AnalysisResult | None = None
     error: ItemError | None = None
+    content_hash: str | None = Field(
+        default=None,
+        description="of a text whose analysis failed but that is still compared (e.g. "
+        "over the work limit); with an analysis, ``analysis.content_hash``",
+    )
+
+    @property
+    def text_hash(self) -> str | None:
+        """The item's content hash, or None when it is not comparable text."""
+        return self.analysis.content_hash if self.analysis else self.content_hash
 
 
-class BatchResult(_Model):
-    """A whole batch: per-item analyses, failed items, near-duplicate pairs and clusters."""
+class BatchResult(_PairsAndGroups):
+    """A whole batch: per-item analyses, failed items, near-duplicate pairs, identical
+    texts and clusters."""
 
     batch_id: str
     document_count: int
@@ -143,8 +201,6 @@ class BatchResult(_Model):
     algorithm: str
     mode: SearchMode = Field(default="all-pairs", description="near-duplicate search that ran")
     items: list[BatchItemResult] = Field(description="every item in input order")
-    pairs: list[DocumentPair]
-    clusters: list[list[str]]
 
     @property
     def failed_items(self) -> list[BatchItemResult]:

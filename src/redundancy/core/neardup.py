@@ -1,8 +1,10 @@
 """Near-duplicate documents in a corpus: every pair with similarity >= threshold.
 
 Exact duplicates (same content hash) are grouped first so each distinct text is scored
-once; distinct texts are then compared by one of three search modes, and pairs are
-expanded back to every document. Texts are compared in normalised form.
+once; distinct texts are then compared by one of three search modes. The result reports
+identical texts as duplicate groups and pairs between distinct texts once, between the
+groups' representatives (``duplicates``); pair-level expansion is on request and capped.
+Texts are compared in normalised form.
 
 Modes (``mode=``):
 
@@ -19,22 +21,29 @@ Modes (``mode=``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import combinations
 from typing import Final, cast
 
 from redundancy.core.bounds import bounds_apply, exact_pairs
-from redundancy.core.clusters import connected_components
+from redundancy.core.cost import check_partial_length
+from redundancy.core.duplicates import (
+    DEFAULT_MAX_EXPANDED_PAIRS,
+    Grouping,
+    ScoredPair,
+    canonical_pairs,
+    clusters_of,
+    document_pair_count,
+    expanded_pairs,
+)
 from redundancy.core.lsh import LSHParams, indexed_pairs
-from redundancy.core.models import DocumentPair, NearDuplicateResult, SearchMode
+from redundancy.core.models import DocumentPair, DuplicateGroup, NearDuplicateResult, SearchMode
 from redundancy.core.pairs import DEFAULT_BLOCK_SIZE, find_pairs
 from redundancy.core.phases import CLUSTERING, NORMALISE, phase
 from redundancy.core.scorers import (
     DEFAULT_ALGORITHM,
     DEFAULT_THRESHOLD,
     get_scorer,
-    is_similar,
     validate_threshold,
 )
 from redundancy.core.text import DEFAULT_MAX_CHARS, hash_normalised, normalise, validate_text
@@ -69,10 +78,6 @@ def resolve_mode(
     return cast(SearchMode, mode)
 
 
-ScoredPair = tuple[int, int, float]
-"""(position a, position b, score 0..100) with a < b."""
-
-
 @dataclass(frozen=True)
 class Document:
     """One document ready for comparison: its position in the corpus and normalised text."""
@@ -88,16 +93,23 @@ class Document:
 
 
 def valid_documents(
-    items: Iterable[tuple[int, object]], *, max_chars: int = DEFAULT_MAX_CHARS
+    items: Iterable[tuple[int, object]],
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    algorithm: str | None = None,
 ) -> list[Document]:
-    """Documents of the ``(position, text)`` items that are valid text; invalid ones are
-    left out (a batch reports them per item and never pairs them)."""
+    """Documents of the ``(position, text)`` items that are valid text (and, given the
+    ``algorithm``, short enough for it to compare: ``cost.PARTIAL_MAX_CHARS``); the others
+    are left out (a batch reports them per item and never pairs them)."""
     docs = []
     for position, text in items:
         try:
-            docs.append(Document.from_text(position, validate_text(text, max_chars=max_chars)))
+            doc = Document.from_text(position, validate_text(text, max_chars=max_chars))
+            if algorithm is not None:
+                check_partial_length(doc.normalised, algorithm, "document")
         except InvalidInputError:
             continue
+        docs.append(doc)
     return docs
 
 
@@ -111,24 +123,30 @@ def near_duplicates(
     block_size: int = DEFAULT_BLOCK_SIZE,
     workers: int = 1,
     mode: str = "auto",
+    expand_identical: bool = False,
+    max_expanded_pairs: int = DEFAULT_MAX_EXPANDED_PAIRS,
 ) -> NearDuplicateResult:
-    """Every pair of ``texts`` scoring >= ``threshold`` and the clusters they form.
+    """Every pair of distinct ``texts`` scoring >= ``threshold``, the identical texts as
+    duplicate groups, and the clusters they form.
 
     ``mode``: ``"auto"``, ``"exact"``, ``"indexed"`` or ``"all-pairs"`` (module docstring);
-    the result's ``mode`` says which one ran.
+    the result's ``mode`` says which one ran. ``expand_identical``: list every document
+    pair, copies included, at most ``max_expanded_pairs`` (``redundancy.core.duplicates``).
     """
+    texts = text_list(texts, "texts")
     threshold = validate_threshold(threshold)
     get_scorer(algorithm)
-    if ids is not None and len(ids) != len(texts):
-        raise ValueError(f"ids has {len(ids)} entries for {len(texts)} texts")
+    if ids is not None:
+        ids = text_list(ids, "ids")
+        if len(ids) != len(texts):
+            raise InvalidInputError(f"ids has {len(ids)} entries for {len(texts)} texts")
     names = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
     with phase(NORMALISE):
-        docs = [
-            Document.from_text(
-                i, validate_text(t, max_chars=max_chars, name=f"document {names[i]!r}")
-            )
-            for i, t in enumerate(texts)
-        ]
+        docs = []
+        for i, t in enumerate(texts):
+            name = f"document {names[i]!r}"
+            docs.append(Document.from_text(i, validate_text(t, max_chars=max_chars, name=name)))
+            check_partial_length(docs[-1].normalised, algorithm, name)
     hashes = [d.content_hash for d in docs]
     used = resolve_mode(mode, len(set(hashes)), algorithm, threshold)
     # LSH parameters from the document count (not the distinct count): what a batch of
@@ -144,7 +162,24 @@ def near_duplicates(
         mode=used,
         lsh=lsh,
     )
-    return assemble(names, hashes, scored, threshold, algorithm, mode=used)
+    return assemble(
+        names,
+        hashes,
+        scored,
+        threshold,
+        algorithm,
+        mode=used,
+        expand_identical=expand_identical,
+        max_expanded_pairs=max_expanded_pairs,
+    )
+
+
+def text_list(values: object, name: str) -> list[str]:
+    """``values`` as a list, or InvalidInputError when it is not a collection of items: a
+    bare string would otherwise become one document per character."""
+    if isinstance(values, str | bytes | bytearray | Mapping) or not isinstance(values, Iterable):
+        raise InvalidInputError(f"{name} must be a list of strings, got {type(values).__name__}")
+    return list(values)
 
 
 def pairs_between(
@@ -158,132 +193,123 @@ def pairs_between(
     mode: SearchMode = "all-pairs",
     lsh: LSHParams | None = None,
 ) -> list[ScoredPair]:
-    """Near-duplicate pairs inside ``left`` (``right`` None) or across ``left`` x ``right``.
+    """Near-duplicate pairs of distinct texts inside ``left`` (``right`` None) or across
+    ``left`` x ``right``: one pair per two texts, between their first documents here.
 
-    This is the unit of work of one distributed shard as well as of the whole corpus;
-    ``mode`` is a resolved mode (see ``resolve_mode``).
+    Identical texts are scored once and never paired (they are a duplicate group, see
+    ``redundancy.core.duplicates``). This is the unit of work of one distributed shard as
+    well as of the whole corpus; ``mode`` is a resolved mode (see ``resolve_mode``).
     """
     scorer = get_scorer(algorithm)
-    left_groups = _group_by_hash(left)
-    left_reps = [g[0] for g in left_groups]
-    out: list[ScoredPair] = []
-    if right is None:
-        for group in left_groups:  # identical texts: one score per group
-            if len(group) > 1:
-                self_score = scorer(group[0].normalised, group[0].normalised, processor=None)
-                if is_similar(self_score, threshold):
-                    out.extend(_ordered(a, b, self_score) for a, b in combinations(group, 2))
-        right_groups, right_reps = left_groups, None
-    else:
-        right_groups = _group_by_hash(right)
-        right_reps = [g[0].normalised for g in right_groups]
+    left_reps = distinct_documents(left)
+    right_reps = left_reps if right is None else distinct_documents(right)
+    if not left_reps or not right_reps or (right is None and len(left_reps) < 2):
+        return []  # one text (or none) has no pair: no search at all
     rows = [d.normalised for d in left_reps]
+    columns = None if right is None else [d.normalised for d in right_reps]
     if mode == "exact":
         found = exact_pairs(
-            rows, right_reps, algorithm=algorithm, threshold=threshold, workers=workers
+            rows, columns, algorithm=algorithm, threshold=threshold, workers=workers
         )
     elif mode == "indexed" and bounds_apply(algorithm):
         found = indexed_pairs(
-            rows, right_reps, algorithm=algorithm, threshold=threshold, params=lsh, workers=workers
+            rows, columns, algorithm=algorithm, threshold=threshold, params=lsh, workers=workers
         )
     else:
         found = find_pairs(
             rows,
-            right_reps,
+            columns,
             scorer=scorer,
             threshold=threshold,
             block_size=block_size,
             workers=workers,
         )
+    out: list[ScoredPair] = []
     for li, ri, score in zip(
         found.left.tolist(), found.right.tolist(), found.scores.tolist(), strict=True
     ):
-        out.extend(_ordered(a, b, score) for a in left_groups[li] for b in right_groups[ri])
+        a, b = left_reps[li], right_reps[ri]
+        if a.content_hash != b.content_hash:  # across shards: the same text on both sides
+            out.append(_ordered(a, b, score))
     return out
 
 
 def assemble(
     names: Sequence[str],
     hashes: Sequence[str | None],
-    scored: Sequence[ScoredPair],
+    scored: Iterable[ScoredPair],
     threshold: float,
     algorithm: str,
     *,
     mode: SearchMode = "all-pairs",
+    expand_identical: bool = False,
+    max_expanded_pairs: int = DEFAULT_MAX_EXPANDED_PAIRS,
 ) -> NearDuplicateResult:
-    """Sorted pairs plus connected components, by document id.
+    """Pairs of distinct texts (between representatives), duplicate groups and clusters.
 
     ``names`` and ``hashes`` are indexed by position; a ``None`` hash marks a document that
-    could not be read or validated (it is counted but never paired).
+    could not be read or validated (it is counted but never paired). ``scored`` may name
+    any copy of a text and repeat a pair of texts (shards do); ``expand_identical`` lists
+    every document pair instead, at most ``max_expanded_pairs``.
     """
     with phase(CLUSTERING):
-        ordered = sorted(scored)
-        pairs = [
-            DocumentPair(
-                a=a,
-                b=b,
-                id_a=names[a],
-                id_b=names[b],
-                score=score / 100.0,
-                exact=hashes[a] == hashes[b],
-            )
-            for a, b, score in ordered
-        ]
-        components = connected_components(len(names), ((a, b) for a, b, _ in ordered))
-    return NearDuplicateResult(
-        document_count=len(names),
-        unique_count=len({h for h in hashes if h is not None}),
-        threshold=threshold,
-        algorithm=algorithm,
-        mode=mode,
-        pairs=pairs,
-        clusters=[[names[i] for i in comp] for comp in components],
-    )
-
-
-def expand_identical(
-    scored: Sequence[ScoredPair],
-    hashes: Sequence[str | None],
-    self_score: Callable[[int], float],
-    threshold: float,
-) -> list[ScoredPair]:
-    """Pairs found among first copies, extended to every copy of identical texts.
-
-    ``scored`` pairs texts by the lowest position of their content hash (as a search that
-    skipped the copies finds them); every other copy inherits its first copy's pairs, and
-    the copies pair with each other at ``self_score(first position)`` (a text against
-    itself), so the result equals a search over every document.
-    """
-    copies = identical_groups(hashes)
-    if not copies:
-        return list(scored)
-    out: list[ScoredPair] = []
-    for a, b, score in scored:
-        out.extend(
-            (min(x, y), max(x, y), score) for x in copies.get(a, (a,)) for y in copies.get(b, (b,))
+        grouping = Grouping.of(hashes)
+        pairs = canonical_pairs(scored, grouping)
+        total = document_pair_count(pairs, grouping)
+        listed, cut = pairs, None
+        if expand_identical:
+            listed = expanded_pairs(pairs, grouping, max_expanded_pairs)
+            if total > len(listed):
+                cut = (
+                    f"expanded pairs stop at {len(listed):,} of {total:,} "
+                    f"(EXPAND_IDENTICAL_MAX_PAIRS = {max_expanded_pairs:,}); duplicate_groups "
+                    "lists every copy"
+                )
+        components = clusters_of(len(names), pairs, grouping)
+        result = NearDuplicateResult(
+            document_count=len(names),
+            unique_count=len({h for h in hashes if h is not None}),
+            threshold=threshold,
+            algorithm=algorithm,
+            mode=mode,
+            pairs=[
+                DocumentPair(
+                    a=a,
+                    b=b,
+                    id_a=names[a],
+                    id_b=names[b],
+                    score=score / 100.0,
+                    exact=hashes[a] == hashes[b],
+                    copies_a=grouping.copies(a),
+                    copies_b=grouping.copies(b),
+                )
+                for a, b, score in listed
+            ],
+            duplicate_groups=[
+                DuplicateGroup(
+                    content_hash=str(hashes[rep]),
+                    representative=names[rep],
+                    position=rep,
+                    count=len(members),
+                    ids=[names[m] for m in members],
+                    positions=members,
+                )
+                for rep, members in sorted(grouping.members.items())
+            ],
+            document_pair_count=total,
+            expanded=expand_identical,
+            expansion_cut=cut,
+            clusters=[[names[i] for i in comp] for comp in components],
         )
-    for first, group in copies.items():
-        score = self_score(first)
-        if is_similar(score, threshold):
-            out.extend((x, y, score) for x, y in combinations(group, 2))
-    return out
+    return result
 
 
-def identical_groups(hashes: Sequence[str | None]) -> dict[int, list[int]]:
-    """Positions of every text that occurs more than once, keyed by its first position
-    (``None`` hashes, unreadable documents, are never grouped)."""
-    groups: dict[str, list[int]] = {}
-    for position, digest in enumerate(hashes):
-        if digest is not None:
-            groups.setdefault(digest, []).append(position)
-    return {group[0]: group for group in groups.values() if len(group) > 1}
-
-
-def _group_by_hash(docs: Sequence[Document]) -> list[list[Document]]:
-    groups: dict[str, list[Document]] = {}
+def distinct_documents(docs: Sequence[Document]) -> list[Document]:
+    """The first document of each distinct text, in order (copies add no pair)."""
+    first: dict[str, Document] = {}
     for doc in docs:
-        groups.setdefault(doc.content_hash, []).append(doc)
-    return list(groups.values())
+        first.setdefault(doc.content_hash, doc)
+    return list(first.values())
 
 
 def _ordered(a: Document, b: Document, score: float) -> ScoredPair:

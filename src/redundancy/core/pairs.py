@@ -10,7 +10,7 @@ A block of ``block_size`` x ``block_size`` bytes is the only matrix ever allocat
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,25 +69,33 @@ def find_pairs(
     ``(i, j)`` with ``i`` in ``rows`` and ``j`` in ``columns``. Texts are compared as given
     (``processor=None``): callers normalise first. ``workers`` is rapidfuzz's thread count
     (-1 = all cores); keep it 1 inside a prefork worker so parallelism stays one layer.
+    Fewer than two rows (``columns`` None) or an empty side have no pairs: nothing is
+    scored (a single long sentence once cost a full self-comparison here).
     """
     with phase(CDIST):
-        return _find_pairs(rows, columns, scorer, threshold, block_size, workers)
+        return PairArrays.concat(
+            list(iter_pairs(rows, columns, scorer, threshold, block_size, workers))
+        )
 
 
-def _find_pairs(
+def iter_pairs(
     rows: Sequence[str],
     columns: Sequence[str] | None,
     scorer: Scorer,
     threshold: float,
-    block_size: int,
-    workers: int,
-) -> PairArrays:
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    workers: int = 1,
+) -> Iterator[PairArrays]:
+    """``find_pairs`` one block at a time: each block's pairs as soon as it is scored,
+    so a caller that only needs counts and the best pairs holds one block, not all pairs
+    (thousands of similar sentences have millions of pairs)."""
     within = columns is None
     cols: Sequence[str] = rows if columns is None else columns
+    if len(rows) < (2 if within else 1) or not cols:
+        return
     row_arr = np.asarray(rows, dtype=object)
     col_arr = row_arr if within else np.asarray(cols, dtype=object)
     cutoff = uint8_cutoff(threshold)
-    found: list[PairArrays] = []
     for r0 in range(0, len(rows), block_size):
         row_block = row_arr[r0 : r0 + block_size]
         for c0 in range(r0 if within else 0, len(cols), block_size):
@@ -117,5 +125,4 @@ def _find_pairs(
                 workers=workers,
             )
             keep = exact / 100.0 >= threshold
-            found.append(PairArrays(ii[keep] + r0, jj[keep] + c0, exact[keep]))
-    return PairArrays.concat(found)
+            yield PairArrays(ii[keep] + r0, jj[keep] + c0, exact[keep])

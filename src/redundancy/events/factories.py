@@ -102,6 +102,8 @@ def batch_event(request: Any, result: dict[str, Any]) -> BatchProcessingComplete
             failed_jobs=result["failed"],
             unique_count=result.get("unique_count"),
             pair_count=len(result.get("pairs", [])),
+            duplicate_group_count=len(result.get("duplicate_groups", [])),
+            document_pair_count=result.get("document_pair_count"),
             cluster_count=len(result.get("clusters", [])),
             threshold=result.get("threshold"),
             algorithm=result.get("algorithm"),

@@ -143,7 +143,15 @@ class BatchProcessingCompletedPayload(_Payload):
     completed_jobs: int = Field(ge=0)
     failed_jobs: int = Field(ge=0)
     unique_count: int | None = None
-    pair_count: int | None = None
+    pair_count: int | None = Field(
+        default=None, description="pairs listed: between distinct texts unless expanded"
+    )
+    duplicate_group_count: int | None = Field(
+        default=None, description="identical texts occurring more than once"
+    )
+    document_pair_count: int | None = Field(
+        default=None, description="document pairs in all, copies of identical texts included"
+    )
     cluster_count: int | None = None
     threshold: float | None = None
     algorithm: str | None = None

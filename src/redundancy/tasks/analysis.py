@@ -37,6 +37,7 @@ def analyze_content(
             algorithm=req.algorithm,
             max_chars=settings.max_text_chars,
             workers=settings.cdist_workers,
+            max_seconds=settings.max_work_seconds,
         )
         return result.model_dump(mode="json")
 
@@ -54,13 +55,19 @@ def compare_texts(
     req = validate(
         CompareRequest, text_a=text_a, text_b=text_b, algorithm=algorithm, threshold=threshold
     )
-    max_chars = get_settings().max_text_chars
+    settings = get_settings()
+    max_chars = settings.max_text_chars
     validate_text(req.text_a, max_chars=max_chars, name="text_a")
     validate_text(req.text_b, max_chars=max_chars, name="text_b")
 
     def compute() -> dict[str, Any]:
         result = similarity(
-            req.text_a, req.text_b, req.algorithm, req.threshold, max_chars=max_chars
+            req.text_a,
+            req.text_b,
+            req.algorithm,
+            req.threshold,
+            max_chars=max_chars,
+            max_seconds=settings.max_work_seconds,
         )
         return result.model_dump(mode="json")
 
