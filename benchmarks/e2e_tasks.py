@@ -25,7 +25,9 @@ and the clock runs until every task's result is in the result backend (polled wi
 is recorded for the same window: on a machine shared with other work it varies far less
 than wall time. Rounds interleave the contenders (rotating who goes first) so load
 changes hit all of them alike; the JSON keeps every round, and medians and ratios of
-medians are reported with the spread.
+medians are reported with the spread. The Redis commands each task cost (every process
+of the worker, from ``INFO commandstats``) are counted too: unlike time, they do not
+depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -156,6 +158,23 @@ class Harness:
         return time.perf_counter()
 
 
+def command_counts(client: redis.Redis) -> dict[str, int]:
+    """Calls per Redis command since the server started (INFO commandstats)."""
+    stats = client.info("commandstats")
+    return {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+
+
+def commands_per_task(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, float]:
+    """Redis commands the worker sent per task (every database of the server), without
+    the harness's own polling (EXISTS) and INFO."""
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    return {
+        k: round(v / n, 2)
+        for k, v in sorted(delta.items(), key=lambda kv: -kv[1])
+        if v and k not in ("exists", "info")
+    }
+
+
 def cpu_seconds(root: psutil.Process) -> float:
     total = 0.0
     for proc in [root, *root.children(recursive=True)]:
@@ -167,7 +186,7 @@ def cpu_seconds(root: psutil.Process) -> float:
     return total
 
 
-def measure(h: Harness, c: Contender, texts: list[str], log: Path) -> dict[str, float]:
+def measure(h: Harness, c: Contender, texts: list[str], log: Path) -> dict[str, Any]:
     h.flush()
     warm_keys = h.stage(c, texts[:WARM_UP_TASKS])
     proc = subprocess.Popen(
@@ -183,11 +202,14 @@ def measure(h: Harness, c: Contender, texts: list[str], log: Path) -> dict[str, 
         h.wait_results(warm_keys, 120)
         keys = h.stage(c, texts[WARM_UP_TASKS:])
         root = psutil.Process(proc.pid)
+        commands_before = command_counts(h.broker)
         cpu_before = cpu_seconds(root)
         began = time.perf_counter()
         h.release(c.queue)
         ended = h.wait_results(keys, 600)
         cpu = cpu_seconds(root) - cpu_before
+        commands = commands_per_task(commands_before, command_counts(h.broker), len(keys))
+        commands["lpush"] = round(commands.get("lpush", 0) - 1 / len(keys), 2)  # the release
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -197,10 +219,14 @@ def measure(h: Harness, c: Contender, texts: list[str], log: Path) -> dict[str, 
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     n = len(keys)
-    return {"tasks_per_s": n / (ended - began), "worker_cpu_us_per_task": cpu / n * 1e6}
+    return {
+        "tasks_per_s": n / (ended - began),
+        "worker_cpu_us_per_task": cpu / n * 1e6,
+        "redis_commands_per_task": commands,
+    }
 
 
-def summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
+def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [r["tasks_per_s"] for r in rounds]
     cpus = [r["worker_cpu_us_per_task"] for r in rounds]
     return {
@@ -208,6 +234,7 @@ def summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
         "min_tasks_per_s": min(rates),
         "max_tasks_per_s": max(rates),
         "median_worker_cpu_us_per_task": statistics.median(cpus),
+        "redis_commands_per_task": rounds[-1]["redis_commands_per_task"],
         "rounds": rounds,
     }
 
@@ -268,7 +295,7 @@ def main() -> None:
     ]
     log_dir = Path("/tmp") / f"bench-e2e-{os.getpid()}"
     log_dir.mkdir(exist_ok=True)
-    rounds: dict[str, list[dict[str, float]]] = {c.name: [] for c in chosen}
+    rounds: dict[str, list[dict[str, Any]]] = {c.name: [] for c in chosen}
     try:
         for r in range(args.rounds):
             order = chosen[r % len(chosen) :] + chosen[: r % len(chosen)]

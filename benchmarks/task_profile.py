@@ -8,10 +8,9 @@ The worker, its warm-up and the prefilled queue are ``benchmarks.e2e_tasks``'s (
 contenders). ``py-spy record`` samples each pool process, the main process and (for
 ``crd``) the outbox relay at ``--rate`` Hz. Each sample goes to the innermost part of its
 stack that ``PARTS`` names; the JSON gives, per process kind, the µs per task of each
-part (samples / rate / tasks). Pool processes are sampled on the wall clock (``--idle``:
-a Redis round trip counts where the task waits for it; "waiting for the next task" is no
-task's cost and is left out); the main process and the relay, which mostly wait for
-messages, on the CPU only. Sampling perturbs the worker a little (py-spy reads the
+part (samples / rate / tasks). Samples are wall clock (``--idle``): a Redis round trip
+counts where the process waits for it, and a process waiting for work outside any task
+is no task's cost and is left out. Sampling perturbs the worker a little (py-spy reads the
 processes' memory): the breakdown is a share of the time, not a rate.
 """
 
@@ -36,47 +35,54 @@ from benchmarks.e2e_tasks import WARM_UP_TASKS, Harness, contenders
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 
-# (part, pattern on one frame "function (file:line)"); a sample belongs to the innermost
-# frame that matches, so the order only breaks ties within one frame.
-PARTS: tuple[tuple[str, str], ...] = (
-    ("core analysis", r"^analyze \(.*redundancy/core/analysis\.py"),
-    ("core analysis", r"^analyze \(.*benchmarks/plain_celery\.py"),
+# (part, pattern on one frame "function (file:line)"). A sample belongs to the innermost
+# frame matching an OWNER (the code that asked for the work: our hooks, Celery's result
+# store ...), else to the innermost frame matching a LIBRARY part, else to "other".
+OWNERS: tuple[tuple[str, str], ...] = (
+    ("core analysis", r"^analyze \(.*(redundancy/core/analysis|benchmarks/plain_celery)\.py"),
     ("result model to JSON dict", r"model_dump"),
     ("input validation", r"redundancy/schemas\.py|^validate_text \("),
     ("results cache (lookup, store)", r"redundancy/cache/|redundancy/kv/"),
-    ("delivery counter", r"^before_start \(.*redundancy/workers/base\.py"),
+    ("delivery counter", r"redundancy/workers/(base|deliveries)\.py"),
     ("events: build, sign, outbox write", r"redundancy/events/"),
     ("metrics and correlation hooks", r"redundancy/observability/"),
     ("logging", r"/logging/__init__\.py|pythonjsonlogger"),
-    ("Celery: result store", r"^mark_as_done \("),
-    ("Celery: STARTED state store", r"^store_result \(.*celery/backends/"),
-    ("Celery: signal dispatch", r"celery/utils/dispatch/"),
-    ("Celery: task tracing", r"celery/app/trace\.py"),
-    ("pool: receive job, send result", r"billiard/"),
+    ("Celery: result store", r"^\w+\.mark_as_done \("),
+    ("Celery: STARTED state store", r"^\w+\.store_result \(.*celery/backends/"),
     ("Celery: task events", r"celery/events/"),
-    ("broker I/O (kombu, redis-py)", r"kombu/|redis/"),
+    ("Celery: ack", r"^Request\.acknowledge|^\w+\.ack \("),
+    ("Celery: signal dispatch", r"celery/utils/dispatch/"),
+)
+LIBRARIES: tuple[tuple[str, str], ...] = (
+    ("Celery: task tracing", r"celery/app/trace\.py"),
+    ("pool: job and result messages", r"billiard/|celery/concurrency/"),
+    ("broker: receive (kombu, redis-py)", r"kombu/|redis/"),
     ("Celery: consumer and strategy", r"celery/worker/"),
 )
 IDLE_LEAF = re.compile(r"(^|\.)(select|poll|_poll|wait|_wait_for_tstate_lock|_recv|sleep) \(")
+IDLE = "waiting (no task's cost)"
+
+Compiled = list[tuple[str, re.Pattern[str]]]
 
 
-def classify(frames: list[str], compiled: list[tuple[str, re.Pattern[str]]]) -> str:
+def compiled(parts: tuple[tuple[str, str], ...]) -> Compiled:
+    return [(p, re.compile(r)) for p, r in parts]
+
+
+def innermost(frames: list[str], parts: Compiled) -> str | None:
     for frame in reversed(frames):
-        for part, pattern in compiled:
+        for part, pattern in parts:
             if pattern.search(frame):
                 return part
-    return "other"
+    return None
 
 
-def pool_part(frames: list[str], compiled: list[tuple[str, re.Pattern[str]]]) -> str:
-    """A pool process outside a task is waiting for the next one (or passing messages)."""
-    if not any("celery/app/trace.py" in f for f in frames):
-        return "waiting for the next task" if IDLE_LEAF.search(frames[-1]) else "pool loop"
-    return classify(frames, compiled)
-
-
-def cpu_part(frames: list[str], compiled: list[tuple[str, re.Pattern[str]]]) -> str:
-    return classify(frames, compiled)
+def classify(frames: list[str], owners: Compiled, libraries: Compiled) -> str:
+    """The part of one sample; a process waiting for work outside any task is idle."""
+    in_task = any("celery/app/trace.py" in f for f in frames)
+    if not in_task and IDLE_LEAF.search(frames[-1]) and "redis/" not in ";".join(frames[-6:]):
+        return IDLE
+    return innermost(frames, owners) or innermost(frames, libraries) or "other"
 
 
 def read_samples(path: Path) -> Counter[tuple[str, ...]]:
@@ -90,14 +96,12 @@ def read_samples(path: Path) -> Counter[tuple[str, ...]]:
     return stacks
 
 
-def breakdown(
-    stacks: Counter[tuple[str, ...]], kind: str, rate: int, tasks: int
-) -> dict[str, float]:
-    compiled = [(p, re.compile(r)) for p, r in PARTS]
-    part_of = pool_part if kind == "pool" else cpu_part
+def breakdown(stacks: Counter[tuple[str, ...]], rate: int, tasks: int) -> dict[str, float]:
+    owners, libraries = compiled(OWNERS), compiled(LIBRARIES)
     parts: Counter[str] = Counter()
     for frames, n in stacks.items():
-        parts[part_of(list(frames), compiled)] += n
+        parts[classify(list(frames), owners, libraries)] += n
+    parts.pop(IDLE, None)
     return {p: round(n / rate / tasks * 1e6, 1) for p, n in parts.most_common()}
 
 
@@ -155,9 +159,8 @@ def main() -> None:
             for pid in pids:
                 path = out_dir / f"{kind}-{pid}.txt"
                 spy = subprocess.Popen(
-                    [PY_SPY, "record", "--pid", str(pid), *(["--idle"] if kind == "pool" else []),
-                     "--nonblocking", "--rate", str(args.rate), "--format", "raw",
-                     "--output", str(path)],
+                    [PY_SPY, "record", "--pid", str(pid), "--idle", "--nonblocking",
+                     "--rate", str(args.rate), "--format", "raw", "--output", str(path)],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )  # fmt: skip
@@ -188,8 +191,7 @@ def main() -> None:
         "load_avg_1m": os.getloadavg()[0],
     }
     for kind, stacks in merged.items():
-        parts = breakdown(stacks, kind, args.rate, n)
-        parts.pop("waiting for the next task", None)
+        parts = breakdown(stacks, args.rate, n)
         result[f"{kind}_us_per_task"] = parts
         result[f"{kind}_busy_us_per_task"] = round(sum(parts.values()), 1)
     write_result(f"task_profile_{c.name}", result)

@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redundancy.config import get_settings
 from redundancy.errors import InfrastructureError, InvalidInputError, PoisonMessageError
 from redundancy.retry import TASK_RETRY
-from redundancy.workers.deliveries import get_delivery_counter
+from redundancy.workers.deliveries import DELIVERIES_COUNTED, get_delivery_counter
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,17 @@ class RedundancyTask(Task):  # type: ignore[misc]
         """Refuse a message that keeps coming back (it killed workers MAX_DELIVERIES times).
 
         With late acknowledgement a task that crashes its worker is redelivered forever;
-        counting deliveries per attempt stops it. A broken counter never blocks the task.
+        counting deliveries per attempt stops it. Usually the result backend counted this
+        delivery already, with the STARTED state; else the counter does. A broken counter
+        never blocks the task.
         """
         if self.request.is_eager:
             return
         limit = get_settings().max_deliveries
+        count = getattr(self.request, DELIVERIES_COUNTED, None)
         try:
-            count = get_delivery_counter().count(task_id, self.request.retries or 0)
+            if count is None:
+                count = get_delivery_counter().count(task_id, self.request.retries or 0)
         except Exception:  # a hook never fails the job
             log.warning("delivery counter unavailable for %s", task_id, exc_info=True)
             return

@@ -15,6 +15,18 @@ from redundancy.workers.routing import DEFAULT_QUEUE, TASK_ROUTES, task_queues
 
 EMBEDDED_BROKER = "memory://"
 EMBEDDED_BACKEND = "cache+memory://"
+RESULT_BACKEND_CLASS = "redundancy.workers.results:RedisResultBackend"
+"""Celery's Redis result backend storing each state in one round trip, with the job's
+event (``redundancy.workers.results``); ``create_app`` names it before ``+redis://...``."""
+
+
+def result_backend_class(result_backend: object) -> str | None:
+    """The app's ``backend_cls`` for the ``result_backend`` Celery resolved (its
+    CELERY_RESULT_BACKEND environment variable wins over any setting): ours in
+    Celery's ``<backend>+<url>`` form for a plain Redis URL, else None (Celery's choice)."""
+    if isinstance(result_backend, str) and urlsplit(result_backend).scheme in ("redis", "rediss"):
+        return f"{RESULT_BACKEND_CLASS}+{result_backend}"
+    return None
 
 
 def celery_settings(settings: Settings | None = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery
 
 from redundancy.config import get_settings
-from redundancy.workers.celeryconfig import celery_settings
+from redundancy.workers.celeryconfig import celery_settings, result_backend_class
 
 OVERRIDE_ENV = "CELERY_CONFIG_MODULE"
 
@@ -73,12 +73,15 @@ def _prepare_metrics_folder() -> None:
 
 def create_app() -> Celery:
     """Build an app from settings plus the ops override module, if any, and register
-    every hook (``register()`` is idempotent, so a second app adds no second handler)."""
+    every hook (``register()`` is idempotent, so a second app adds no second handler).
+    A Redis result backend is ours (``redundancy.workers.results``: one round trip per
+    stored state)."""
     _prepare_metrics_folder()
     app = Celery("redundancy", task_cls="redundancy.workers.base:RedundancyTask")
     conf = celery_settings()
     conf.update(_overrides(_override_module()))
     app.config_from_object(conf)
+    app.backend_cls = result_backend_class(app.conf.result_backend)
     for module in HOOK_MODULES:
         importlib.import_module(module).register()
     return app
