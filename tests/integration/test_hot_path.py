@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from redundancy.workers.base import RESULT_REPR_CHARS
 from tests.services import REDIS_CACHE_DB, flush_db, redis_url
 
 pytestmark = pytest.mark.integration
@@ -52,9 +53,11 @@ TRACE = """
             "retries": 0, "root_id": task_id, "is_eager": False,
             "delivery_info": {"routing_key": "analysis", "redelivered": redelivered},
         }
+        global shown
         before = trips
         traced = tracer(task_id, (text,), {}, request)
         if traced.info is None:
+            shown = traced.retstr  # the result as the log line and task event show it
             return task_id, trips - before, "SUCCESS"
         return task_id, trips - before, f"{traced.info.state} {type(traced.info.retval).__name__}"
     backend = redis.Redis.from_url(app.conf.result_backend)
@@ -73,7 +76,7 @@ def test_analyze_content_costs_four_round_trips_on_a_miss_and_three_on_a_hit(
     miss_id, miss, miss_state = run("The tide came in. The tide came in again. Gulls argued.")
     hit_id, hit, hit_state = run("The tide came in. The tide came in again. Gulls argued.")
     print(json.dumps({
-        "miss": miss, "hit": hit, "states": [miss_state, hit_state],
+        "miss": miss, "hit": hit, "states": [miss_state, hit_state], "shown": shown,
         "events": backend.xlen(outbox),
         "deliveries": [backend.get(keys.delivery_counter(i, 0)) and
                        int(backend.get(keys.delivery_counter(i, 0))) for i in (miss_id, hit_id)],
@@ -93,6 +96,9 @@ def test_analyze_content_costs_four_round_trips_on_a_miss_and_three_on_a_hit(
     assert out["stored"] == ["SUCCESS", "SUCCESS"]
     assert out["events"] == 3  # the warm-up's, the miss's and the hit's, once each
     assert out["deliveries"] == [1, 1]
+    # and the result's text form, which Celery builds for every task, is kept short
+    assert out["shown"].startswith("{'content_hash': '")
+    assert len(out["shown"]) <= RESULT_REPR_CHARS + len("..., ...}")
 
 
 def test_the_event_is_written_with_the_result_and_not_again_by_the_signal(redis_cluster, cache_url):
