@@ -21,13 +21,13 @@ How a round measures one contender: its worker is started and warmed up (a few t
 through each process); N messages, produced beforehand into a staging database, are then
 pushed onto its queue in one ``LPUSH`` (prefilled: no producer competes with the worker),
 and the clock runs until every task's result is in the result backend (polled with one
-``EXISTS`` of all N keys every 5 ms). Worker CPU time (main process and children, psutil)
-is recorded for the same window: on a machine shared with other work it varies far less
-than wall time. Rounds interleave the contenders (rotating who goes first) so load
-changes hit all of them alike; the JSON keeps every round, and medians and ratios of
-medians are reported with the spread. The Redis commands each task cost (every process
-of the worker, from ``INFO commandstats``) are counted too: unlike time, they do not
-depend on the machine's load.
+``EXISTS`` of all N keys every 5 ms). Worker CPU time (main process, pool processes and
+our outbox relay, psutil) is recorded for the same window: on a machine shared with
+other work it varies far less than wall time. Rounds interleave the contenders (rotating
+who goes first) so load changes hit all of them alike; the JSON keeps every round, and
+medians and ratios of medians are reported with the spread. The Redis commands each task
+cost (every process of the worker, from ``INFO commandstats``) are counted too: unlike
+time, they do not depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -175,15 +175,20 @@ def commands_per_task(before: dict[str, int], after: dict[str, int], n: int) -> 
     }
 
 
-def cpu_seconds(root: psutil.Process) -> float:
-    total = 0.0
+def cpu_seconds(root: psutil.Process) -> dict[str, float]:
+    """CPU seconds so far of the worker's processes: its main process, its pool processes
+    and (ours) the outbox relay beside it."""
+    out = {"main": 0.0, "pool": 0.0, "relay": 0.0}
     for proc in [root, *root.children(recursive=True)]:
         try:
+            kind = "main" if proc.pid == root.pid else "pool"
+            if "redundancy.events.relay" in " ".join(proc.cmdline()):
+                kind = "relay"
             t = proc.cpu_times()
-            total += t.user + t.system
+            out[kind] += t.user + t.system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return out
 
 
 def measure(h: Harness, c: Contender, texts: list[str], log: Path) -> dict[str, Any]:
@@ -207,7 +212,7 @@ def measure(h: Harness, c: Contender, texts: list[str], log: Path) -> dict[str, 
         began = time.perf_counter()
         h.release(c.queue)
         ended = h.wait_results(keys, 600)
-        cpu = cpu_seconds(root) - cpu_before
+        cpu_after = cpu_seconds(root)
         commands = commands_per_task(commands_before, command_counts(h.broker), len(keys))
         commands["lpush"] = round(commands.get("lpush", 0) - 1 / len(keys), 2)  # the release
     finally:
@@ -219,9 +224,11 @@ def measure(h: Harness, c: Contender, texts: list[str], log: Path) -> dict[str, 
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     n = len(keys)
+    cpu = {k: (cpu_after[k] - cpu_before[k]) / n * 1e6 for k in cpu_after}
     return {
         "tasks_per_s": n / (ended - began),
-        "worker_cpu_us_per_task": cpu / n * 1e6,
+        "worker_cpu_us_per_task": sum(cpu.values()),
+        "cpu_us_per_task_by_process": {k: round(v) for k, v in cpu.items()},
         "redis_commands_per_task": commands,
     }
 

@@ -38,7 +38,7 @@ SETTING_GROUPS: dict[str, dict[str, Any]] = {
 }
 """Settings of our worker that change the per-task work, by what they buy."""
 
-OURS: tuple[str, ...] = ("late_ack", "task_events", "track_started")
+OURS: tuple[str, ...] = ("late_ack", "track_started")
 """The groups ``redundancy.workers.celeryconfig`` sets (a unit test keeps this list in
 step with it)."""
 

@@ -77,12 +77,21 @@ def innermost(frames: list[str], parts: Compiled) -> str | None:
     return None
 
 
+WAITING_FOR_WORK = re.compile(r"^(RedisOutbox|MemoryOutbox)\.wait \(|^Event\.wait \(")
+"""The relay waiting for new outbox entries, or lingering between batches."""
+
+
 def classify(frames: list[str], owners: Compiled, libraries: Compiled) -> str:
     """The part of one sample; a process waiting for work outside any task is idle."""
     in_task = any("celery/app/trace.py" in f for f in frames)
     if not in_task and IDLE_LEAF.search(frames[-1]) and "redis/" not in ";".join(frames[-6:]):
         return IDLE
-    return innermost(frames, owners) or innermost(frames, libraries) or "other"
+    if any(WAITING_FOR_WORK.search(f) for f in frames):
+        return IDLE
+    part = innermost(frames, owners) or innermost(frames, libraries) or "other"
+    if part == "Celery: STARTED state store" and any(".mark_as_done (" in f for f in frames):
+        return "Celery: result store"  # mark_as_done stores through store_result
+    return part
 
 
 def read_samples(path: Path) -> Counter[tuple[str, ...]]:
