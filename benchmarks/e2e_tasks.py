@@ -16,6 +16,8 @@ Every contender is a 2-process prefork worker on one Redis (broker and result ba
 
 ``--parts settings`` adds the plain app running ``analyze`` with one settings group of
 ``plain_celery.SETTING_GROUPS`` at a time: what each of our settings costs.
+``--parts ablation`` adds ``crd worker`` with one of its parts off at a time (results
+cache, events, INFO logs): what each part of ours costs.
 
 How a round measures one contender: its worker is started and warmed up (a few tasks
 through each process); N messages, produced beforehand into a staging database, are then
@@ -77,11 +79,11 @@ def plain(name: str, task: str, settings: str) -> Contender:
     )  # fmt: skip
 
 
-def crd(name: str, task: str, env: dict[str, str]) -> Contender:
+def crd(name: str, task: str, env: dict[str, str], level: str = "INFO") -> Contender:
     return Contender(
         name,
         (
-            "-m", "redundancy", "worker", "-c", "2", "-Q", "analysis", "-l", "INFO",
+            "-m", "redundancy", "worker", "-c", "2", "-Q", "analysis", "-l", level,
             "--without-mingle", "--without-gossip", f"--hostname={name}-{os.getpid()}@%h",
         ),
         task,
@@ -100,6 +102,18 @@ def contenders(parts: list[str], crd_env: dict[str, str]) -> list[Contender]:
             plain("plain_analyze_defaults", "plain.analyze", "defaults"),
             plain("plain_analyze_ours", "plain.analyze", "ours"),
             crd("crd_analyze_content", "redundancy.analyze_content", crd_env),
+        ]
+    if "ablation" in parts:  # our worker with one of its parts off: what each part costs
+        if "three_way" not in parts:
+            out += [
+                plain("plain_analyze_ours", "plain.analyze", "ours"),
+                crd("crd_analyze_content", "redundancy.analyze_content", crd_env),
+            ]
+        analyze = "redundancy.analyze_content"
+        out += [
+            crd("crd_without_cache", analyze, {**crd_env, "CACHE_RESULTS": "false"}),
+            crd("crd_without_events", analyze, {**crd_env, "EVENTS_ENABLED": "false"}),
+            crd("crd_warning_logs", analyze, crd_env, level="WARNING"),
         ]
     if "settings" in parts:
         if "three_way" not in parts:
@@ -282,7 +296,7 @@ def main() -> None:
     parser.add_argument(
         "--redis-db-base", type=int, default=int(os.environ.get("CRD_TEST_REDIS_DB_BASE", "12"))
     )
-    parser.add_argument("--parts", default="three_way", help="three_way,settings")
+    parser.add_argument("--parts", default="three_way", help="three_way,ablation,settings")
     parser.add_argument("--output", default="e2e_tasks", help="results/<name>.json")
     args = parser.parse_args()
 

@@ -9,9 +9,11 @@ and the cost the bridge adds to a task, measured side by side in one run.
    - raw: one XADD per event (Redis); produce + one final flush (Kafka, fire and forget),
      and produce + flush per event (Kafka, each event confirmed like a job would need);
      every run writes to a fresh stream/topic (Kafka: created alike, same partitions);
-   - bridge: one outbox XADD per event (what a finished task does) while a relay process
-     (``python -m redundancy.events.relay``) drains the outbox to the broker; timed from the
-     first write until the broker holds every event;
+   - bridge: one outbox XADD per event (what a finished task does), ``WRITERS`` tasks
+     finishing at a time (their XADDs reach Redis together, as from many workers), while
+     a relay process (``python -m redundancy.events.relay``) drains the outbox to the
+     broker; timed from the first write until the broker holds every event; and the same
+     with one writer, each write waiting for its round trip (a fifth of the events);
    - relay drain: a pre-filled outbox of the same events drained by one relay (in-process).
 2. Added cost per task: the success hook (event built, signed, written to the outbox)
    timed in-process against the task body it follows, and analyze_content tasks/s on a
@@ -26,6 +28,7 @@ import os
 import platform
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -169,21 +172,42 @@ def delivered_counter(kind: str, target: str, topic: str) -> Any:
     return count
 
 
-def bridge(kind: str, target: str, backend: str, messages: list[Any], env: dict[str, str]) -> float:
+WRITERS = 100
+"""Tasks finishing at once in the bridge's write side: their outbox entries reach Redis
+together (one XADD each, in one pipeline), as from that many worker processes."""
+
+
+def bridge(
+    kind: str,
+    target: str,
+    backend: str,
+    messages: list[Any],
+    env: dict[str, str],
+    writers: int = WRITERS,
+) -> float:
     """Events/s from the first outbox write until the broker holds all of them, with the
-    writer (a finished task's hook) and the relay in separate processes, as in a worker."""
+    writers (finished tasks) and the relay in separate processes, as in a cluster.
+
+    ``writers`` tasks finish at a time: their entries are written together, one XADD each
+    (a worker writes a task's entry in the round trip that stores its result; many
+    workers' writes reach Redis together). ``writers=1`` is one task after another, each
+    waiting for its own round trip: the rate one process can write at."""
     from redundancy.events.outbox import RedisOutbox
 
     topic = f"{TOPIC}.{uuid.uuid4().hex[:8]}"
     outbox = RedisOutbox(backend)
-    outbox._redis.delete(outbox.key)
+    client = outbox._redis
+    client.delete(outbox.key)
     count = delivered_counter(kind, target, topic)
     relay = start_relay({**env, "EVENTS_TOPIC": topic})
     try:
         time.sleep(3)  # the relay connects and idles on the empty outbox
         started = time.perf_counter()
-        for m in messages:
-            outbox.append(m)
+        for i in range(0, len(messages), writers):
+            pipe = client.pipeline(transaction=False)
+            for m in messages[i : i + writers]:
+                pipe.xadd(outbox.key, m.fields())
+            pipe.execute()
         wait(lambda: count() >= len(messages), 300, "every event on the broker")
         elapsed = time.perf_counter() - started
     finally:
@@ -229,7 +253,12 @@ def throughput(
             "EVENTS_TOPIC": TOPIC,
             ("REDIS_URL" if kind == "redis_streams" else "KAFKA_BOOTSTRAP_SERVERS"): target,
         }
-        runs: dict[str, list[float]] = {"raw": [], "bridge": [], "relay_drain": []}
+        runs: dict[str, list[float]] = {
+            "raw": [],
+            "bridge": [],
+            "bridge_single_writer": [],
+            "relay_drain": [],
+        }
         if kind == "kafka":
             runs["raw_confirmed_each"] = []
         for _ in range(args.rounds):
@@ -241,12 +270,17 @@ def throughput(
                     raw_kafka(target, messages[: len(messages) // 5], confirm_each=True)
                 )
             runs["bridge"].append(bridge(kind, target, backend, messages, env))
+            single = messages[: len(messages) // 5]
+            runs["bridge_single_writer"].append(bridge(kind, target, backend, single, env, 1))
             runs["relay_drain"].append(relay_drain(kind, target, backend, messages))
         best = {k: max(v) for k, v in runs.items()}
+        median = {k: statistics.median(v) for k, v in runs.items()}
         out[kind] = {
             "events_per_s": runs,
             "best_events_per_s": best,
+            "median_events_per_s": median,
             "ratio_bridge_vs_raw": best["bridge"] / best["raw"],
+            "ratio_bridge_vs_raw_medians": median["bridge"] / median["raw"],
             "ratio_relay_drain_vs_raw": best["relay_drain"] / best["raw"],
         }
         if kind == "kafka":

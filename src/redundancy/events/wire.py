@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from typing import Any
 
 from redundancy.events.errors import InvalidEventError
 from redundancy.events.models import DomainEvent, parse_event
@@ -94,8 +95,20 @@ class WireMessage:
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> WireMessage:
-        f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+        """A stream entry's fields (bytes from redis-py, or str) as a message. The relay
+        reads every event through here, so the common case (bytes) is a few lookups."""
         try:
+            raw: dict[Any, Any] = fields
+            if b"body" in raw:  # redis-py: bytes keys and values
+                signature = raw.get(b"signature")
+                return cls(
+                    event_id=raw[b"event_id"].decode(),
+                    event_type=raw[b"event_type"].decode(),
+                    key=raw[b"key"].decode(),
+                    body=raw[b"body"],
+                    signature=signature.decode() if signature else None,
+                )
+            f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
             text = {
                 k: (v.decode() if isinstance(v, bytes) and k != "body" else v) for k, v in f.items()
             }
@@ -107,7 +120,10 @@ class WireMessage:
                 body=body if isinstance(body, bytes) else str(body).encode(),
                 signature=str(text["signature"]) if text.get("signature") else None,
             )
-        except (KeyError, UnicodeDecodeError) as exc:
+        except KeyError as exc:
+            name = exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc.args[0]
+            raise InvalidEventError(f"stream entry is missing or mangles {name!r}") from None
+        except (UnicodeDecodeError, AttributeError) as exc:
             raise InvalidEventError(f"stream entry is missing or mangles {exc}") from None
 
     def event(self, signing_key: bytes | None = None) -> DomainEvent:
