@@ -17,7 +17,9 @@ Every contender is a 2-process prefork worker on one Redis (broker and result ba
 ``--parts settings`` adds the plain app running ``analyze`` with one settings group of
 ``plain_celery.SETTING_GROUPS`` at a time: what each of our settings costs.
 ``--parts ablation`` adds ``crd worker`` with one of its parts off at a time (results
-cache, events, INFO logs): what each part of ours costs.
+cache, events): what each part of ours costs. ``--before-src PATH`` adds the same
+``crd worker`` run from another checkout's ``src`` (e.g. ``git archive`` of an older
+commit): before and after in one run.
 
 How a round measures one contender: its worker is started and warmed up (a few tasks
 through each process); N messages, produced beforehand into a staging database, are then
@@ -79,11 +81,11 @@ def plain(name: str, task: str, settings: str) -> Contender:
     )  # fmt: skip
 
 
-def crd(name: str, task: str, env: dict[str, str], level: str = "INFO") -> Contender:
+def crd(name: str, task: str, env: dict[str, str]) -> Contender:
     return Contender(
         name,
         (
-            "-m", "redundancy", "worker", "-c", "2", "-Q", "analysis", "-l", level,
+            "-m", "redundancy", "worker", "-c", "2", "-Q", "analysis", "-l", "INFO",
             "--without-mingle", "--without-gossip", f"--hostname={name}-{os.getpid()}@%h",
         ),
         task,
@@ -92,10 +94,15 @@ def crd(name: str, task: str, env: dict[str, str], level: str = "INFO") -> Conte
     )  # fmt: skip
 
 
-def contenders(parts: list[str], crd_env: dict[str, str]) -> list[Contender]:
+def contenders(
+    parts: list[str], crd_env: dict[str, str], before_src: str | None = None
+) -> list[Contender]:
     from benchmarks.plain_celery import SETTING_GROUPS
 
     out: list[Contender] = []
+    if before_src:  # the same worker from an older checkout's src/ (first on sys.path)
+        before_env = {**crd_env, "PYTHONPATH": f"{before_src}:{ROOT}"}
+        out.append(crd("crd_before", "redundancy.analyze_content", before_env))
     if "three_way" in parts:
         out += [
             plain("plain_noop_defaults", "plain.noop", "defaults"),
@@ -113,7 +120,6 @@ def contenders(parts: list[str], crd_env: dict[str, str]) -> list[Contender]:
         out += [
             crd("crd_without_cache", analyze, {**crd_env, "CACHE_RESULTS": "false"}),
             crd("crd_without_events", analyze, {**crd_env, "EVENTS_ENABLED": "false"}),
-            crd("crd_warning_logs", analyze, crd_env, level="WARNING"),
         ]
     if "settings" in parts:
         if "three_way" not in parts:
@@ -275,6 +281,9 @@ def ratios(results: dict[str, dict[str, Any]]) -> dict[str, float]:
         "crd_vs_plain_analyze_defaults": ("crd_analyze_content", "plain_analyze_defaults"),
         "plain_analyze_ours_vs_defaults": ("plain_analyze_ours", "plain_analyze_defaults"),
         "plain_analyze_vs_noop_defaults": ("plain_analyze_defaults", "plain_noop_defaults"),
+        "crd_vs_crd_before": ("crd_analyze_content", "crd_before"),
+        "crd_before_vs_plain_noop_defaults": ("crd_before", "plain_noop_defaults"),
+        "crd_before_vs_plain_analyze_ours": ("crd_before", "plain_analyze_ours"),
     }
     out: dict[str, float] = {}
     for label, (a, b) in pairs.items():
@@ -298,6 +307,7 @@ def main() -> None:
     )
     parser.add_argument("--parts", default="three_way", help="three_way,ablation,settings")
     parser.add_argument("--output", default="e2e_tasks", help="results/<name>.json")
+    parser.add_argument("--before-src", default=None, help="an older checkout's src/")
     args = parser.parse_args()
 
     base_env = {
@@ -309,7 +319,7 @@ def main() -> None:
     }
     h = Harness(args.redis_port, args.redis_db_base, base_env)
     crd_env = {"REDIS_URL": h.redis_url, "MESSAGE_BROKER_TYPE": "redis_streams"}
-    chosen = contenders(args.parts.split(","), crd_env)
+    chosen = contenders(args.parts.split(","), crd_env, args.before_src)
     texts = [
         ". ".join(d[i : i + 60] for i in range(0, len(d), 60)) + "."
         for d in synthetic_docs(args.tasks + WARM_UP_TASKS, 300, seed=4)
