@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,7 @@ import psutil
 import redis
 from celery import Celery
 
-from benchmarks.common import synthetic_docs, write_result
+from benchmarks.common import stop_process_group, synthetic_docs, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM_UP_TASKS = 20
@@ -236,13 +235,7 @@ def measure(h: Harness, c: Contender, texts: list[str], log: Path) -> dict[str, 
         commands = commands_per_task(commands_before, command_counts(h.broker), len(keys))
         commands["lpush"] = round(commands.get("lpush", 0) - 1 / len(keys), 2)  # the release
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc)
     n = len(keys)
     cpu = {k: (cpu_after[k] - cpu_before[k]) / n * 1e6 for k in cpu_after}
     return {

@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 
 from tests.procs import Tansu
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "bench.events"
@@ -133,15 +132,6 @@ def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def delivered_counter(kind: str, target: str, topic: str) -> Any:
     """A function returning how many events the broker holds on ``topic`` (a fresh one)."""
     if kind == "redis_streams":
@@ -211,7 +201,7 @@ def bridge(
         wait(lambda: count() >= len(messages), 300, "every event on the broker")
         elapsed = time.perf_counter() - started
     finally:
-        stop(relay)
+        stop_process_group(relay)
     return len(messages) / elapsed
 
 
@@ -392,7 +382,7 @@ def worker_rates(
                 group(analyze_content.s(t) for t in chunk).apply_async().get(timeout=600)
                 rate = args.tasks / (time.perf_counter() - began)
             finally:
-                stop(worker)
+                stop_process_group(worker)
             if round_:  # the first round warms caches and files
                 rates[mode].append(rate)
     best = {k: max(v) for k, v in rates.items()}

@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks.common import synthetic_docs, write_result
+from benchmarks.common import stop_process_group, synthetic_docs, write_result
 from benchmarks.e2e_tasks import WARM_UP_TASKS, Harness, contenders
 
 PY_SPY = str(Path(sys.executable).with_name("py-spy"))
@@ -183,8 +183,7 @@ def main() -> None:
         for _, spy, _ in spies:
             spy.wait(timeout=60)
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop_process_group(worker)
         h.flush()
     # Samples taken before the release or after the last result are idle; only the busy
     # parts per task matter, so the idle parts are dropped below.
