@@ -15,9 +15,10 @@ and the cost the bridge adds to a task, measured side by side in one run.
      broker; timed from the first write until the broker holds every event; and the same
      with one writer, each write waiting for its round trip (a fifth of the events);
    - relay drain: a pre-filled outbox of the same events drained by one relay (in-process).
-2. Added cost per task: the success hook (event built, signed, written to the outbox)
-   timed in-process against the task body it follows, and analyze_content tasks/s on a
-   real worker with events on vs off (EVENTS_ENABLED), interleaved rounds.
+2. Added cost per task: the event built, signed and written to the outbox with the result
+   (and by the task_success handler, the fallback path) timed in-process against the
+   task body it follows, and analyze_content tasks/s on a real worker with events on vs
+   off (EVENTS_ENABLED), interleaved rounds.
 """
 
 from __future__ import annotations
@@ -285,7 +286,10 @@ def throughput(
 
 
 def hook_cost(backend: str, n: int) -> dict[str, Any]:
-    """The success hook's time per task in-process, against the task body it follows."""
+    """What a task's event costs in-process, against the task body it follows: on a worker
+    the result backend builds and signs it and writes it in the round trip that stores
+    the result (``with_result``: that store timed with and without the entry); the
+    ``task_success`` handler's own write (one more round trip) is the fallback path."""
     os.environ.update(
         CELERY_BROKER_URL=backend.rsplit("/", 1)[0] + "/0",
         CELERY_RESULT_BACKEND=backend,
@@ -294,32 +298,53 @@ def hook_cost(backend: str, n: int) -> dict[str, Any]:
     from redundancy.config import get_settings
 
     get_settings.cache_clear()
-    from types import SimpleNamespace
+    from celery.app.task import Context
 
+    from redundancy import keys
     from redundancy.events import signals as hooks
     from redundancy.events.outbox import get_outbox
     from redundancy.tasks import analyze_content
+    from redundancy.workers import app
 
+    store = app.backend  # ours: redundancy.workers.results.RedisResultBackend
     sample = texts(n, seed=11)
-    task = SimpleNamespace(name="redundancy.analyze_content", request=None)
-    body_s = hook_s = 0.0
+    spent = dict.fromkeys(("body", "build", "store", "store_with_event", "handler"), 0.0)
+
+    def timed(part: str, fn: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        value = fn(*args)
+        spent[part] += time.perf_counter() - started
+        return value
+
     for i, text in enumerate(sample):
-        started = time.perf_counter()
-        result = analyze_content.run(text)
-        body_s += time.perf_counter() - started
-        task.request = SimpleNamespace(id=f"bench-{i}", root_id=None, correlation_id=None)
-        started = time.perf_counter()
-        hooks.on_task_success(sender=task, result=result)
-        hook_s += time.perf_counter() - started
+        result = timed("body", analyze_content.run, text)
+        request = Context(id=f"bench-{i}", task=analyze_content.name, root_id=None, retries=0)
+        fields = timed("build", hooks.event_with_result, request, result).fields()
+        value = store.encode({"status": "SUCCESS", "result": result, "task_id": request.id})
+        timed("store", store._store, f"bench-plain-{i}", value, None, None)
+        timed("store_with_event", store._store, f"bench-event-{i}", value, fields, None)
+        task = type("Sender", (), {"name": analyze_content.name, "request": request})
+        timed("handler", hooks.on_task_success, task, result)
     outbox = get_outbox()
     written = outbox.backlog()
     outbox._redis.delete(outbox.key)  # type: ignore[attr-defined]
-    assert written == n, f"expected {n} outbox entries, found {written}"
+    for pattern in ("bench-plain-*", "bench-event-*"):
+        for key in store.client.scan_iter(pattern, count=1000):
+            store.client.delete(key)
+    assert written == 2 * n, f"expected {2 * n} outbox entries, found {written}"
+    assert keys.outbox() == outbox.key  # type: ignore[attr-defined]
+    us = {part: seconds / n * 1e6 for part, seconds in spent.items()}
+    with_result = us["build"] + us["store_with_event"] - us["store"]
     return {
         "tasks": n,
-        "task_body_us": body_s / n * 1e6,
-        "hook_us": hook_s / n * 1e6,
-        "hook_share_of_task_body": hook_s / body_s,
+        "task_body_us": us["body"],
+        "event_build_and_sign_us": us["build"],
+        "result_store_us": us["store"],
+        "result_store_with_event_us": us["store_with_event"],
+        "with_result_us": with_result,
+        "with_result_share_of_task_body": with_result / us["body"],
+        "handler_path_us": us["handler"],
+        "handler_path_share_of_task_body": us["handler"] / us["body"],
     }
 
 
