@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUPPORT = {"common", "corpora", "noop_tasks"}
+SUPPORT = {"common", "corpora", "noop_tasks", "plain_celery"}
 """Modules here that are helpers, not benchmarks."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,6 +31,18 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
         result = fn()
         best = min(best, time.perf_counter() - started)
     return best, result
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its children (a
+    worker's pool, its relay); SIGKILL them if they are not gone after ``timeout``."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def write_result(name: str, data: dict[str, Any]) -> Path:

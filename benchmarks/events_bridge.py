@@ -9,13 +9,16 @@ and the cost the bridge adds to a task, measured side by side in one run.
    - raw: one XADD per event (Redis); produce + one final flush (Kafka, fire and forget),
      and produce + flush per event (Kafka, each event confirmed like a job would need);
      every run writes to a fresh stream/topic (Kafka: created alike, same partitions);
-   - bridge: one outbox XADD per event (what a finished task does) while a relay process
-     (``python -m redundancy.events.relay``) drains the outbox to the broker; timed from the
-     first write until the broker holds every event;
+   - bridge: one outbox XADD per event (what a finished task does), ``WRITERS`` tasks
+     finishing at a time (their XADDs reach Redis together, as from many workers), while
+     a relay process (``python -m redundancy.events.relay``) drains the outbox to the
+     broker; timed from the first write until the broker holds every event; and the same
+     with one writer, each write waiting for its round trip (a fifth of the events);
    - relay drain: a pre-filled outbox of the same events drained by one relay (in-process).
-2. Added cost per task: the success hook (event built, signed, written to the outbox)
-   timed in-process against the task body it follows, and analyze_content tasks/s on a
-   real worker with events on vs off (EVENTS_ENABLED), interleaved rounds.
+2. Added cost per task: the event built, signed and written to the outbox with the result
+   (and by the task_success handler, the fallback path) timed in-process against the
+   task body it follows, and analyze_content tasks/s on a real worker with events on vs
+   off (EVENTS_ENABLED), interleaved rounds.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import json
 import os
 import platform
 import random
-import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +40,7 @@ from typing import Any
 
 from tests.kafka import KillableKafka
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "bench.events"
@@ -130,15 +133,6 @@ def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def delivered_counter(kind: str, target: str, topic: str) -> Any:
     """A function returning how many events the broker holds on ``topic`` (a fresh one)."""
     if kind == "redis_streams":
@@ -169,25 +163,46 @@ def delivered_counter(kind: str, target: str, topic: str) -> Any:
     return count
 
 
-def bridge(kind: str, target: str, backend: str, messages: list[Any], env: dict[str, str]) -> float:
+WRITERS = 100
+"""Tasks finishing at once in the bridge's write side: their outbox entries reach Redis
+together (one XADD each, in one pipeline), as from that many worker processes."""
+
+
+def bridge(
+    kind: str,
+    target: str,
+    backend: str,
+    messages: list[Any],
+    env: dict[str, str],
+    writers: int = WRITERS,
+) -> float:
     """Events/s from the first outbox write until the broker holds all of them, with the
-    writer (a finished task's hook) and the relay in separate processes, as in a worker."""
+    writers (finished tasks) and the relay in separate processes, as in a cluster.
+
+    ``writers`` tasks finish at a time: their entries are written together, one XADD each
+    (a worker writes a task's entry in the round trip that stores its result; many
+    workers' writes reach Redis together). ``writers=1`` is one task after another, each
+    waiting for its own round trip: the rate one process can write at."""
     from redundancy.events.outbox import RedisOutbox
 
     topic = f"{TOPIC}.{uuid.uuid4().hex[:8]}"
     outbox = RedisOutbox(backend)
-    outbox._redis.delete(outbox.key)
+    client = outbox._redis
+    client.delete(outbox.key)
     count = delivered_counter(kind, target, topic)
     relay = start_relay({**env, "EVENTS_TOPIC": topic})
     try:
         time.sleep(3)  # the relay connects and idles on the empty outbox
         started = time.perf_counter()
-        for m in messages:
-            outbox.append(m)
+        for i in range(0, len(messages), writers):
+            pipe = client.pipeline(transaction=False)
+            for m in messages[i : i + writers]:
+                pipe.xadd(outbox.key, m.fields())
+            pipe.execute()
         wait(lambda: count() >= len(messages), 300, "every event on the broker")
         elapsed = time.perf_counter() - started
     finally:
-        stop(relay)
+        stop_process_group(relay)
     return len(messages) / elapsed
 
 
@@ -229,7 +244,12 @@ def throughput(
             "EVENTS_TOPIC": TOPIC,
             ("REDIS_URL" if kind == "redis_streams" else "KAFKA_BOOTSTRAP_SERVERS"): target,
         }
-        runs: dict[str, list[float]] = {"raw": [], "bridge": [], "relay_drain": []}
+        runs: dict[str, list[float]] = {
+            "raw": [],
+            "bridge": [],
+            "bridge_single_writer": [],
+            "relay_drain": [],
+        }
         if kind == "kafka":
             runs["raw_confirmed_each"] = []
         for _ in range(args.rounds):
@@ -241,12 +261,17 @@ def throughput(
                     raw_kafka(target, messages[: len(messages) // 5], confirm_each=True)
                 )
             runs["bridge"].append(bridge(kind, target, backend, messages, env))
+            single = messages[: len(messages) // 5]
+            runs["bridge_single_writer"].append(bridge(kind, target, backend, single, env, 1))
             runs["relay_drain"].append(relay_drain(kind, target, backend, messages))
         best = {k: max(v) for k, v in runs.items()}
+        median = {k: statistics.median(v) for k, v in runs.items()}
         out[kind] = {
             "events_per_s": runs,
             "best_events_per_s": best,
+            "median_events_per_s": median,
             "ratio_bridge_vs_raw": best["bridge"] / best["raw"],
+            "ratio_bridge_vs_raw_medians": median["bridge"] / median["raw"],
             "ratio_relay_drain_vs_raw": best["relay_drain"] / best["raw"],
         }
         if kind == "kafka":
@@ -261,7 +286,10 @@ def throughput(
 
 
 def hook_cost(backend: str, n: int) -> dict[str, Any]:
-    """The success hook's time per task in-process, against the task body it follows."""
+    """What a task's event costs in-process, against the task body it follows: on a worker
+    the result backend builds and signs it and writes it in the round trip that stores
+    the result (``with_result``: that store timed with and without the entry); the
+    ``task_success`` handler's own write (one more round trip) is the fallback path."""
     os.environ.update(
         CELERY_BROKER_URL=backend.rsplit("/", 1)[0] + "/0",
         CELERY_RESULT_BACKEND=backend,
@@ -270,32 +298,53 @@ def hook_cost(backend: str, n: int) -> dict[str, Any]:
     from redundancy.config import get_settings
 
     get_settings.cache_clear()
-    from types import SimpleNamespace
+    from celery.app.task import Context
 
+    from redundancy import keys
     from redundancy.events import signals as hooks
     from redundancy.events.outbox import get_outbox
     from redundancy.tasks import analyze_content
+    from redundancy.workers import app
 
+    store = app.backend  # ours: redundancy.workers.results.RedisResultBackend
     sample = texts(n, seed=11)
-    task = SimpleNamespace(name="redundancy.analyze_content", request=None)
-    body_s = hook_s = 0.0
+    spent = dict.fromkeys(("body", "build", "store", "store_with_event", "handler"), 0.0)
+
+    def timed(part: str, fn: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        value = fn(*args)
+        spent[part] += time.perf_counter() - started
+        return value
+
     for i, text in enumerate(sample):
-        started = time.perf_counter()
-        result = analyze_content.run(text)
-        body_s += time.perf_counter() - started
-        task.request = SimpleNamespace(id=f"bench-{i}", root_id=None, correlation_id=None)
-        started = time.perf_counter()
-        hooks.on_task_success(sender=task, result=result)
-        hook_s += time.perf_counter() - started
+        result = timed("body", analyze_content.run, text)
+        request = Context(id=f"bench-{i}", task=analyze_content.name, root_id=None, retries=0)
+        fields = timed("build", hooks.event_with_result, request, result).fields()
+        value = store.encode({"status": "SUCCESS", "result": result, "task_id": request.id})
+        timed("store", store._store, f"bench-plain-{i}", value, None, None)
+        timed("store_with_event", store._store, f"bench-event-{i}", value, fields, None)
+        task = type("Sender", (), {"name": analyze_content.name, "request": request})
+        timed("handler", hooks.on_task_success, task, result)
     outbox = get_outbox()
     written = outbox.backlog()
     outbox._redis.delete(outbox.key)  # type: ignore[attr-defined]
-    assert written == n, f"expected {n} outbox entries, found {written}"
+    for pattern in ("bench-plain-*", "bench-event-*"):
+        for key in store.client.scan_iter(pattern, count=1000):
+            store.client.delete(key)
+    assert written == 2 * n, f"expected {2 * n} outbox entries, found {written}"
+    assert keys.outbox() == outbox.key  # type: ignore[attr-defined]
+    us = {part: seconds / n * 1e6 for part, seconds in spent.items()}
+    with_result = us["build"] + us["store_with_event"] - us["store"]
     return {
         "tasks": n,
-        "task_body_us": body_s / n * 1e6,
-        "hook_us": hook_s / n * 1e6,
-        "hook_share_of_task_body": hook_s / body_s,
+        "task_body_us": us["body"],
+        "event_build_and_sign_us": us["build"],
+        "result_store_us": us["store"],
+        "result_store_with_event_us": us["store_with_event"],
+        "with_result_us": with_result,
+        "with_result_share_of_task_body": with_result / us["body"],
+        "handler_path_us": us["handler"],
+        "handler_path_share_of_task_body": us["handler"] / us["body"],
     }
 
 
@@ -358,7 +407,7 @@ def worker_rates(
                 group(analyze_content.s(t) for t in chunk).apply_async().get(timeout=600)
                 rate = args.tasks / (time.perf_counter() - began)
             finally:
-                stop(worker)
+                stop_process_group(worker)
             if round_:  # the first round warms caches and files
                 rates[mode].append(rate)
     best = {k: max(v) for k, v in rates.items()}

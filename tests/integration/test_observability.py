@@ -229,9 +229,11 @@ def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
     assert run.parent_id == publish.span_id
     assert publish.kind == 4 and run.kind == 5  # PRODUCER, CONSUMER
     assert publish.service == run.service == "crd-test"
-    # ... with the core's phases as child spans of the run
-    phases = otlp_receiver.wait_for(lambda s: s.parent_id == run.span_id)
-    assert {"redundancy.normalise", "redundancy.cdist"} <= {s.name for s in phases}
+    # ... with the core's phases recorded on the run: each a child span when it took 1 ms
+    # or more, else an attribute of the run (milliseconds)
+    children = {s.name for s in otlp_receiver.spans if s.parent_id == run.span_id}
+    for phase in ("normalise", "cdist"):
+        assert f"redundancy.{phase}" in children or f"redundancy.{phase}_ms" in run.attributes
     trace_id = publish.trace_id
 
     # and the code that turns a result into an event sees that trace and correlation id

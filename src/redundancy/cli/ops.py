@@ -105,5 +105,11 @@ def flower(ctx: click.Context, port: int, address: str, no_auth: bool) -> None:
         configure_logging("json", "INFO")  # Flower (tornado) keeps a handler it finds
     from redundancy.workers import app
 
+    # Workers send task events only when asked (worker_send_task_events is off): ask the
+    # running ones now, before the first request; Flower itself asks every 5 s after.
+    try:
+        app.control.enable_events()
+    except Exception as exc:  # the broker is down: Flower says so itself
+        log.warning("could not ask the workers for task events: %s", exc)
     argv: list[Any] = ["flower", f"--port={port}", f"--address={address}", *ctx.args]
     app.start(argv)

@@ -32,8 +32,9 @@ class Outbox(Protocol):
     durable: bool
 
     def append(self, message: WireMessage) -> None: ...
-    def peek(self, count: int) -> list[Entry]: ...
+    def peek(self, count: int, after: str | None = None) -> list[Entry]: ...
     def remove(self, entry_ids: list[str]) -> None: ...
+    def remove_through(self, entry_id: str) -> None: ...
     def dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None: ...
     def wait(self, after: str | None, timeout: float) -> None: ...
     def backlog(self) -> int: ...
@@ -76,12 +77,21 @@ class RedisOutbox:
                     raise BrokerUnavailableError(f"outbox write failed: {exc}") from exc
                 time.sleep(OUTBOX_WRITE_RETRY.delay(attempt))
 
-    def peek(self, count: int) -> list[Entry]:
-        return [(i.decode(), f) for i, f in self._redis.xrange(self.key, count=count)]
+    def peek(self, count: int, after: str | None = None) -> list[Entry]:
+        """The oldest ``count`` entries, or the ``count`` after entry ``after``."""
+        start = "-" if after is None else f"({after}"
+        return [(i.decode(), f) for i, f in self._redis.xrange(self.key, start, count=count)]
 
     def remove(self, entry_ids: list[str]) -> None:
         if entry_ids:
             self._redis.xdel(self.key, *entry_ids)
+
+    def remove_through(self, entry_id: str) -> None:
+        """Remove the oldest entries up to ``entry_id`` included: a relayed batch. One
+        ``XTRIM MINID`` (entries below the next id) instead of an ``XDEL`` listing every
+        id; stream ids only grow, so nothing written later can fall below it."""
+        ms, _, seq = entry_id.partition("-")
+        self._redis.xtrim(self.key, minid=f"{ms}-{int(seq or 0) + 1}", approximate=False)
 
     def dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None:
         pipe = self._redis.pipeline(transaction=True)
@@ -134,14 +144,25 @@ class MemoryOutbox:
             self._changed.notify_all()
         metrics.OUTBOX_WRITTEN.inc()
 
-    def peek(self, count: int) -> list[Entry]:
+    def peek(self, count: int, after: str | None = None) -> list[Entry]:
         with self._changed:
-            return list(self._entries[:count])
+            start = 0
+            if after is not None:
+                ids = [e[0] for e in self._entries]
+                start = ids.index(after) + 1 if after in ids else len(ids)
+            return list(self._entries[start : start + count])
 
     def remove(self, entry_ids: list[str]) -> None:
         gone = set(entry_ids)
         with self._changed:
             self._entries = [e for e in self._entries if e[0] not in gone]
+
+    def remove_through(self, entry_id: str) -> None:
+        with self._changed:
+            for i, (eid, _) in enumerate(self._entries):
+                if eid == entry_id:
+                    del self._entries[: i + 1]
+                    return
 
     def dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None:
         with self._changed:

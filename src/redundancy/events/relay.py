@@ -26,13 +26,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from redundancy.errors import ConfigurationError
 from redundancy.events import metrics
 from redundancy.events.brokers.base import EventBroker
 from redundancy.events.errors import BrokerUnavailableError, InvalidEventError, PublishRejectedError
-from redundancy.events.outbox import Outbox
+from redundancy.events.outbox import Entry, Outbox
 from redundancy.events.wire import WireMessage
 from redundancy.kv.lease import Lease
 from redundancy.retry import RetryPolicy, relay_retry
@@ -44,8 +45,10 @@ log = logging.getLogger(MODULE)  # not __name__, which is "__main__" under pytho
 GAUGE_EVERY = 1.0
 IDLE_WAIT = 0.5
 """Longest wait for new outbox entries (also how long a stopping relay may take)."""
-LINGER = 0.02
-"""Pause after a partial batch, so a trickle of events is relayed a few at a time."""
+LINGER = 0.1
+"""Pause after a partial batch, so a trickle of events is relayed many at a time: each
+batch costs the relay a few round trips, whatever its size (0.02 s cost ~0.5 ms of CPU
+per event at 60 tasks/s; events wait at most this much longer)."""
 
 
 class Relay:
@@ -73,6 +76,12 @@ class Relay:
         self._last_id: str | None = None
         self._gauges_at = 0.0
         self._renewed_at = 0.0
+        # A renewal keeps the lease for its whole TTL; one less than half a TTL old (less
+        # a publish) outlives any publish started now, so renewing again is not needed.
+        self._renew_every = max(0.0, self.lease_ttl / 2 - (broker.publish_timeout + 1))
+        self._fresh_until = 0.0
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_ahead: Future[list[Entry]] | None = None
 
     # --- one step ----------------------------------------------------------------------
 
@@ -81,7 +90,7 @@ class Relay:
 
         Raises BrokerUnavailableError (nothing removed) when the broker is down.
         """
-        entries = self.outbox.peek(self.batch)
+        entries = self._head()
         messages: list[tuple[str, WireMessage, dict[Any, Any]]] = []
         for entry_id, fields in entries:
             try:
@@ -90,14 +99,46 @@ class Relay:
                 self._dead_letter(entry_id, fields, f"unreadable: {exc}")
         if not messages or not self._renew_before_publishing():
             return 0
+        if len(entries) == self.batch:
+            self._read_next(entries[-1][0])  # while the broker confirms this batch
         try:
             self.broker.send_sync([m for _, m, _ in messages])
         except PublishRejectedError:
+            self._read_ahead = None
             return self._one_by_one(messages)
-        self.outbox.remove([entry_id for entry_id, _, _ in messages])
+        except BaseException:
+            self._read_ahead = None  # the batch stays at the head: read it again
+            raise
+        self.outbox.remove_through(messages[-1][0])  # the batch was the outbox's head
         self._last_id = messages[-1][0]
         self.relayed += len(messages)
         return len(messages)
+
+    def _head(self) -> list[Entry]:
+        """The outbox's oldest batch: the one read ahead during the last publish (then the
+        head, as its predecessor is gone), else read now."""
+        ahead, self._read_ahead = self._read_ahead, None
+        if ahead is not None:
+            try:
+                return ahead.result()
+            except Exception:
+                log.debug("reading ahead failed; reading the outbox again", exc_info=True)
+        return self.outbox.peek(self.batch)
+
+    def _read_next(self, after: str) -> None:
+        """Read the batch after ``after`` in a thread, overlapping the broker's confirms
+        (a durable outbox only: the embedded default's is in memory)."""
+        if not self.outbox.durable:
+            return
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="crd-relay-read")
+        self._read_ahead = self._reader.submit(self.outbox.peek, self.batch, after)
+
+    def _stop_reading(self) -> None:
+        self._read_ahead = None
+        if self._reader is not None:
+            self._reader.shutdown(wait=False)
+            self._reader = None
 
     def _one_by_one(self, messages: list[tuple[str, WireMessage, dict[Any, Any]]]) -> int:
         """A batch with a message refused for good: find it, keep the order for the rest."""
@@ -118,12 +159,21 @@ class Relay:
     def _renew_before_publishing(self) -> bool:
         """Renew the lease right before a publish, so it outlives the publish (settings keep
         EVENTS_PUBLISH_TIMEOUT + 1 below half the lease): a standby never takes over while
-        this relay may still be publishing, which would break the order per aggregate."""
+        this relay may still be publishing, which would break the order per aggregate.
+        A renewal young enough (``_renew_every``) already does, and saves a round trip."""
+        if time.monotonic() < self._fresh_until:
+            return True
         if not self.lease.renew():
+            self._fresh_until = 0.0
             log.warning("outbox relay lost its lease; another relay continues")
             return False
-        self._renewed_at = time.monotonic()
+        self._held_since(time.monotonic())
         return True
+
+    def _held_since(self, renewed: float) -> None:
+        """The lease was taken or renewed at ``renewed`` (just before the round trip)."""
+        self._renewed_at = renewed
+        self._fresh_until = renewed + self._renew_every
 
     def _dead_letter(self, entry_id: str, fields: dict[Any, Any], reason: str) -> None:
         log.error("outbox entry %s moved to the dead letters: %s", entry_id, reason)
@@ -191,6 +241,7 @@ class Relay:
         try:
             return self._drain_until(deadline)
         finally:
+            self._stop_reading()
             self.lease.release()
 
     def _drain_until(self, deadline: float) -> int:
@@ -215,6 +266,7 @@ class Relay:
                         log.warning("outbox relay: %r", exc, exc_info=True)
                     stop.wait(self._failed(exc))
         finally:
+            self._stop_reading()
             self.lease.release()
             self.broker.disconnect_sync()
             log.info("outbox relay stopped after relaying %d events", self.relayed)
@@ -224,11 +276,13 @@ class Relay:
         now = time.monotonic()
         if not self.lease.held:
             if self.lease.acquire():
-                self._renewed_at = now
+                self._held_since(now)
             return self.lease.held
         if now - self._renewed_at >= self.lease_ttl / 3:
-            self.lease.renew()
-            self._renewed_at = now
+            if self.lease.renew():
+                self._held_since(now)
+            else:
+                self._fresh_until = 0.0
         return self.lease.held
 
     def _round(self, stop: threading.Event) -> None:

@@ -7,6 +7,11 @@ durable before its job's message is acked: a crash in between redelivers the job
 writes the event again with the same deterministic ``event_id``. Which job emits which
 event is ``redundancy.events.factories``'s business.
 
+On a cluster the result backend (``redundancy.workers.results``) usually writes a
+success's event already, in the round trip that stores the result (``event_with_result``
+builds it); it marks the request (``STORED_WITH_RESULT``) and ``on_task_success`` then
+writes nothing. Whenever that path did not write it, the handler does.
+
 ``worker_ready`` / ``worker_shutdown`` start and stop the outbox relay beside the worker
 (``redundancy.events.relay``). A handler never fails the job: it logs and counts.
 """
@@ -20,13 +25,29 @@ from redundancy import names
 from redundancy.events import metrics, relay
 from redundancy.events.emitter import emit_safely, events_enabled
 from redundancy.events.factories import SUCCESS_EVENTS, failure_event
+from redundancy.events.wire import WireMessage, configured_signing_keys
 
 log = logging.getLogger(__name__)
+
+STORED_WITH_RESULT = "crd_event_stored"
+"""Attribute the result backend sets on a task's request once the job's event is in the
+outbox, written together with the result."""
+
+
+def event_with_result(request: Any, result: Any) -> WireMessage | None:
+    """The signed outbox message of a successful job's event, for the result backend to
+    write with the result; None when the task emits none (or events are off)."""
+    build = SUCCESS_EVENTS.get(getattr(request, "task", None) or "")
+    if build is None or not isinstance(result, dict) or not events_enabled():
+        return None
+    return WireMessage.of(build(request, result), configured_signing_keys())
 
 
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     build = SUCCESS_EVENTS.get(getattr(sender, "name", ""))
     if build is None or not events_enabled():
+        return
+    if getattr(sender.request, STORED_WITH_RESULT, False):
         return
     try:
         event = build(sender.request, result)

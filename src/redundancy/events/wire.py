@@ -21,6 +21,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from redundancy.events.errors import InvalidEventError
 from redundancy.events.models import DomainEvent, parse_event
@@ -158,8 +159,21 @@ class WireMessage:
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes] | dict[str, str]) -> WireMessage:
-        f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+        """A stream entry's fields (bytes from redis-py, or str) as a message. The relay
+        reads every event through here, so the common case (bytes) is a few lookups."""
         try:
+            raw: dict[Any, Any] = fields
+            if b"body" in raw:  # redis-py: bytes keys and values
+                signature, timestamp = raw.get(b"signature"), raw.get(b"timestamp")
+                return cls(
+                    event_id=raw[b"event_id"].decode(),
+                    event_type=raw[b"event_type"].decode(),
+                    key=raw[b"key"].decode(),
+                    body=raw[b"body"],
+                    signature=signature.decode() if signature else None,
+                    timestamp=timestamp.decode() if timestamp else None,
+                )
+            f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
             text = {
                 k: (v.decode() if isinstance(v, bytes) and k != "body" else v) for k, v in f.items()
             }
@@ -172,7 +186,10 @@ class WireMessage:
                 signature=str(text["signature"]) if text.get("signature") else None,
                 timestamp=str(text["timestamp"]) if text.get("timestamp") else None,
             )
-        except (KeyError, UnicodeDecodeError) as exc:
+        except KeyError as exc:
+            name = exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc.args[0]
+            raise InvalidEventError(f"stream entry is missing or mangles {name!r}") from None
+        except (UnicodeDecodeError, AttributeError) as exc:
             raise InvalidEventError(f"stream entry is missing or mangles {exc}") from None
 
     def event(self, signing_keys: SigningKeys = None) -> DomainEvent:

@@ -10,7 +10,8 @@ says how to install it.
 opentelemetry-instrumentation-celery makes a PRODUCER span around every publish (and
 puts the W3C ``traceparent`` in the message headers) and a CONSUMER span around every
 task run, a child of the producer's; the core's phases (normalise, cdist, clustering)
-become child spans of the run.
+become child spans of the run when they take 1 ms or more, and attributes of the run
+(``redundancy.<phase>_ms``) when shorter (``PHASE_SPAN_MIN_NS``).
 
 Per process, after fork: producers set tracing up when the app is created; a worker's
 main process tears that down before its pool forks (it runs no task), and every pool
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -134,14 +136,24 @@ def get_tracer() -> trace.Tracer:
     return trace.NoOpTracer()
 
 
+PHASE_SPAN_MIN_NS = 1_000_000
+"""A core phase shorter than this (1 ms) is recorded as an attribute of the task's span
+(``redundancy.<phase>_ms``) rather than as a span of its own: a span costs ~0.1 ms of
+CPU to make and export, which for a short text is more than the phase itself, and every
+analysis of a short text has two. A longer phase gets its child span, with its times."""
+
+
 def _phase_span(tracer: trace.Tracer) -> Any:
-    names: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}
 
     def hook(name: str) -> AbstractContextManager[object]:
-        if not trace.get_current_span().is_recording():
+        parent = trace.get_current_span()
+        if not parent.is_recording():
             return _NOT_TRACED  # outside a traced job, or a job sampled out
-        span_name = names.get(name) or names.setdefault(name, f"redundancy.{name}")
-        return _PhaseSpan(tracer, span_name)
+        labels = names.get(name) or names.setdefault(
+            name, (f"redundancy.{name}", f"redundancy.{name}_ms")
+        )
+        return _Phase(tracer, parent, *labels)
 
     return hook
 
@@ -149,24 +161,30 @@ def _phase_span(tracer: trace.Tracer) -> Any:
 _NOT_TRACED = nullcontext()
 
 
-class _PhaseSpan:
-    """A child span of the current one around a core phase. Not made current itself
-    (phases contain no spans), which keeps it cheap: phases run once per task."""
+class _Phase:
+    """Times a core phase; at its end, an attribute of the current span (a short phase)
+    or a child span with the phase's start and end times (a long one, or a failed one).
+    Not made current itself (phases contain no spans), which keeps it cheap."""
 
-    __slots__ = ("_span", "_tracer", "name")
+    __slots__ = ("_parent", "_started", "_tracer", "attribute", "name")
 
-    def __init__(self, tracer: trace.Tracer, name: str) -> None:
-        self._tracer, self.name = tracer, name
+    def __init__(self, tracer: trace.Tracer, parent: trace.Span, name: str, attribute: str) -> None:
+        self._tracer, self._parent, self.name, self.attribute = tracer, parent, name, attribute
 
     def __enter__(self) -> object:
-        self._span = self._tracer.start_span(self.name)
-        return self._span
+        self._started = time.time_ns()
+        return self
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is not None and self._span.is_recording():
-            self._span.record_exception(exc)
-            self._span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
-        self._span.end()
+        ended = time.time_ns()
+        if exc is None and ended - self._started < PHASE_SPAN_MIN_NS:
+            self._parent.set_attribute(self.attribute, (ended - self._started) / 1e6)
+            return
+        span = self._tracer.start_span(self.name, start_time=self._started)
+        if exc is not None and span.is_recording():
+            span.record_exception(exc)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)))
+        span.end(end_time=ended)
 
 
 __all__ = [

@@ -17,6 +17,9 @@ from redundancy.kv.counters import incr_with_ttl
 
 DELIVERY_COUNTER_TTL = 86_400
 """Seconds a counter outlives its task's last delivery."""
+DELIVERIES_COUNTED = "crd_deliveries"
+"""Request attribute: this delivery's count, when the result backend counted it with the
+task's STARTED state (``redundancy.workers.results``); the guard then skips its own trip."""
 
 
 class DeliveryCounter(Protocol):

@@ -14,7 +14,7 @@ from celery import Celery
 
 from redundancy.config import get_settings
 from redundancy.config.overrides import celery_overrides
-from redundancy.workers.celeryconfig import celery_settings
+from redundancy.workers.celeryconfig import celery_settings, result_backend_class
 
 HOOK_MODULES: tuple[str, ...] = (
     "redundancy.cache.hooks",
@@ -43,7 +43,9 @@ def _prepare_metrics_folder() -> None:
 
 def create_app() -> Celery:
     """Build an app from settings plus the ops override module, if any, and register
-    every hook (``register()`` is idempotent, so a second app adds no second handler)."""
+    every hook (``register()`` is idempotent, so a second app adds no second handler).
+    A Redis result backend is ours (``redundancy.workers.results``: one round trip per
+    stored state)."""
     _prepare_metrics_folder()
     app = Celery(
         "redundancy",
@@ -53,6 +55,7 @@ def create_app() -> Celery:
     conf = celery_settings()
     conf.update(celery_overrides())
     app.config_from_object(conf)
+    app.backend_cls = result_backend_class(app.conf.result_backend)
     for module in HOOK_MODULES:
         hooks = importlib.import_module(module)
         hooks.register()

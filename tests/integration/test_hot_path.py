@@ -1,0 +1,196 @@
+"""The per-task hot path on real Redis: how many round trips a task costs, and the result
+backend that stores each state in one (``redundancy.workers.results``).
+
+Each test runs a fresh producer process that traces tasks the way a pool process does
+(Celery's ``build_tracer``: STARTED state, the task, the result, the signals), with
+every Redis round trip counted where redis-py sends it (``send_packed_command``: one
+call per command or pipeline).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from redundancy.workers.base import RESULT_REPR_CHARS
+from tests.services import REDIS_CACHE_DB, flush_db, redis_url
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def cache_url(redis_cluster) -> str:
+    """The cache's (and event streams') test database, flushed: every first text misses."""
+    url = redis_url(REDIS_CACHE_DB)
+    flush_db(url)
+    return url
+
+
+TRACE = """
+    import json, sys, time, uuid
+    import redis
+    from redis.connection import AbstractConnection
+    import redundancy.cache.core
+    redundancy.cache.core.STATS_FLUSH_INTERVAL = 1e9  # statistics: ~1 trip a second, not per task
+    from celery.app.trace import build_tracer
+    from redundancy import keys
+    from redundancy.workers import app
+    from redundancy.tasks import analyze_content
+
+    trips = 0
+    send = AbstractConnection.send_packed_command
+    def counted(self, *args, **kwargs):
+        global trips
+        trips += 1
+        return send(self, *args, **kwargs)
+    AbstractConnection.send_packed_command = counted
+
+    tracer = build_tracer(analyze_content.name, analyze_content, app=app, eager=False)
+    def run(text, task_id=None, redelivered=False):
+        global trips
+        task_id = task_id or str(uuid.uuid4())
+        request = {
+            "id": task_id, "task": analyze_content.name, "hostname": "probe@host",
+            "retries": 0, "root_id": task_id, "is_eager": False,
+            "delivery_info": {"routing_key": "analysis", "redelivered": redelivered},
+        }
+        global shown
+        before = trips
+        traced = tracer(task_id, (text,), {}, request)
+        if traced.info is None:
+            shown = traced.retstr  # the result as the log line and task event show it
+            return task_id, trips - before, "SUCCESS"
+        return task_id, trips - before, f"{traced.info.state} {type(traced.info.retval).__name__}"
+    backend = redis.Redis.from_url(app.conf.result_backend)
+    outbox = keys.outbox()
+"""
+
+
+def test_analyze_content_costs_four_round_trips_on_a_miss_and_three_on_a_hit(
+    redis_cluster, cache_url
+):
+    # Given a traced worker process, warmed up (connections made, scripts loaded)
+    out = redis_cluster.producer(
+        TRACE
+        + """
+    run("Warm up the connections. Warm up the connections.")
+    miss_id, miss, miss_state = run("The tide came in. The tide came in again. Gulls argued.")
+    hit_id, hit, hit_state = run("The tide came in. The tide came in again. Gulls argued.")
+    print(json.dumps({
+        "miss": miss, "hit": hit, "states": [miss_state, hit_state], "shown": shown,
+        "events": backend.xlen(outbox),
+        "deliveries": [backend.get(keys.delivery_counter(i, 0)) and
+                       int(backend.get(keys.delivery_counter(i, 0))) for i in (miss_id, hit_id)],
+        "stored": [json.loads(backend.get("celery-task-meta-" + i))["status"]
+                   for i in (miss_id, hit_id)],
+    }))
+    """,
+        REDIS_URL=cache_url,
+        MESSAGE_BROKER_TYPE="redis_streams",
+    )
+    # When a text is analysed for the first time (a cache miss), then again (a hit)
+    # Then the miss costs 4 round trips -- STARTED state with the delivery count, cache
+    # lookup, cache store, result with its event -- and the hit 3 (no cache store)
+    assert out["states"] == ["SUCCESS", "SUCCESS"]
+    assert (out["miss"], out["hit"]) == (4, 3)
+    # and nothing was left out to save them: results, events, delivery counts are there
+    assert out["stored"] == ["SUCCESS", "SUCCESS"]
+    assert out["events"] == 3  # the warm-up's, the miss's and the hit's, once each
+    assert out["deliveries"] == [1, 1]
+    # and the result's text form, which Celery builds for every task, is kept short (it
+    # stops within a token of the limit) but shows the hash and the score
+    assert out["shown"].startswith("{'content_hash': '") and "'redundancy_score': " in out["shown"]
+    assert len(out["shown"]) < RESULT_REPR_CHARS + 40
+
+
+def test_the_event_is_written_with_the_result_and_not_again_by_the_signal(redis_cluster, cache_url):
+    # Given a traced task whose event goes to the outbox with its result
+    out = redis_cluster.producer(
+        TRACE
+        + """
+    from redundancy.events.signals import STORED_WITH_RESULT
+    from redundancy.events.wire import WireMessage
+    marks = []
+    original = analyze_content.backend._store_result
+    def spy(task_id, result, state, traceback=None, request=None, **kw):
+        value = original(task_id, result, state, traceback, request, **kw)
+        marks.append((state, getattr(request, STORED_WITH_RESULT, False)))
+        return value
+    analyze_content.backend._store_result = spy
+    task_id, _, state = run("Lanterns swung in the rain. Nobody came. Lanterns swung in the rain!")
+    [(entry_id, fields)] = backend.xrange(outbox)
+    event = WireMessage.from_fields(fields).event()
+    result = json.loads(backend.get("celery-task-meta-" + task_id))["result"]
+    print(json.dumps({"state": state, "marks": marks, "task_id": event.task_id,
+                      "type": event.event_type, "hash": event.payload.content_hash,
+                      "result_hash": result["content_hash"]}))
+    """,
+        REDIS_URL=cache_url,
+        MESSAGE_BROKER_TYPE="redis_streams",
+    )
+    # When it succeeds
+    # Then the SUCCESS store marked the request (the handler then wrote nothing: one entry)
+    assert out["state"] == "SUCCESS"
+    assert out["marks"] == [["STARTED", False], ["SUCCESS", True]]
+    # and the one outbox entry is the job's event, for the stored result
+    assert out["type"] == "analysis.completed"
+    assert out["hash"] == out["result_hash"]
+
+
+def test_a_stored_success_is_never_overwritten_and_redeliveries_are_counted(
+    redis_cluster, cache_url
+):
+    # Given a task that succeeded, and MAX_DELIVERIES=1
+    out = redis_cluster.producer(
+        TRACE
+        + """
+    task_id, _, first = run("A text that is delivered twice. A text that is delivered twice.")
+    # When its message is delivered again (its worker died before the ack)
+    _, _, second = run("A text that is delivered twice. A text that is delivered twice.",
+                       task_id=task_id, redelivered=True)
+    meta = json.loads(backend.get("celery-task-meta-" + task_id))
+    print(json.dumps({"first": first, "second": second, "stored": meta["status"],
+                      "deliveries": int(backend.get(keys.delivery_counter(task_id, 0)))}))
+    """,
+        REDIS_URL=cache_url,
+        MESSAGE_BROKER_TYPE="redis_streams",
+        MAX_DELIVERIES="1",
+    )
+    # Then the second delivery was counted with its STARTED state and refused as poison
+    assert out["first"] == "SUCCESS"
+    assert out["deliveries"] == 2
+    assert out["second"] == "FAILURE PoisonMessageError"
+    # while the stored SUCCESS was kept, as Celery's own backend keeps it
+    assert out["stored"] == "SUCCESS"
+
+
+def test_a_backend_apart_from_the_job_store_leaves_events_and_counts_to_the_hooks(
+    redis_cluster, cache_url
+):
+    # Given our backend on another database than the job store's (an ops override)
+    other = cache_url
+    out = redis_cluster.producer(
+        TRACE
+        + f"""
+    from celery import states
+    from celery.app.task import Context
+    from redundancy.events.signals import STORED_WITH_RESULT
+    from redundancy.workers.deliveries import DELIVERIES_COUNTED
+    from redundancy.workers.results import RedisResultBackend
+    elsewhere = RedisResultBackend(app=app, url={other!r})
+    request = Context(id="t-1", task=analyze_content.name, retries=0, root_id="t-1")
+    result = analyze_content.run("Gulls argued over the pier. Gulls argued over the pier.")
+    # When it stores a task's STARTED state and its SUCCESS
+    elsewhere.store_result("t-1", {{"pid": 1}}, states.STARTED, request=request)
+    elsewhere.store_result("t-1", result, states.SUCCESS, request=request)
+    there = redis.Redis.from_url({other!r})
+    print(json.dumps({{
+        "stored": json.loads(there.get("celery-task-meta-t-1"))["status"],
+        "marked": getattr(request, STORED_WITH_RESULT, False),
+        "counted": getattr(request, DELIVERIES_COUNTED, None),
+        "events": backend.xlen(outbox) + there.xlen(outbox),
+    }}))
+    """,
+    )
+    # Then it stores the result there but writes no event and counts no delivery: the
+    # task_success handler and the delivery counter do that on the job store
+    assert out == {"stored": "SUCCESS", "marked": False, "counted": None, "events": 0}
