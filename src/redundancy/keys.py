@@ -66,7 +66,7 @@ CACHE_STATS = area_prefix("cache-stats") + "counters"
 """Hash ``<cache_type>:<hits|misses|errors|sets>`` -> count, summed over every process."""
 
 NON_CACHE_AREAS = frozenset(
-    {"batch", "deliveries", "sessions", "cache-lock", "cache-stats", "events", "metrics"}
+    {"batch", "deliveries", "sessions", "cache-lock", "cache-stats", "events", "metrics", "corpus"}
 )
 """Areas owned by other parts: never a cache namespace (a pattern clear would wipe them)."""
 
@@ -147,3 +147,55 @@ METRICS = area_prefix("metrics")
 def metrics_queue_reporter() -> str:
     """Lease naming the one worker that reports cluster-wide queue lengths."""
     return f"{METRICS}queue-reporter"
+
+
+# --- corpora (issue 14) ----------------------------------------------------------------
+# A corpus is sharded: shard ``s`` of corpus ``c`` keeps every key under the hash tag
+# ``{c:s}``, so on Redis Cluster one shard is one slot (its Lua scripts are atomic) and
+# the shards of one corpus spread over the cluster. Layout under ``corpus_shard(c, s)``:
+#   events          stream: the shard's event store (EVENT_STORE=redis), never trimmed
+#   gen             the generation of the index that queries read (a rebuild adds one)
+#   g<n>:meta       hash: applied store position, next slot, live documents, LSH state
+#   g<n>:ids        hash: document id -> "<slot>:<content hash prefix>"
+#   g<n>:docs       hash: slot -> "<document id>\0<normalised text>"
+#   g<n>:feat       string: fixed-size feature record (length, histogram) per slot
+#   g<n>:b:<k>      hash: LSH bucket k, band field -> comma-separated slots
+# Lua scripts receive the shard prefix and append these suffixes (CORPUS_SUFFIXES).
+
+CORPUS = area_prefix("corpus")
+CORPUS_SUFFIXES = {
+    "events": "events",
+    "gen": "gen",
+    "meta": "meta",
+    "ids": "ids",
+    "docs": "docs",
+    "feat": "feat",
+    "bucket": "b:",
+}
+"""Key suffixes of one shard (see above); the Lua scripts are built from these."""
+
+
+def corpus_registry() -> str:
+    """Hash: corpus name -> its configuration (JSON)."""
+    return f"{CORPUS}registry"
+
+
+def corpus_shard(corpus: str, shard: int) -> str:
+    """Prefix of every key of one shard of a corpus (hash tag ``{corpus:shard}``)."""
+    return f"{CORPUS}{{{corpus}:{shard}}}:"
+
+
+def corpus_events(corpus: str, shard: int) -> str:
+    """The shard's event stream (the event store when EVENT_STORE=redis)."""
+    return corpus_shard(corpus, shard) + CORPUS_SUFFIXES["events"]
+
+
+def corpus_generation(corpus: str, shard: int) -> str:
+    """The generation number of the shard's live index."""
+    return corpus_shard(corpus, shard) + CORPUS_SUFFIXES["gen"]
+
+
+def corpus_index(corpus: str, shard: int, generation: int, part: str) -> str:
+    """One key of a generation of a shard's index: ``part`` is a CORPUS_SUFFIXES name
+    (for ``bucket``, append the bucket number)."""
+    return f"{corpus_shard(corpus, shard)}g{generation}:{CORPUS_SUFFIXES[part]}"

@@ -34,6 +34,11 @@ from redundancy.events import (
     sign,
 )
 from redundancy.events.brokers import broker_url
+from redundancy.events.models import (
+    DocumentIndexedEvent,
+    DocumentRemovedEvent,
+    DuplicateDetectedEvent,
+)
 from redundancy.events.outbox import MemoryOutbox, get_outbox
 from redundancy.events.relay import Relay, backoff
 
@@ -70,6 +75,16 @@ def sample_events(aggregate: str = "agg") -> list:
             error_type="EmptyTextError",
             error_message="empty",
             task_id="t1",
+        ),
+        DocumentIndexedEvent(corpus="news", doc_id=aggregate, text="Text.", content_hash="h"),
+        DocumentRemovedEvent(corpus="news", doc_id=aggregate),
+        DuplicateDetectedEvent(
+            corpus="news",
+            doc_id=aggregate,
+            content_hash="h",
+            threshold=0.8,
+            matches=[{"id": "other", "score": 0.9}],
+            action="rejected",
         ),
     ]
 
@@ -130,12 +145,13 @@ def test_envelope_has_the_design_fields_and_round_trips_as_json():
 
 
 def test_flat_payload_and_default_aggregates():
-    a, s, b, w, f = sample_events("x1")
+    a, s, b, w, f, indexed, removed, duplicate = sample_events("x1")
     assert (a.aggregate_id, a.payload.redundancy_score) == ("x1", 0.5)
     assert s.aggregate_id == "a:b"
     assert b.aggregate_id == "x1" and b.payload.failed_jobs == 1
     assert w.aggregate_id == "x1" and w.payload.attempts == 3
     assert f.aggregate_id == "t1"
+    assert indexed.aggregate_id == removed.aggregate_id == duplicate.aggregate_id == "news/x1"
 
 
 def test_bad_events_are_refused():
@@ -245,7 +261,7 @@ def test_async_api_of_the_original(memory_broker):
         return n, got
 
     n, got = asyncio.run(main())
-    assert n == 5 and got == events
+    assert n == len(events) and got == events
 
 
 def test_consumer_acknowledges_after_the_handler_and_drops_repeats(memory_broker):
@@ -265,7 +281,7 @@ def test_consumer_acknowledges_after_the_handler_and_drops_repeats(memory_broker
     got = []
     handled = memory_broker.consume_sync(got.append, group="g", timeout=0.2)
     # Then it gets every event once, starting with the one that failed
-    assert handled == 5
+    assert handled == len(events)
     assert [e.event_id for e in got] == [e.event_id for e in events]
     # and the group has nothing left
     assert memory_broker.consume_sync(got.append, group="g", timeout=0.1) == 0

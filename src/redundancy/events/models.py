@@ -27,6 +27,9 @@ SIMILARITY_COMPLETED = "similarity.completed"
 BATCH_COMPLETED = "batch.completed"
 WEBHOOK_DELIVERED = "webhook.delivered"
 JOB_FAILED = "job.failed"
+DOCUMENT_INDEXED = "document.indexed"
+DOCUMENT_REMOVED = "document.removed"
+DUPLICATE_DETECTED = "duplicate.detected"
 
 
 def event_id_for(event_type: str, job_id: str) -> uuid.UUID:
@@ -195,6 +198,72 @@ class JobFailedEvent(DomainEvent):
     payload: JobFailedPayload
 
 
+# --- corpus events (issue 14): the event store of a corpus holds these ---------------------
+
+
+class CorpusDocumentPayload(_Payload):
+    corpus: str
+    doc_id: str
+
+
+def _corpus_aggregate(payload: dict[str, Any]) -> Any:
+    corpus, doc_id = payload.get("corpus"), payload.get("doc_id")
+    return f"{corpus}/{doc_id}" if corpus and doc_id is not None else None
+
+
+class DocumentIndexedPayload(CorpusDocumentPayload):
+    text: str
+    content_hash: str = Field(description="sha256 of the normalised text")
+
+
+class DocumentIndexedEvent(DomainEvent):
+    """A document added to a corpus, or its text replaced; aggregate: ``corpus/doc_id``."""
+
+    event_type: Literal["document.indexed"] = DOCUMENT_INDEXED
+    payload: DocumentIndexedPayload
+
+    @classmethod
+    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
+        return _corpus_aggregate(payload)
+
+
+class DocumentRemovedEvent(DomainEvent):
+    """A document removed from a corpus; aggregate: ``corpus/doc_id``."""
+
+    event_type: Literal["document.removed"] = DOCUMENT_REMOVED
+    payload: CorpusDocumentPayload
+
+    @classmethod
+    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
+        return _corpus_aggregate(payload)
+
+
+class DuplicateMatch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    score: float
+
+
+class DuplicateDetectedPayload(CorpusDocumentPayload):
+    content_hash: str
+    threshold: float
+    matches: list[DuplicateMatch]
+    action: str = Field(description="what check_and_index did: indexed, replaced, ..., rejected")
+
+
+class DuplicateDetectedEvent(DomainEvent):
+    """A document checked against a corpus had near-duplicates there (it may have been
+    indexed anyway, or rejected, by the caller's policy); aggregate: ``corpus/doc_id``."""
+
+    event_type: Literal["duplicate.detected"] = DUPLICATE_DETECTED
+    payload: DuplicateDetectedPayload
+
+    @classmethod
+    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
+        return _corpus_aggregate(payload)
+
+
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {
     cls.model_fields["event_type"].default: cls
     for cls in (
@@ -203,6 +272,9 @@ EVENT_CLASSES: dict[str, type[DomainEvent]] = {
         BatchProcessingCompletedEvent,
         WebhookDeliveredEvent,
         JobFailedEvent,
+        DocumentIndexedEvent,
+        DocumentRemovedEvent,
+        DuplicateDetectedEvent,
     )
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
