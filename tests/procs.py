@@ -158,5 +158,7 @@ class _ClusterNode(PrivateRedis):
     def command(self) -> list[str]:
         folder = self.tmp / f"cluster-{self.port}"
         folder.mkdir(parents=True, exist_ok=True)
+        # the bus port explicitly: the default (port + 10000) may not exist or be taken
         return [*super().command()[:-2], "--dir", str(folder), "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]  # fmt: skip
+                "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()),
+                "--cluster-node-timeout", "5000"]  # fmt: skip

@@ -63,7 +63,7 @@ timeout_option = click.option(
 )
 
 
-PRODUCER_COMMANDS = frozenset({"analyze", "compare", "batch"})
+PRODUCER_COMMANDS = frozenset({"analyze", "compare", "batch", "corpus"})
 
 
 def _set_env(**values: object) -> None:
@@ -338,6 +338,9 @@ cli.add_command(_events)
 from redundancy.cli.ops import flower  # noqa: E402
 
 cli.add_command(flower)
+from redundancy.cli.corpus import corpus_group  # noqa: E402  (corpora, issue 14)
+
+cli.add_command(corpus_group)
 
 
 def main() -> None:

@@ -15,6 +15,12 @@ from redundancy.tasks.batch import (
     process_batch,
     stage_batch,
 )
+from redundancy.tasks.corpus import (  # corpora (issue 14)
+    check_and_index,
+    find_similar,
+    index_documents,
+    remove_documents,
+)
 from redundancy.tasks.search import lsh_bucket, lsh_sign, lsh_verify
 from redundancy.tasks.webhooks import deliver_webhook
 
@@ -22,13 +28,17 @@ __all__ = [
     "StagedBatch",
     "analyze_chunk",
     "analyze_content",
+    "check_and_index",
     "compare_texts",
     "deliver_webhook",
+    "find_similar",
+    "index_documents",
     "lsh_bucket",
     "lsh_sign",
     "lsh_verify",
     "merge_batch",
     "pair_shard",
     "process_batch",
+    "remove_documents",
     "stage_batch",
 ]

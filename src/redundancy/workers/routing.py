@@ -17,6 +17,11 @@ BATCH_LSH_BUCKET: Final = "redundancy.batch.lsh_bucket"
 BATCH_LSH_VERIFY: Final = "redundancy.batch.lsh_verify"
 BATCH_MERGE: Final = "redundancy.batch.merge"
 WEBHOOK_DELIVER: Final = "redundancy.webhooks.deliver"
+# corpora (issue 14)
+CORPUS_INDEX: Final = "redundancy.corpus.index_documents"
+CORPUS_REMOVE: Final = "redundancy.corpus.remove_documents"
+CORPUS_FIND_SIMILAR: Final = "redundancy.corpus.find_similar"
+CORPUS_CHECK_AND_INDEX: Final = "redundancy.corpus.check_and_index"
 BATCH_SUBTASK_PREFIX: Final = "redundancy.batch."
 PAIR_TASKS: Final = (BATCH_PAIR_SHARD, BATCH_LSH_VERIFY)
 """Batch sub-tasks whose results are near-duplicate pairs (``{"kind": "pairs"}``)."""
@@ -28,7 +33,8 @@ BATCH_HEADER_TASKS: Final = (
 ANALYSIS_QUEUE: Final = "analysis"
 SIMILARITY_QUEUE: Final = "similarity"
 BATCH_QUEUE: Final = "batch"
-QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE)
+CORPUS_QUEUE: Final = "corpus"
+QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE, CORPUS_QUEUE)
 DEFAULT_QUEUE: Final = ANALYSIS_QUEUE
 """Anything unrouted (e.g. Celery's own helpers) lands where every standard worker listens."""
 
@@ -38,6 +44,7 @@ TASK_ROUTES: Final = {
     PROCESS_BATCH: {"queue": BATCH_QUEUE},
     f"{BATCH_SUBTASK_PREFIX}*": {"queue": BATCH_QUEUE},
     "redundancy.webhooks.*": {"queue": BATCH_QUEUE},  # deliveries wait on partners, not analyses
+    "redundancy.corpus.*": {"queue": CORPUS_QUEUE},  # corpora (issue 14)
 }
 
 
