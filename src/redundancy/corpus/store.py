@@ -101,6 +101,8 @@ class KafkaStore:
 
     kind = "kafka"
     appends_with_apply = False
+    IDLE_END = 0.25
+    """Seconds without a record, past the high watermark, that end a read (see ``read``)."""
     TOPIC_CONFIG = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
 
     def __init__(self, bootstrap: str, topic_prefix: str, timeout: float = 15.0) -> None:
@@ -133,7 +135,8 @@ class KafkaStore:
         from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
         topic = self.topic(config)
-        futures = self._admin().create_topics(
+        admin = self._admin()  # held until the futures resolve (its handle serves them)
+        futures = admin.create_topics(
             [NewTopic(topic, num_partitions=config.shards, config=dict(self.TOPIC_CONFIG))],
             operation_timeout=self.timeout,
             request_timeout=self.timeout,
@@ -148,7 +151,8 @@ class KafkaStore:
         import confluent_kafka as ck
 
         topic = self.topic(config)
-        futures = self._admin().delete_topics([topic], operation_timeout=self.timeout)
+        admin = self._admin()
+        futures = admin.delete_topics([topic], operation_timeout=self.timeout)
         try:
             futures[topic].result(timeout=self.timeout)
         except ck.KafkaException as exc:
@@ -225,6 +229,9 @@ class KafkaStore:
                     "group.id": f"crd-corpus-reader-{uuid.uuid4().hex}",
                     "enable.auto.commit": False,
                     "enable.partition.eof": True,
+                    # past the end is an error, not a jump back to the high watermark
+                    "auto.offset.reset": "error",
+                    "fetch.wait.max.ms": 50,  # the end is seen after 50 ms, not 500
                 }
             )
         return self._consumer
@@ -242,48 +249,66 @@ class KafkaStore:
         return int(low), int(high)
 
     def read(self, config: CorpusConfig, shard: int, after: str, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events after ``after``, to the partition's end.
+
+        The end is the broker's end-of-partition signal; past the high watermark, a fetch
+        that stays empty for ``IDLE_END`` seconds ends the read too, because Tansu reports
+        the last *batch's* base offset + 1 as high watermark (records after it are real
+        and readable, but no end-of-partition follows them).
+        """
+        import time
+
         import confluent_kafka as ck
 
+        start = int(after) + 1 if after else 0
+        out: list[StoredEvent] = []
+        end_codes = _end_codes()
         with self._lock:
-            start = int(after) + 1 if after else 0
             _, high = self._watermarks(config, shard)
-            if start >= high:
-                return []
-            stop = min(high, start + limit)
             consumer = self._consumer_client()
             consumer.assign([ck.TopicPartition(self.topic(config), shard, start)])
-            out: list[StoredEvent] = []
+            last = start - 1
+            deadline = time.monotonic() + self.timeout
             try:
-                while len(out) < stop - start:
-                    batch = consumer.consume(
-                        num_messages=stop - start - len(out), timeout=self.timeout
-                    )
-                    if not batch:
-                        raise InfrastructureError(
-                            f"Kafka returned nothing for {self.topic(config)}[{shard}] from "
-                            f"offset {start + len(out)} within {self.timeout} s"
-                        )
-                    for msg in batch:
-                        if msg.error():
-                            if msg.error().code() == ck.KafkaError._PARTITION_EOF:
-                                continue
-                            raise InfrastructureError(f"Kafka read failed: {msg.error()}")
-                        if msg.offset() >= stop:
-                            continue
-                        out.append(StoredEvent(str(msg.offset()), _wire(msg)))
+                while len(out) < limit:
+                    past_high = last >= high - 1
+                    msg = consumer.poll(self.IDLE_END if past_high else 0.5)
+                    if msg is None:
+                        if past_high:
+                            break
+                        if time.monotonic() > deadline:
+                            raise InfrastructureError(
+                                f"Kafka answered nothing for {self.topic(config)}[{shard}] "
+                                f"at offset {last + 1} within {self.timeout} s"
+                            )
+                        continue
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() in end_codes:
+                            break
+                        raise InfrastructureError(f"Kafka read failed: {error}")
+                    deadline = time.monotonic() + self.timeout
+                    if msg.offset() >= start:
+                        last = msg.offset()
+                        out.append(StoredEvent(str(last), _wire(msg)))
             finally:
                 consumer.unassign()
-            return out
+        return out
 
     def end(self, config: CorpusConfig, shard: int) -> str:
+        """The last event's offset ('' when empty): read from the last batch's start."""
         with self._lock:
             _, high = self._watermarks(config, shard)
-        return str(high - 1) if high > 0 else ""
+        if high == 0:
+            return ""
+        tail = self.read(config, shard, str(high - 2) if high > 1 else "", 1_000_000)
+        return tail[-1].position if tail else str(high - 1)
 
     def count(self, config: CorpusConfig, shard: int) -> int:
         with self._lock:
-            low, high = self._watermarks(config, shard)
-        return high - low
+            low, _ = self._watermarks(config, shard)
+        end = self.end(config, shard)
+        return int(end) + 1 - low if end else 0
 
     def order(self, position: str) -> tuple[int, int]:
         return (int(position), 0) if position else (-1, -1)
@@ -296,6 +321,16 @@ class KafkaStore:
             if self._consumer is not None:
                 self._consumer.close()
                 self._consumer = None
+
+
+def _end_codes() -> tuple[int, ...]:
+    import confluent_kafka as ck
+
+    return (
+        ck.KafkaError._PARTITION_EOF,
+        ck.KafkaError._AUTO_OFFSET_RESET,
+        ck.KafkaError.OFFSET_OUT_OF_RANGE,
+    )
 
 
 def _wire(msg: Any) -> WireMessage:
@@ -323,6 +358,8 @@ def store_from_settings(redis: CorpusRedis) -> EventStore:
         global _kafka_store
         wanted = (settings.kafka_bootstrap_servers or "", settings.corpus_kafka_topic_prefix)
         if _kafka_store is None or (_kafka_store.bootstrap, _kafka_store.prefix) != wanted:
+            if _kafka_store is not None:
+                _kafka_store.close()
             _kafka_store = KafkaStore(*wanted)
         return _kafka_store
     return RedisStreamStore(redis)
