@@ -100,10 +100,9 @@ def add(
 ) -> None:
     """Index files, folders (recursively) or JSONL (id, text) into corpus NAME.
 
-    A document's id is its path (as in `crd batch`) or its JSONL id; an id indexed
-    before is replaced when its text changed and left alone when not.
+    A file's id is its path as given (FOLDER/relative/path), a JSONL line's its id; an
+    id indexed before is replaced when its text changed and left alone when not.
     """
-    from redundancy.cli.inputs import read_inputs
     from redundancy.config import get_settings
     from redundancy.core.text import validate_text
     from redundancy.corpus import get_corpus
@@ -113,7 +112,7 @@ def add(
     skipped: list[tuple[str, str]] = []
 
     def valid() -> Iterator[dict[str, Any]]:
-        for item in read_inputs(list(paths)):
+        for item in _inputs(paths):
             if item.error is None:
                 try:
                     validate_text(item.text, max_chars=settings.max_text_chars)
@@ -138,6 +137,19 @@ def add(
         )
     if skipped:
         sys.exit(EXIT_ITEMS_FAILED)
+
+
+def _inputs(paths: tuple[str, ...]) -> Iterator[Any]:
+    """Inputs with ids that do not depend on the other paths of the command (a folder's
+    files are FOLDER/relative whether it is given alone or with others)."""
+    from dataclasses import replace
+
+    from redundancy.cli.inputs import read_inputs
+
+    for raw in paths:
+        folder = raw != "-" and Path(raw).is_dir()
+        for item in read_inputs([raw]):
+            yield replace(item, id=str(Path(raw) / item.id)) if folder else item
 
 
 def _index_chunks(
