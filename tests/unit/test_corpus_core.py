@@ -125,12 +125,14 @@ class ModelShard:
             self.ids[put.doc_id] = (put.slot, put.digest)
             self.docs[put.slot] = (put.doc_id, put.normalised)
             self.feat[put.slot] = put.record
-        for entry in plan.band_removes:
-            assert self.bands[entry] == 1, f"removing an entry that is not there: {entry}"
-            del self.bands[entry]
-        for entry in plan.band_adds:
-            assert self.bands[entry] == 0, f"adding an entry twice: {entry}"
-            self.bands[entry] += 1
+        for slot, fields in plan.band_removes:
+            for entry in ((f, slot) for f in fields):
+                assert self.bands[entry] == 1, f"removing an entry that is not there: {entry}"
+                del self.bands[entry]
+        for slot, fields in plan.band_adds:
+            for entry in ((f, slot) for f in fields):
+                assert self.bands[entry] == 0, f"adding an entry twice: {entry}"
+                self.bands[entry] += 1
         self.next_slot = plan.next_slot
         self.live += plan.live_delta
 

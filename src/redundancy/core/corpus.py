@@ -344,8 +344,9 @@ class ApplyPlan:
     next_slot: int
     puts: list[Put] = field(default_factory=list)
     deletes: list[tuple[str, int]] = field(default_factory=list)
-    band_adds: list[tuple[int, int]] = field(default_factory=list)
-    band_removes: list[tuple[int, int]] = field(default_factory=list)
+    band_adds: list[tuple[int, list[int]]] = field(default_factory=list)
+    """``(slot, band fields)`` to add, grouped by slot (one argument per slot in Lua)."""
+    band_removes: list[tuple[int, list[int]]] = field(default_factory=list)
     outcomes: list[Outcome | None] = field(default_factory=list)
     """One per change, in order (``None`` for an ignored event)."""
 
@@ -445,15 +446,15 @@ def _diff(
         old_fields = data[old_text][1]
         if after is None or after[0] != old_slot:
             plan.deletes.append((doc_id, old_slot))
-            plan.band_removes += [(f, old_slot) for f in old_fields]
+            plan.band_removes.append((old_slot, sorted(old_fields)))
             old_fields = frozenset()
     if after is not None:
         slot, text = after
         record, new_fields = data[text.normalised]
         plan.puts.append(Put(doc_id, slot, text.digest, text.normalised, record))
-        plan.band_adds += [(f, slot) for f in new_fields - old_fields]
+        plan.band_adds.append((slot, sorted(new_fields - old_fields)))
         if before is not None and before[0] == slot:
-            plan.band_removes += [(f, slot) for f in old_fields - new_fields]
+            plan.band_removes.append((slot, sorted(old_fields - new_fields)))
 
 
 def derive(

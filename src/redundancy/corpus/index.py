@@ -144,10 +144,10 @@ class CorpusIndex:
             args += [put.doc_id, put.slot, put.digest, put.normalised, put.record]
         for doc_id, slot in plan.deletes:
             args += [doc_id, slot]
-        for field, slot in plan.band_adds:
-            args += [field, slot]
-        for field, slot in plan.band_removes:
-            args += [field, slot]
+        for slot, fields in plan.band_adds:
+            args += [slot, ",".join(map(str, fields))]
+        for slot, fields in plan.band_removes:
+            args += [slot, ",".join(map(str, fields))]
         for message in messages:
             args += [
                 message.event_id,

@@ -30,15 +30,19 @@ local S_META, S_IDS, S_DOCS, S_FEAT, S_BUCKET = '{meta}', '{ids}', '{docs}', '{f
 local BASE, LOAD, REC, SAT = {base}, {load}, {rec}, {sat}
 local function live_gen() return redis.call('GET', P .. S_GEN) or '0' end
 local function gkey(gen, part) return P .. 'g' .. gen .. ':' .. part end
-local function bucket_of(f, level, split)
-  local n = BASE * 2 ^ level
-  local b = f % n
-  if b < split then b = f % (2 * n) end
-  return string.format('%d', b)
-end
 local function lh_state(meta)
   local s = redis.call('HMGET', meta, 'level', 'split', 'entries')
   return tonumber(s[1] or '0'), tonumber(s[2] or '0'), tonumber(s[3] or '0')
+end
+-- the bucket key of a band field (a number) under linear hashing (module docstring)
+local function bucket_keys(bprefix, level, split)
+  local n = BASE * 2 ^ level
+  local n2 = 2 * n
+  return function(f)
+    local b = f % n
+    if b < split then b = f % n2 end
+    return bprefix .. b
+  end
 end
 """.format(
     gen=CORPUS_SUFFIXES["gen"],
@@ -95,8 +99,9 @@ APPLY = Script(
     + """
 -- ARGV: 1 generation, 2 expected position, 3 new position ('' = the last appended event),
 -- 4 next slot, 5 live delta, 6 puts, 7 deletes, 8 band adds, 9 band removes, 10 events,
--- then per put (id, slot, digest, text, record), per delete (id, slot), per add and
--- remove (field, slot), per event (event_id, event_type, key, body, signature).
+-- then per put (id, slot, digest, text, record), per delete (id, slot), per slot with
+-- band fields to add or remove (slot, comma-separated fields), per event (event_id,
+-- event_type, key, body, signature).
 local gen = ARGV[1]
 local live = live_gen()
 local meta = gkey(gen, S_META)
@@ -148,48 +153,61 @@ for p = 0, nput - 1 do
 end
 local level, split, entries = lh_state(meta)
 local bprefix = gkey(gen, S_BUCKET)
+local bucket = bucket_keys(bprefix, level, split)
 for r = 0, nrem - 1 do
   local a = first_rem + 2 * r
-  local f, slot = ARGV[a], ARGV[a + 1]
-  local key = bprefix .. bucket_of(tonumber(f), level, split)
-  local v = redis.call('HGET', key, f)
-  if v then
-    local kept, gone = {}, false
-    for tok in string.gmatch(v, '[^,]+') do
-      if not gone and tok == slot then gone = true else kept[#kept + 1] = tok end
+  local slot = ARGV[a]
+  for f in string.gmatch(ARGV[a + 1], '[^,]+') do
+    local key = bucket(tonumber(f))
+    local v = redis.call('HGET', key, f)
+    if v == slot then
+      redis.call('HDEL', key, f)
+      entries = entries - 1
+    elseif v then
+      local kept, gone = {}, false
+      for tok in string.gmatch(v, '[^,]+') do
+        if not gone and tok == slot then gone = true else kept[#kept + 1] = tok end
+      end
+      if gone then
+        entries = entries - 1
+        redis.call('HSET', key, f, table.concat(kept, ','))
+      end
     end
-    if gone then entries = entries - 1 end
-    if #kept == 0 then redis.call('HDEL', key, f)
-    else redis.call('HSET', key, f, table.concat(kept, ',')) end
   end
 end
 for x = 0, nadd - 1 do
   local a = first_add + 2 * x
-  local f, slot = ARGV[a], ARGV[a + 1]
-  local key = bprefix .. bucket_of(tonumber(f), level, split)
-  local v = redis.call('HGET', key, f)
-  if v then redis.call('HSET', key, f, v .. ',' .. slot) else redis.call('HSET', key, f, slot) end
-  entries = entries + 1
-end
-while entries > LOAD * (BASE * 2 ^ level + split) do
-  local n = BASE * 2 ^ level
-  local src = bprefix .. string.format('%d', split)
-  local dst = bprefix .. string.format('%d', split + n)
-  local all = redis.call('HGETALL', src)
-  local moved, names = {}, {}
-  for e = 1, #all, 2 do
-    if tonumber(all[e]) % (2 * n) ~= split then
-      moved[#moved + 1] = all[e]
-      moved[#moved + 1] = all[e + 1]
-      names[#names + 1] = all[e]
+  local slot = ARGV[a]
+  for f in string.gmatch(ARGV[a + 1], '[^,]+') do
+    local key = bucket(tonumber(f))
+    if redis.call('HSETNX', key, f, slot) == 0 then
+      redis.call('HSET', key, f, redis.call('HGET', key, f) .. ',' .. slot)
     end
+    entries = entries + 1
   end
-  if #names > 0 then
-    redis.call('HSET', dst, unpack(moved))
-    redis.call('HDEL', src, unpack(names))
+end
+local n = BASE * 2 ^ level
+while entries > LOAD * (n + split) do
+  -- split the bucket at the pointer: its entries whose field mod 2n is not the pointer
+  -- move to bucket pointer + n (both rewritten whole: cheaper than deleting fields)
+  local src = bprefix .. split
+  local all = redis.call('HGETALL', src)
+  local keep, move = {}, {}
+  for e = 1, #all, 2 do
+    local into = move
+    if tonumber(all[e]) % (2 * n) == split then into = keep end
+    into[#into + 1] = all[e]
+    into[#into + 1] = all[e + 1]
+  end
+  if #move > 0 then
+    redis.call('DEL', src)
+    if #keep > 0 then redis.call('HSET', src, unpack(keep)) end
+    redis.call('HSET', bprefix .. (split + n), unpack(move))
   end
   split = split + 1
-  if split == n then level, split = level + 1, 0 end
+  if split == n then
+    level, split, n = level + 1, 0, 2 * n
+  end
 end
 redis.call('HSET', meta, 'pos', new_pos, 'next', ARGV[4], 'level', level, 'split', split,
            'entries', entries)
@@ -208,11 +226,11 @@ QUERY = Script(
 local gen = live_gen()
 local meta = gkey(gen, S_META)
 local level, split = lh_state(meta)
-local bprefix = gkey(gen, S_BUCKET)
+local bucket = bucket_keys(gkey(gen, S_BUCKET), level, split)
 local hits, order = {}, {}
 for a = 4, #ARGV do
   local f = ARGV[a]
-  local v = redis.call('HGET', bprefix .. bucket_of(tonumber(f), level, split), f)
+  local v = redis.call('HGET', bucket(tonumber(f)), f)
   if v then
     for tok in string.gmatch(v, '[^,]+') do
       if hits[tok] then hits[tok] = hits[tok] + 1
