@@ -158,7 +158,7 @@ def metrics_queue_reporter() -> str:
 #   g<n>:meta       hash: applied store position, next slot, live documents, LSH state
 #   g<n>:ids        hash: document id -> "<slot>:<content hash prefix>"
 #   g<n>:docs       hash: slot -> "<document id>\0<normalised text>"
-#   g<n>:feat       string: fixed-size feature record (length, histogram) per slot
+#   g<n>:f:<c>      string: feature records (length, histogram) of slots c*R..c*R+R-1
 #   g<n>:b:<k>      hash: LSH bucket k, band field -> comma-separated slots
 # Lua scripts receive the shard prefix and append these suffixes (CORPUS_SUFFIXES).
 
@@ -169,7 +169,7 @@ CORPUS_SUFFIXES = {
     "meta": "meta",
     "ids": "ids",
     "docs": "docs",
-    "feat": "feat",
+    "feat": "f:",
     "bucket": "b:",
 }
 """Key suffixes of one shard (see above); the Lua scripts are built from these."""
@@ -197,5 +197,5 @@ def corpus_generation(corpus: str, shard: int) -> str:
 
 def corpus_index(corpus: str, shard: int, generation: int, part: str) -> str:
     """One key of a generation of a shard's index: ``part`` is a CORPUS_SUFFIXES name
-    (for ``bucket``, append the bucket number)."""
+    (for ``bucket`` and ``feat``, append the bucket or chunk number)."""
     return f"{corpus_shard(corpus, shard)}g{generation}:{CORPUS_SUFFIXES[part]}"

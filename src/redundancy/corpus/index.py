@@ -22,7 +22,16 @@ from redundancy.core.corpus import (
     StoredDoc,
 )
 from redundancy.corpus.connection import CorpusRedis, ScriptCall
-from redundancy.corpus.scripts import APPLY, BUCKET_BASE, FEATURES, QUERY, READ, SWAP, TEXTS
+from redundancy.corpus.scripts import (
+    APPLY,
+    BUCKET_BASE,
+    FEATURES,
+    QUERY,
+    READ,
+    RECORDS_PER_CHUNK,
+    SWAP,
+    TEXTS,
+)
 from redundancy.events.wire import WireMessage
 
 DELETE_CHUNK = 1000
@@ -179,11 +188,14 @@ class CorpusIndex:
         name = self.config.name
         gen = int(generation)
         meta = keys.corpus_index(name, shard, gen, "meta")
-        level, split = self.redis.client.hmget(meta, "level", "split")
+        level, split, slots = self.redis.client.hmget(meta, "level", "split", "next")
         buckets = BUCKET_BASE * 2 ** int(level or 0) + int(split or 0)
+        chunks = -(-int(slots or 0) // RECORDS_PER_CHUNK)
         bucket = keys.corpus_index(name, shard, gen, "bucket")
-        doomed = [keys.corpus_index(name, shard, gen, part) for part in ("ids", "docs", "feat")]
+        feat = keys.corpus_index(name, shard, gen, "feat")
+        doomed = [keys.corpus_index(name, shard, gen, part) for part in ("ids", "docs")]
         doomed += [f"{bucket}{b}" for b in range(buckets)]
+        doomed += [f"{feat}{c}" for c in range(chunks)]
         for start in range(0, len(doomed), DELETE_CHUNK):
             self.redis.client.unlink(*doomed[start : start + DELETE_CHUNK])
         self.redis.client.unlink(meta)  # last: a half-deleted generation still says what it has
@@ -226,7 +238,8 @@ class CorpusIndex:
         for reply in self.redis.run_many(calls):
             raw = reply[1] if isinstance(reply[1], bytes) else str(reply[1]).encode()
             usable = len(raw) - len(raw) % FEATURE_RECORD.itemsize
-            out.append((_text(reply[0]), np.frombuffer(raw[:usable], dtype=FEATURE_RECORD)))
+            table = np.frombuffer(raw[:usable], dtype=FEATURE_RECORD)
+            out.append((_text(reply[0]), table))
         return out
 
     # -- inspection ----------------------------------------------------------------------
@@ -268,8 +281,7 @@ class CorpusIndex:
             int(_text(k)): split_doc(v)
             for k, v in client.hgetall(keys.corpus_index(name, shard, gen, "docs")).items()
         }
-        raw = client.get(keys.corpus_index(name, shard, gen, "feat")) or b""
-        usable = len(raw) - len(raw) % FEATURE_RECORD.itemsize
+        raw = self.feature_tables()[shard][1]
         bucket = keys.corpus_index(name, shard, gen, "bucket")
         entries: dict[int, list[int]] = {}
         for b in range(stats.buckets):
@@ -281,6 +293,6 @@ class CorpusIndex:
             "stats": stats,
             "ids": ids,
             "docs": docs,
-            "features": np.frombuffer(raw[:usable], dtype=FEATURE_RECORD),
+            "features": raw[: stats.slots],
             "bands": entries,
         }

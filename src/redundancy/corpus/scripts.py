@@ -19,6 +19,11 @@ from redundancy.core.corpus import FEATURE_RECORD, SATURATED
 from redundancy.keys import CORPUS_SUFFIXES
 from redundancy.kv.ops import Script
 
+RECORDS_PER_CHUNK = 327
+"""Feature records per string key: 32,700 bytes, just inside jemalloc's 32 KiB class.
+A chunk is created whole (SET of zeros, then SETRANGE inside it), because a string grown
+by SETRANGE is preallocated at twice its length."""
+
 BUCKET_BASE = 16
 BUCKET_LOAD = 64
 """Average entries per bucket above which a bucket is split (listpacks hold up to 128)."""
@@ -27,9 +32,14 @@ _COMMON = """
 local P = KEYS[1]
 local S_GEN, S_EVENTS = '{gen}', '{events}'
 local S_META, S_IDS, S_DOCS, S_FEAT, S_BUCKET = '{meta}', '{ids}', '{docs}', '{feat}', '{bucket}'
-local BASE, LOAD, REC, SAT = {base}, {load}, {rec}, {sat}
+local BASE, LOAD, REC, SAT, RPC = {base}, {load}, {rec}, {sat}, {rpc}
 local function live_gen() return redis.call('GET', P .. S_GEN) or '0' end
 local function gkey(gen, part) return P .. 'g' .. gen .. ':' .. part end
+-- the chunk key of a slot's feature record, and the record's offset in it
+local function feat_at(gen, slot)
+  local s = tonumber(slot)
+  return gkey(gen, S_FEAT) .. math.floor(s / RPC), (s % RPC) * REC
+end
 local function lh_state(meta)
   local s = redis.call('HMGET', meta, 'level', 'split', 'entries')
   return tonumber(s[1] or '0'), tonumber(s[2] or '0'), tonumber(s[3] or '0')
@@ -56,6 +66,7 @@ end
     load=BUCKET_LOAD,
     rec=FEATURE_RECORD.itemsize,
     sat=SATURATED,
+    rpc=RECORDS_PER_CHUNK,
 )
 
 READ = Script(
@@ -137,19 +148,24 @@ if nev > 0 then
   end
   new_pos = appended[#appended]
 end
-local ids, docs, feat = gkey(gen, S_IDS), gkey(gen, S_DOCS), gkey(gen, S_FEAT)
+local ids, docs = gkey(gen, S_IDS), gkey(gen, S_DOCS)
 local zero = string.rep(string.char(0), REC)
 for d = 0, ndel - 1 do
   local a = first_del + 2 * d
   redis.call('HDEL', ids, ARGV[a])
   redis.call('HDEL', docs, ARGV[a + 1])
-  redis.call('SETRANGE', feat, tonumber(ARGV[a + 1]) * REC, zero)
+  local key, offset = feat_at(gen, ARGV[a + 1])
+  redis.call('SETRANGE', key, offset, zero)
 end
 for p = 0, nput - 1 do
   local a = first_put + 5 * p
   redis.call('HSET', ids, ARGV[a], ARGV[a + 1] .. ':' .. ARGV[a + 2])
   redis.call('HSET', docs, ARGV[a + 1], ARGV[a] .. '\\0' .. ARGV[a + 3])
-  redis.call('SETRANGE', feat, tonumber(ARGV[a + 1]) * REC, ARGV[a + 4])
+  local key, offset = feat_at(gen, ARGV[a + 1])
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, string.rep(string.char(0), RPC * REC))
+  end
+  redis.call('SETRANGE', key, offset, ARGV[a + 4])
 end
 local level, split, entries = lh_state(meta)
 local bprefix = gkey(gen, S_BUCKET)
@@ -241,12 +257,12 @@ end
 if #order == 0 then return {} end
 local t, la = tonumber(ARGV[1]), tonumber(ARGV[2])
 local qh = {struct.unpack('<' .. string.rep('H', 48), ARGV[3])}
-local feat, docs = gkey(gen, S_FEAT), gkey(gen, S_DOCS)
+local docs = gkey(gen, S_DOCS)
 local fmt = '<I4' .. string.rep('H', 48)
 local out = {}
 for _, slot in ipairs(order) do
-  local offset = tonumber(slot) * REC
-  local rec = redis.call('GETRANGE', feat, offset, offset + REC - 1)
+  local key, offset = feat_at(gen, slot)
+  local rec = redis.call('GETRANGE', key, offset, offset + REC - 1)
   if #rec == REC then
     local h = {struct.unpack(fmt, rec)}
     local lb = h[1]
@@ -277,7 +293,12 @@ FEATURES = Script(
     + """
 -- The live generation and its whole feature table (exact mode scans it in numpy).
 local gen = live_gen()
-return {gen, redis.call('GET', gkey(gen, S_FEAT)) or ''}
+local slots = tonumber(redis.call('HGET', gkey(gen, S_META), 'next') or '0')
+local parts, empty = {}, string.rep(string.char(0), RPC * REC)
+for c = 0, math.ceil(slots / RPC) - 1 do
+  parts[#parts + 1] = redis.call('GET', gkey(gen, S_FEAT) .. c) or empty
+end
+return {gen, table.concat(parts)}
 """,
 )
 
