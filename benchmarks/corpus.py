@@ -16,17 +16,22 @@ edited), in one run:
   its own fresh redis-server. datasketch runs at settings that match our recall on this
   corpus (threshold 0.5, 128 permutations; see the near-duplicate benchmark) and, for
   reference, its common ones (word 5-shingles, threshold 0.8).
-* **queries**: ``find_similar`` (in-process, Redis on loopback) of the next
-  ``--queries`` documents of the generator (new arrivals, 10% of them edited copies of
-  indexed ones): p50/p99 latency in indexed mode and, on ``--exact-queries`` of them,
-  exact mode. Baseline: the datasketch query (MinHash, ``lsh.query``, the candidates'
+* **queries**: ``find_similar`` (in-process, Redis on loopback) of ``--queries`` new
+  documents: half the generator's next documents (new arrivals), half copies of indexed
+  documents with 5, 15, 30 or 40% of their words edited (``near_copies``; 40% scores
+  0.77-0.84, at the threshold's edge): p50/p99 latency in indexed mode and, on ``--exact-queries`` of
+  them, exact mode. Baseline: the datasketch query (MinHash, ``lsh.query``, the candidates'
   texts from Redis, verified with rapidfuzz).
 * **recall** against brute force (rapidfuzz ``cdist`` of ``--recall-queries`` queries
   against every document), for both.
 * **memory**: Redis memory per document beyond its text (the index's keys, by
   ``MEMORY USAGE``, less the normalised texts they hold; the event store's streams less
   the original texts), and the server's ``used_memory`` growth per document.
-* **rebuild**: ``Corpus.rebuild()`` (replay of the store into a fresh index) in seconds.
+* **rebuild**: ``Corpus.rebuild(processes=2)`` (replay of the store into a fresh index,
+  two shards at a time) in seconds.
+
+The machine's load average is recorded with each size: on a shared machine every
+figure here moves with it.
 
 Writes ``benchmarks/results/corpus.json``.
 """
@@ -48,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import write_result
-from benchmarks.corpora import synthetic_corpus
+from benchmarks.corpora import near_copies, synthetic_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.procs: the private servers shared with the tests
@@ -217,7 +222,7 @@ def run_ours(
         log(f"  ours: exact query {exact}")
 
         began = time.perf_counter()
-        corpus.rebuild()
+        corpus.rebuild(processes=args.concurrency)
         rebuild = time.perf_counter() - began
         log(f"  ours: rebuild {rebuild:.1f} s")
         return {
@@ -347,15 +352,22 @@ def run_datasketch(
 def measure(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     from redundancy.core.text import normalise
 
-    data = synthetic_corpus(n + args.queries, seed=14)
+    fresh = args.queries // 2
+    data = synthetic_corpus(n + fresh, seed=14)
     ids, texts = data.ids[:n], data.texts[:n]
-    queries = data.texts[n:]
-    log(f"== {n:,} documents, {len(queries)} queries")
+    copies = [t for _, t in near_copies(texts, args.queries - fresh, seed=n)]
+    queries = [q for pair in zip(data.texts[n:], copies, strict=False) for q in pair]
+    log(f"== {n:,} documents, {len(queries)} queries, load average {os.getloadavg()}")
+    load_before = os.getloadavg()
     ours = run_ours(n, ids, texts, queries, args, log)
     truth = brute_force(
         [normalise(q) for q in queries[: args.recall_queries]], [normalise(t) for t in texts]
     )
-    out: dict[str, Any] = {"documents": n, "ours": ours}
+    out: dict[str, Any] = {
+        "documents": n,
+        "ours": ours,
+        "load_average": [load_before, os.getloadavg()],
+    }
     r = args.recall_queries
     ours["recall"] = recall(ours.pop("found")[:r], truth)
     exact_truth = truth[: args.exact_queries]

@@ -7,6 +7,8 @@ store's events leave behind, each with its feature record and every band entry o
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -227,20 +229,26 @@ def test_a_projector_killed_mid_replay_resumes_and_applies_nothing_twice(indexed
     # Given a corpus whose rebuild replays 1,200 events 20 at a time
     queries = DOCS.texts[:120:4]
     before = answers(indexed, queries, "exact")
-    env = {k: v for k, v in __import__("os").environ.items() if not is_service_setting(k)}
+    env = {k: v for k, v in os.environ.items() if not is_service_setting(k)}
     env.update(CORPUS_REDIS_URL=corpus_redis_url, CORPUS_APPLY_BATCH="20", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "redundancy", "corpus", "rebuild", "news"]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*command, "--processes", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the pool processes die with it
+    )
     client = indexed.redis.client
     building = [indexed.index.prefix(s) + "g1:meta" for s in range(4)]
     deadline = time.monotonic() + 120
-    # When the projector is killed with SIGKILL once it has applied part of the store
+    # When the projector (two processes) is killed with SIGKILL once it applied part of it
     while True:
         applied = sum(int(client.hget(k, "live") or 0) for k in building)
         if applied >= 150 or proc.poll() is not None or time.monotonic() > deadline:
             break
         time.sleep(0.005)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert 0 < applied < len(ITEMS), f"not killed mid-replay ({applied} applied)"
     assert any(indexed.index.is_building(s, "1") for s in range(4))

@@ -10,6 +10,7 @@ corpus's minimum) exit 2 with one line.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -293,7 +294,9 @@ def drop(name: str, yes: bool) -> None:
 @corpus_group.command("rebuild")
 @click.argument("name")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a TTY)")
-def rebuild(name: str, progress: bool | None) -> None:
+@click.option("--processes", "-p", type=click.IntRange(1, 64), default=None,
+              help="shards rebuilt at once (default: CPUs)")  # fmt: skip
+def rebuild(name: str, progress: bool | None, processes: int | None) -> None:
     """Replay NAME's event store into a fresh index and swap it in (resumes if stopped)."""
     import time
 
@@ -310,7 +313,9 @@ def rebuild(name: str, progress: bool | None) -> None:
     )  # fmt: skip
     with bar:
         task = bar.add_task("replay", total=corpus.stats()["events"])
-        corpus.rebuild(on_step=lambda n: bar.advance(task, n))
+        corpus.rebuild(
+            on_step=lambda n: bar.advance(task, n), processes=processes or os.cpu_count() or 1
+        )
     data = corpus.stats()
     click.echo(
         f"corpus {name} rebuilt from {data['events']} events: {data['documents']} documents "

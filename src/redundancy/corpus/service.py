@@ -495,31 +495,45 @@ class Corpus:
         """Catch every shard up with the store (positions reached)."""
         return {s: self.catch_up(s, on_step=on_step) for s in range(self.config.shards)}
 
-    def rebuild(self, on_step: Callable[[int], None] | None = None) -> dict[int, str]:
+    def rebuild(
+        self, on_step: Callable[[int], None] | None = None, *, processes: int = 1
+    ) -> dict[int, str]:
         """Replay the store into a fresh generation of the index and swap it in, shard by
-        shard. A rebuild that was stopped resumes where its new generation stands."""
-        reached: dict[int, str] = {}
-        for shard in range(self.config.shards):
-            for _ in range(MAX_RETRIES):
-                live = self.index.live_generation(shard)
-                target = str(int(live) + 1)
-                if not self.index.is_building(shard, target):
-                    self.index.delete_generation(shard, target)  # leftovers of an old drop
-                    self.index.begin_generation(shard, target)
-                position = self.catch_up(shard, generation=target, on_step=on_step)
-                end = "" if self.store.appends_with_apply else self.store.end(self.config, shard)
-                status, _ = self.index.swap(shard, live, target, end)
-                if status == "ok":
-                    self.index.delete_generation(shard, live)
-                    if not self.store.appends_with_apply:
-                        position = self.catch_up(shard)  # produced just before the swap
-                    reached[shard] = position
-                    break
-            else:
-                raise CorpusBusyError(
-                    f"shard {shard} of corpus {self.name!r}: rebuild could not catch up"
-                )
+        shard (``processes`` shards at a time, in forked processes). A rebuild that was
+        stopped resumes where its new generation stands. Returns each shard's position."""
+        shards = range(self.config.shards)
+        if processes <= 1 or self.config.shards == 1:
+            return {shard: self.rebuild_shard(shard, on_step) for shard in shards}
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")
+        with context.Pool(min(processes, self.config.shards)) as pool:
+            reached = {}
+            for shard, position, events in pool.imap_unordered(
+                _rebuild_shard, [(self.name, s) for s in shards]
+            ):
+                reached[shard] = position
+                if on_step:
+                    on_step(events)
         return reached
+
+    def rebuild_shard(self, shard: int, on_step: Callable[[int], None] | None = None) -> str:
+        """Rebuild one shard (see ``rebuild``); the position its new generation reached."""
+        for _ in range(MAX_RETRIES):
+            live = self.index.live_generation(shard)
+            target = str(int(live) + 1)
+            if not self.index.is_building(shard, target):
+                self.index.delete_generation(shard, target)  # leftovers of an old drop
+                self.index.begin_generation(shard, target)
+            position = self.catch_up(shard, generation=target, on_step=on_step)
+            end = "" if self.store.appends_with_apply else self.store.end(self.config, shard)
+            status, _ = self.index.swap(shard, live, target, end)
+            if status == "ok":
+                self.index.delete_generation(shard, live)
+                if not self.store.appends_with_apply:
+                    position = self.catch_up(shard)  # produced just before the swap
+                return position
+        raise CorpusBusyError(f"shard {shard} of corpus {self.name!r}: rebuild could not catch up")
 
     # -- queries -----------------------------------------------------------------------
 
@@ -636,6 +650,20 @@ class Corpus:
         self.index.drop()
         self.store.drop(self.config)
         self.redis.client.hdel(keys.corpus_registry(), self.name)
+
+
+def _rebuild_shard(job: tuple[str, int]) -> tuple[int, str, int]:
+    """One shard's rebuild in a pool process (its own Redis client): shard, position,
+    events replayed."""
+    name, shard = job
+    applied = 0
+
+    def count(n: int) -> None:
+        nonlocal applied
+        applied += n
+
+    position = get_corpus(name).rebuild_shard(shard, count)
+    return shard, position, applied
 
 
 def _signing_key() -> bytes | None:
