@@ -19,9 +19,9 @@ edited), in one run:
 * **queries**: ``find_similar`` (in-process, Redis on loopback) of ``--queries`` new
   documents: half the generator's next documents (new arrivals), half copies of indexed
   documents with 5, 15, 30 or 40% of their words edited (``near_copies``; 40% scores
-  0.77-0.84, at the threshold's edge): p50/p99 latency in indexed mode and, on ``--exact-queries`` of
-  them, exact mode. Baseline: the datasketch query (MinHash, ``lsh.query``, the candidates'
-  texts from Redis, verified with rapidfuzz).
+  0.77-0.84, at the threshold's edge): p50/p99 latency in indexed mode and, on
+  ``--exact-queries`` of them, exact mode. Baseline: the datasketch query (MinHash,
+  ``lsh.query``, the candidates' texts from Redis, verified with rapidfuzz).
 * **recall** against brute force (rapidfuzz ``cdist`` of ``--recall-queries`` queries
   against every document), for both.
 * **memory**: Redis memory per document beyond its text (the index's keys, by
