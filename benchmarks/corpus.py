@@ -7,15 +7,17 @@ For each size, on synthetic ~1,500-character documents with injected near-duplic
 (``benchmarks/corpora.py``: 10% are copies of an earlier document with 5% of their words
 edited), in one run:
 
-* **indexing**: the documents sent as ``redundancy.corpus.index_documents`` chunks of 500
-  to one ``crd worker`` with 2 processes (Celery over Redis ``--broker``), into a corpus
-  on a fresh private redis-server; documents/s from the first chunk sent to the last
-  done. Baseline: datasketch ``MinHashLSH`` with its Redis storage, fed the same
-  documents by 2 processes (MinHash of the character 5-shingles, then inserted in an
-  insertion session), plus the texts in a Redis hash (a user needs them to verify), on
-  its own fresh redis-server. datasketch runs at settings that match our recall on this
-  corpus (threshold 0.5, 128 permutations; see the near-duplicate benchmark) and, for
-  reference, its common ones (word 5-shingles, threshold 0.8).
+* **indexing**: documents/s and CPU per document (worker processes and redis-server; the
+  CPU figure moves less with the load of a shared machine), the documents sent as
+  ``redundancy.corpus.index_documents`` chunks of 500 to one ``crd worker`` with 2
+  processes (Celery over Redis ``--broker``), into a corpus on a fresh private redis-
+  server; documents/s from the first chunk sent to the last done. Baseline: datasketch
+  ``MinHashLSH`` with its Redis storage, fed the same documents by 2 processes (MinHash
+  of the character 5-shingles, then inserted in an insertion session), plus the texts in
+  a Redis hash (a user needs them to verify), on its own fresh redis-server. datasketch
+  runs at settings that match our recall on this corpus (threshold 0.5, 128
+  permutations; see the near-duplicate benchmark) and, for reference, its common ones
+  (word 5-shingles, threshold 0.8).
 * **queries**: ``find_similar`` (in-process, Redis on loopback) of ``--queries`` new
   documents: half the generator's next documents (new arrivals), half copies of indexed
   documents with 5, 15, 30 or 40% of their words edited (``near_copies``; 40% scores
@@ -79,6 +81,21 @@ def quantiles(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children so far."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def used_memory(url: str) -> int:
     import redis
 
@@ -97,13 +114,17 @@ def start_worker(env: dict[str, str], concurrency: int, log: Path) -> subprocess
     )  # fmt: skip
 
 
-def index_with_worker(name: str, items: list[dict[str, str]], log: Callable[[str], None]) -> float:
-    """Seconds to index ``items`` as chunk tasks, ``IN_FLIGHT`` ahead (the CLI's way)."""
+def index_with_worker(
+    name: str, items: list[dict[str, str]], pids: Sequence[int], log: Callable[[str], None]
+) -> tuple[float, float]:
+    """Seconds to index ``items`` as chunk tasks, ``IN_FLIGHT`` ahead (the CLI's way), and
+    the CPU seconds the processes ``pids`` (worker tree, redis-server) spent meanwhile."""
     from redundancy.tasks import index_documents
 
     index_documents.delay(name, []).get(timeout=120)  # the worker is up and connected
     pending: deque[Any] = deque()
     done = 0
+    cpu = sum(tree_cpu(p) for p in pids)
     started = time.perf_counter()
     for start in range(0, len(items), CHUNK):
         pending.append(index_documents.delay(name, items[start : start + CHUNK]))
@@ -112,10 +133,14 @@ def index_with_worker(name: str, items: list[dict[str, str]], log: Callable[[str
     while pending:
         done += pending.popleft().get(timeout=600)["indexed"]
     seconds = time.perf_counter() - started
+    cpu = sum(tree_cpu(p) for p in pids) - cpu
     if done != len(items):
         raise RuntimeError(f"indexed {done} of {len(items)} documents")
-    log(f"  ours: indexed {len(items):,} in {seconds:.1f} s ({len(items) / seconds:,.0f}/s)")
-    return seconds
+    log(
+        f"  ours: indexed {len(items):,} in {seconds:.1f} s ({len(items) / seconds:,.0f}/s), "
+        f"{cpu / len(items) * 1e6:,.0f} us CPU per document"
+    )
+    return seconds, cpu
 
 
 def index_memory(url: str, texts: Sequence[str], originals: Sequence[str]) -> dict[str, Any]:
@@ -192,7 +217,8 @@ def run_ours(
         )
         try:
             items = [{"id": i, "text": t} for i, t in zip(ids, texts, strict=True)]
-            seconds = index_with_worker(corpus.name, items, log)
+            assert server.proc is not None
+            seconds, cpu = index_with_worker(corpus.name, items, [worker.pid, server.proc.pid], log)
         finally:
             worker.terminate()
             worker.wait(timeout=60)
@@ -228,6 +254,7 @@ def run_ours(
         return {
             "index_seconds": round(seconds, 2),
             "index_docs_per_s": round(n / seconds, 1),
+            "index_cpu_us_per_doc": round(cpu / n * 1e6, 1),
             "query_indexed": indexed,
             "query_exact": exact,
             "found": found,
@@ -302,10 +329,19 @@ def run_datasketch(
             (server.url, settings, basename, ids[:half], normalised[:half]),
             (server.url, settings, basename, ids[half:], normalised[half:]),
         ]
+        import resource
+
+        assert server.proc is not None
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        redis_cpu = tree_cpu(server.proc.pid)
         began = time.perf_counter()
         with multiprocessing.get_context("fork").Pool(args.concurrency) as pool:
             pool.map(_datasketch_insert, jobs)
         seconds = time.perf_counter() - began
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) + (
+            tree_cpu(server.proc.pid) - redis_cpu
+        )
         grown = used_memory(server.url) - base
         log(f"  datasketch {settings}: inserted {n:,} in {seconds:.1f} s ({n / seconds:,.0f}/s)")
         lsh = _lsh(server.url, settings, basename)
@@ -338,6 +374,7 @@ def run_datasketch(
             "settings": settings,
             "index_seconds": round(seconds, 2),
             "index_docs_per_s": round(n / seconds, 1),
+            "index_cpu_us_per_doc": round(cpu / n * 1e6, 1),
             "query": query,
             "found": found,
             "used_memory_per_doc_beyond_text": round((grown - text_bytes) / n, 1),
