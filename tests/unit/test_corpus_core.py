@@ -25,7 +25,6 @@ from redundancy.core.corpus import (
     StoredDoc,
     bound_survivors,
     derive,
-    exact_matches,
     plan_apply,
     shard_of,
     texts_needed,
@@ -322,7 +321,7 @@ def test_verify_returns_exact_scores_best_first_and_honours_the_threshold():
     assert [m.id for m in verify(query, candidates, got[1].score, "ratio")] == ["same", "a", "b"]
 
 
-def test_exact_matches_equal_brute_force():
+def test_verify_equals_brute_force_for_both_scorers():
     rng = random.Random(3)
     base = [text_of(s) for s in range(30)]
     texts = [normalise(t) for t in base] + [
@@ -334,6 +333,6 @@ def test_exact_matches_equal_brute_force():
         for q in texts[:10]:
             scorer = getattr(fuzz, algorithm)
             brute = {i for i, t in found if scorer(q, t) / 100 >= 0.8}
-            got = exact_matches(q, found, 0.8, algorithm)
+            got = verify(q, found, 0.8, algorithm)
             assert {m.id for m in got} == brute
             assert all(m.score == scorer(q, dict(found)[m.id]) / 100 for m in got)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +42,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rapidfuzz import process
 
-from redundancy.core.bounds import BOUNDED_SCORERS, MARGIN, BoundPlan, partition_alphabet, prepare
+from redundancy.core.bounds import BOUNDED_SCORERS, MARGIN, BoundPlan, prepare
 from redundancy.core.lsh import SHINGLE, LSHParams, band_keys, target_jaccard
 from redundancy.core.neardup import MIN_INDEXED_THRESHOLD
 from redundancy.core.pairs import uint8_cutoff
@@ -83,10 +82,6 @@ SATURATED: Final = 0xFFFF
 
 FEATURE_RECORD: Final = np.dtype([("length", "<u4"), ("hist", "<u2", (48,))])
 """One document's features: 4 + 96 = 100 bytes; a zero length marks an empty slot."""
-
-EXACT_GROUPS: Final = 4
-"""Alphabet groups of bound 3 in exact queries: each costs about 1/4 of a score, and on
-prose it rules out nearly every pair that bounds 1-2 let through."""
 
 DIGEST_CHARS: Final = 16
 """Hex digits of the content hash kept in the index (to tell a re-index from a replace)."""
@@ -510,27 +505,3 @@ def verify(
 
 def sort_matches(matches: Iterable[Match]) -> list[Match]:
     return sorted(matches, key=lambda m: (-m.score, m.id))
-
-
-def exact_matches(
-    query: str, found: Sequence[tuple[str, str]], threshold: float, algorithm: str
-) -> list[Match]:
-    """``found`` ``(id, normalised text)`` scoring ``>= threshold`` against the normalised
-    ``query``: bound 3 first, then the scorer, so every document that reaches the
-    threshold is returned (recall 1.0) with its exact score.
-
-    The alphabet groups follow the query's character frequencies (any grouping is a
-    valid bound; a good one prunes more), so no per-query sampling is needed.
-    """
-    if not found:
-        return []
-    texts = prepare([query, *(t for _, t in found)], algorithm)
-    plan = BoundPlan(HISTOGRAM_CHARS, partition_alphabet(Counter(texts[0]), EXACT_GROUPS))
-    feats = plan.features(texts)
-    pairs = plan.verify(
-        feats, feats, np.zeros(len(found), dtype=np.int64), np.arange(1, len(found) + 1), threshold
-    )
-    return [
-        Match(id=found[j - 1][0], score=float(s) / 100.0)
-        for j, s in zip(pairs.right.tolist(), pairs.scores.tolist(), strict=True)
-    ]

@@ -42,7 +42,6 @@ from redundancy.core.corpus import (
     RemoveChange,
     bound_survivors,
     derive,
-    exact_matches,
     plan_apply,
     shard_of,
     sort_matches,
@@ -575,7 +574,9 @@ class Corpus:
 
     def _exact(self, query: str, threshold: float) -> tuple[list[Match], int]:
         """Every document through bounds 1-2 on the stored features (numpy), then the
-        survivors' texts through bound 3 and the scorer, a chunk at a time."""
+        survivors' texts through the scorer, a chunk at a time. (Bound 3 pays off when a
+        text's projections serve many pairs, as in a batch; for one query, building them
+        costs more than rapidfuzz's bit-parallel score.)"""
         record = derive([query], self.config)[query][0]
         mine = np.frombuffer(record, dtype=FEATURE_RECORD)[0]
         matches: list[Match] = []
@@ -589,7 +590,7 @@ class Corpus:
                     found = self.index.texts(shard, gen, chunk)
                 except StaleGenerationError:
                     return self._exact(query, threshold)  # rebuilt meanwhile: start again
-                matches += exact_matches(query, found, threshold, self.config.algorithm)
+                matches += verify(query, found, threshold, self.config.algorithm)
         return sort_matches(matches), checked
 
     # -- inspection and maintenance ----------------------------------------------------
