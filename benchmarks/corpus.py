@@ -247,10 +247,19 @@ def run_ours(
         exact = quantiles(exact_latencies)
         log(f"  ours: exact query {exact}")
 
+        import resource
+
+        def own_cpu() -> float:
+            me = resource.getrusage(resource.RUSAGE_SELF)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+        cpu_before = own_cpu() + tree_cpu(server.proc.pid)
         began = time.perf_counter()
         corpus.rebuild(processes=args.concurrency)
         rebuild = time.perf_counter() - began
-        log(f"  ours: rebuild {rebuild:.1f} s")
+        rebuild_cpu = own_cpu() + tree_cpu(server.proc.pid) - cpu_before
+        log(f"  ours: rebuild {rebuild:.1f} s, {rebuild_cpu:.1f} CPU s")
         return {
             "index_seconds": round(seconds, 2),
             "index_docs_per_s": round(n / seconds, 1),
@@ -261,6 +270,7 @@ def run_ours(
             "exact_found": exact_found,
             "memory": memory,
             "rebuild_seconds": round(rebuild, 2),
+            "rebuild_cpu_seconds": round(rebuild_cpu, 2),
             "params": corpus.config.params.model_dump(),
             "shards": corpus.config.shards,
         }
