@@ -1,5 +1,5 @@
 """A living corpus, the pure part: its configuration, the index data of a document, the
-projection's planner and the verification of matches (``docs/architecture.md``, corpora).
+projection's planner and the verification of matches (README: Corpora).
 
 A corpus is an event-sourced index: every change is an event in the corpus's store, and
 the index is a projection of it. Documents are spread over ``shards`` by a stable hash of

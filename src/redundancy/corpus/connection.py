@@ -1,7 +1,7 @@
 """The corpus's Redis: one client per process, a single server or a Redis Cluster.
 
-``corpus_client`` is the one place a corpus Redis client is built (``docs/architecture.md``:
-clients come from one factory). A cluster is recognised by asking the server
+``corpus_client`` is the one place a corpus Redis client is built (the project's client
+factory takes its place when it exists). A cluster is recognised by asking the server
 (``INFO cluster``), so the same ``CORPUS_REDIS_URL`` form serves both. Scripts run by
 SHA; a server that lost them (restart, failover) gets them again and the call is retried.
 """

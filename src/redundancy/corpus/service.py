@@ -1,4 +1,4 @@
-"""Corpus commands, queries and the projector (``docs/architecture.md``, corpora).
+"""Corpus commands, queries and the projector (README: Corpora).
 
 Commands (``index``, ``remove``, ``check_and_index``) validate, decide from the index
 which events the change needs (a re-index of the same text needs none), append them to

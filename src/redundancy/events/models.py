@@ -206,9 +206,13 @@ class CorpusDocumentPayload(_Payload):
     doc_id: str
 
 
-def _corpus_aggregate(payload: dict[str, Any]) -> Any:
-    corpus, doc_id = payload.get("corpus"), payload.get("doc_id")
-    return f"{corpus}/{doc_id}" if corpus and doc_id is not None else None
+class _CorpusEvent(DomainEvent):
+    """An event of one document of a corpus; aggregate: ``corpus/doc_id``."""
+
+    @classmethod
+    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
+        corpus, doc_id = payload.get("corpus"), payload.get("doc_id")
+        return f"{corpus}/{doc_id}" if corpus and doc_id is not None else None
 
 
 class DocumentIndexedPayload(CorpusDocumentPayload):
@@ -216,26 +220,18 @@ class DocumentIndexedPayload(CorpusDocumentPayload):
     content_hash: str = Field(description="sha256 of the normalised text")
 
 
-class DocumentIndexedEvent(DomainEvent):
+class DocumentIndexedEvent(_CorpusEvent):
     """A document added to a corpus, or its text replaced; aggregate: ``corpus/doc_id``."""
 
     event_type: Literal["document.indexed"] = DOCUMENT_INDEXED
     payload: DocumentIndexedPayload
 
-    @classmethod
-    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
-        return _corpus_aggregate(payload)
 
-
-class DocumentRemovedEvent(DomainEvent):
+class DocumentRemovedEvent(_CorpusEvent):
     """A document removed from a corpus; aggregate: ``corpus/doc_id``."""
 
     event_type: Literal["document.removed"] = DOCUMENT_REMOVED
     payload: CorpusDocumentPayload
-
-    @classmethod
-    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
-        return _corpus_aggregate(payload)
 
 
 class DuplicateMatch(BaseModel):
@@ -252,16 +248,12 @@ class DuplicateDetectedPayload(CorpusDocumentPayload):
     action: str = Field(description="what check_and_index did: indexed, replaced, ..., rejected")
 
 
-class DuplicateDetectedEvent(DomainEvent):
+class DuplicateDetectedEvent(_CorpusEvent):
     """A document checked against a corpus had near-duplicates there (it may have been
     indexed anyway, or rejected, by the caller's policy); aggregate: ``corpus/doc_id``."""
 
     event_type: Literal["duplicate.detected"] = DUPLICATE_DETECTED
     payload: DuplicateDetectedPayload
-
-    @classmethod
-    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
-        return _corpus_aggregate(payload)
 
 
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {
