@@ -81,18 +81,3 @@ def test_the_corpus_commands_from_create_to_drop(corpus_redis_url: str, tmp_path
     assert crd(url, "corpus", "drop", "docs", "--yes").returncode == 0
     assert crd(url, "corpus", "list").stdout == ""
     assert crd(url, "corpus", "stats", "docs").returncode == 2
-
-
-def test_without_redis_a_corpus_command_says_what_to_set():
-    env = {k: v for k, v in os.environ.items() if not is_service_setting(k)}
-    env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run(
-        [sys.executable, "-m", "redundancy", "corpus", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 2
-    assert "set CORPUS_REDIS_URL (or REDIS_URL)" in out.stderr
