@@ -360,9 +360,13 @@ class Corpus:
         return WireMessage.of(event, self.signing_key)
 
     def _write_all(self, entries: dict[int, list[_Entry]]) -> list[Outcome | None]:
+        """Each shard's events, ``CORPUS_APPLY_BATCH`` per atomic step (a step's script
+        stays short, so other clients of the shard wait little)."""
         outcomes: list[Outcome | None] = []
+        step = self.apply_batch
         for shard in sorted(entries):
-            outcomes += self._write(shard, entries[shard])
+            for start in range(0, len(entries[shard]), step):
+                outcomes += self._write(shard, entries[shard][start : start + step])
         return outcomes
 
     def _write(self, shard: int, entries: list[_Entry]) -> list[Outcome | None]:
