@@ -11,6 +11,7 @@ from redundancy.config import get_settings
 from redundancy.core.corpus import NewText, shard_of
 from redundancy.corpus import create_corpus
 from redundancy.corpus.store import KafkaStore
+from redundancy.events.models import CorpusDocumentPayload, DocumentRemovedEvent
 from tests.integration.test_corpus import answers, assert_consistent
 
 pytestmark = pytest.mark.integration
@@ -64,9 +65,17 @@ def test_events_in_the_topic_that_the_index_missed_are_caught_up(kafka_store):
     for item in ITEMS[20:30]:
         event = corpus._indexed_event(item["id"], item["text"], NewText.of(item["text"]), None)
         corpus.store.append(corpus.config, shard_of(item["id"], 2), [corpus._wire(event)])
+    first = ITEMS[0]["id"]
+    removal = DocumentRemovedEvent(
+        aggregate_id=f"gap/{first}", payload=CorpusDocumentPayload(corpus="gap", doc_id=first)
+    )
+    corpus.store.append(corpus.config, shard_of(first, 2), [corpus._wire(removal)])
     assert corpus.stats()["lagging_shards"] == [0, 1]
-    # When the next command reaches those shards
-    corpus.index_documents(ITEMS[30:60])
-    # Then the missed events were applied first, in store order
+    # When the next command reaches those shards, indexing the removed document again
+    summary = corpus.index_documents(ITEMS[:1] + ITEMS[30:60])
+    # Then the missed events were applied first, in store order, and the document the
+    # index still held when the command decided is indexed again (not "unchanged")
     assert corpus.stats()["lagging_shards"] == []
-    assert len(assert_consistent(corpus)) == 60
+    assert summary.indexed == 31
+    docs = assert_consistent(corpus)
+    assert len(docs) == 60 and first in docs

@@ -391,10 +391,7 @@ class Corpus:
             if not effective:
                 return plan.outcomes
             if not self.store.appends_with_apply:
-                positions = self.store.append(self.config, shard, [e.message for e in effective])
-                known = {p: e.change for p, e in zip(positions, effective, strict=True)}
-                self.catch_up(shard, until=positions[-1], known=known)
-                return plan.outcomes
+                return self._produce(shard, view.position, entries, effective, plan.outcomes)
             messages = [e.message for e in effective]
             result = self.index.apply(shard, gen, view.position, plan, messages=messages)
             if result.status == "ok":
@@ -402,6 +399,28 @@ class Corpus:
             if result.status == "lag":
                 self.catch_up(shard)
         raise CorpusBusyError(f"shard {shard} of corpus {self.name!r} kept changing; try again")
+
+    def _produce(
+        self,
+        shard: int,
+        seen: str,
+        entries: list[_Entry],
+        effective: list[_Entry],
+        outcomes: list[Outcome | None],
+    ) -> list[Outcome | None]:
+        """Kafka store: produce the events, then project them. When the store held events
+        after the position the decision was made at (a crash left them unprojected, or
+        another writer came first), the entries judged to need no event are decided
+        again on the caught-up shard."""
+        positions = self.store.append(self.config, shard, [e.message for e in effective])
+        known = {p: e.change for p, e in zip(positions, effective, strict=True)}
+        self.catch_up(shard, until=positions[-1], known=known)
+        expected_first = str(int(seen) + 1) if seen else "0"
+        skipped = [e for e in entries if e not in effective]
+        if positions[0] == expected_first or not skipped:
+            return outcomes
+        done = [o for e, o in zip(entries, outcomes, strict=True) if e in effective]
+        return done + self._write(shard, skipped)
 
     def _load_old_texts(
         self,
