@@ -19,6 +19,7 @@ import pytest
 from benchmarks.corpora import synthetic_corpus
 from rapidfuzz import fuzz, process
 
+from redundancy.config import get_settings
 from redundancy.core.corpus import FEATURE_RECORD, derive, shard_of
 from redundancy.core.text import hash_normalised, normalise
 from redundancy.corpus import create_corpus, get_corpus
@@ -259,3 +260,16 @@ def test_a_projector_killed_mid_replay_resumes_and_applies_nothing_twice(indexed
     docs = assert_consistent(get_corpus("news"))
     assert len(docs) == len(ITEMS)
     assert answers(get_corpus("news"), queries, "exact") == before
+
+
+def test_a_large_call_is_applied_in_steps_of_the_apply_batch(corpus_redis_url, monkeypatch):
+    # Given a projector step of 25 events and one call with 300 documents (75 a shard)
+    monkeypatch.setenv("CORPUS_APPLY_BATCH", "25")
+    get_settings.cache_clear()
+    corpus = create_corpus("steps", threshold=0.8, shards=4)
+    assert corpus.apply_batch == 25
+    # When they are indexed in one call
+    summary = corpus.index_documents(ITEMS[:300])
+    # Then every document is indexed once, and the index is the store's projection
+    assert summary.indexed == 300 and corpus.stats()["events"] == 300
+    assert len(assert_consistent(corpus)) == 300
