@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import write_result
-from benchmarks.corpora import near_copies, synthetic_corpus
+from benchmarks.corpora import NEAR_COPY_SHARES, near_copies, synthetic_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.procs: the private servers shared with the tests
@@ -403,6 +403,10 @@ def measure(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> dic
     ids, texts = data.ids[:n], data.texts[:n]
     copies = [t for _, t in near_copies(texts, args.queries - fresh, seed=n)]
     queries = [q for pair in zip(data.texts[n:], copies, strict=False) for q in pair]
+    kinds = [
+        "new document" if i % 2 == 0 else f"copy, {NEAR_COPY_SHARES[(i // 2) % 4]:.0%} edited"
+        for i in range(len(queries))
+    ]
     log(f"== {n:,} documents, {len(queries)} queries, load average {os.getloadavg()}")
     load_before = os.getloadavg()
     ours = run_ours(n, ids, texts, queries, args, log)
@@ -415,15 +419,32 @@ def measure(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> dic
         "load_average": [load_before, os.getloadavg()],
     }
     r = args.recall_queries
+    found = ours["found"][:r]
+    ours["recall_by_query"] = {
+        kind: recall(
+            [f for f, k in zip(found, kinds, strict=False) if k == kind],
+            [t for t, k in zip(truth, kinds, strict=False) if k == kind],
+        )
+        for kind in sorted(set(kinds))
+    }
     ours["recall"] = recall(ours.pop("found")[:r], truth)
     exact_truth = truth[: args.exact_queries]
     ours["exact_recall"] = recall(ours.pop("exact_found")[: len(exact_truth)], exact_truth)
     log(f"  ours: recall {ours['recall']}, exact {ours['exact_recall']}")
+    log(f"  ours: recall by query {ours['recall_by_query']}")
     if not args.no_datasketch and n <= args.datasketch_max:
         for label, settings in DATASKETCH.items():
             if label == "common" and n > args.common_max:
                 continue
             ds = run_datasketch(n, ids, texts, queries, settings, args, log)
+            ds_found = ds["found"][:r]
+            ds["recall_by_query"] = {
+                kind: recall(
+                    [f for f, k in zip(ds_found, kinds, strict=False) if k == kind],
+                    [t for t, k in zip(truth, kinds, strict=False) if k == kind],
+                )
+                for kind in sorted(set(kinds))
+            }
             ds["recall"] = recall(ds.pop("found")[:r], truth)
             log(f"  datasketch {label}: recall {ds['recall']}")
             out[f"datasketch_{label}"] = ds
