@@ -193,6 +193,19 @@ def recall(found: list[set[int]], truth: list[set[int]]) -> dict[str, Any]:
     }
 
 
+def recall_by(
+    found: list[set[int]], truth: list[set[int]], kinds: list[str]
+) -> dict[str, dict[str, Any]]:
+    """``recall`` for each kind of query (zip stops at the shorter list)."""
+    return {
+        kind: recall(
+            [f for f, k in zip(found, kinds, strict=False) if k == kind],
+            [t for t, k in zip(truth, kinds, strict=False) if k == kind],
+        )
+        for kind in sorted(set(kinds))
+    }
+
+
 def run_ours(
     n: int, ids: list[str], texts: list[str], queries: list[str], args: argparse.Namespace,
     log: Callable[[str], None],
@@ -419,14 +432,7 @@ def measure(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> dic
         "load_average": [load_before, os.getloadavg()],
     }
     r = args.recall_queries
-    found = ours["found"][:r]
-    ours["recall_by_query"] = {
-        kind: recall(
-            [f for f, k in zip(found, kinds, strict=False) if k == kind],
-            [t for t, k in zip(truth, kinds, strict=False) if k == kind],
-        )
-        for kind in sorted(set(kinds))
-    }
+    ours["recall_by_query"] = recall_by(ours["found"][:r], truth, kinds)
     ours["recall"] = recall(ours.pop("found")[:r], truth)
     exact_truth = truth[: args.exact_queries]
     ours["exact_recall"] = recall(ours.pop("exact_found")[: len(exact_truth)], exact_truth)
@@ -437,14 +443,7 @@ def measure(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> dic
             if label == "common" and n > args.common_max:
                 continue
             ds = run_datasketch(n, ids, texts, queries, settings, args, log)
-            ds_found = ds["found"][:r]
-            ds["recall_by_query"] = {
-                kind: recall(
-                    [f for f, k in zip(ds_found, kinds, strict=False) if k == kind],
-                    [t for t, k in zip(truth, kinds, strict=False) if k == kind],
-                )
-                for kind in sorted(set(kinds))
-            }
+            ds["recall_by_query"] = recall_by(ds["found"][:r], truth, kinds)
             ds["recall"] = recall(ds.pop("found")[:r], truth)
             log(f"  datasketch {label}: recall {ds['recall']}")
             out[f"datasketch_{label}"] = ds
