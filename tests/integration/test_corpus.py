@@ -273,3 +273,16 @@ def test_a_large_call_is_applied_in_steps_of_the_apply_batch(corpus_redis_url, m
     # Then every document is indexed once, and the index is the store's projection
     assert summary.indexed == 300 and corpus.stats()["events"] == 300
     assert len(assert_consistent(corpus)) == 300
+
+
+def test_more_bands_at_creation_take_two_hashing_rounds(corpus_redis_url):
+    # Given a corpus created with 102 bands (two one-permutation rounds of 51)
+    corpus = create_corpus("wide", threshold=0.8, shards=2, bands=102)
+    assert (corpus.config.params.bands, corpus.config.params.lsh.rounds) == (102, 2)
+    # When documents are indexed, then each has 102 band fields, and queries verify
+    corpus.index_documents(ITEMS[:200])
+    docs = assert_consistent(corpus)
+    assert corpus.stats()["band_entries"] <= 102 * len(docs)
+    for text in DOCS.texts[:200:20]:
+        truth = brute_force(corpus, docs, text, 0.8)
+        assert {m.id: m.score for m in corpus.find_similar(text, limit=1000).matches} == truth

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 from redundancy import keys
 from redundancy.core.corpus import (
     FEATURE_RECORD,
+    INDEX_ROWS,
     QUERY_MODES,
     Change,
     CorpusConfig,
@@ -154,13 +155,19 @@ def create_corpus(
     algorithm: str | None = None,
     shards: int | None = None,
     *,
+    bands: int | None = None,
     exist_ok: bool = False,
     redis: CorpusRedis | None = None,
 ) -> Corpus:
-    """A new corpus (its store too); with ``exist_ok``, an existing one of that name."""
+    """A new corpus (its store too); with ``exist_ok``, an existing one of that name.
+    ``bands`` overrides the LSH bands that follow from the threshold (more: higher recall
+    of pairs near the threshold, ~10 bytes of Redis per band per document, and more
+    chance candidates per query)."""
     from pydantic import ValidationError
 
-    fields = {"threshold": threshold, "algorithm": algorithm, "shards": shards}
+    fields: dict[str, Any] = {"threshold": threshold, "algorithm": algorithm, "shards": shards}
+    if bands is not None:
+        fields["index"] = {"bands": bands, "rows": INDEX_ROWS}
     try:
         config = CorpusConfig(name=name, **{k: v for k, v in fields.items() if v is not None})
     except ValidationError as exc:
