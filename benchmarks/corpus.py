@@ -222,7 +222,7 @@ def run_ours(
         get_settings.cache_clear()
         reset_clients()
         base = used_memory(server.url)
-        corpus = create_corpus(f"bench{n}", threshold=THRESHOLD)
+        corpus = create_corpus(f"bench{n}", threshold=THRESHOLD, bands=args.bands)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         worker = start_worker(
             env, args.concurrency, Path(tempfile.gettempdir()) / f"bench-corpus-{n}.log"
@@ -477,6 +477,8 @@ def main() -> None:
     parser.add_argument("--common-max", type=int, default=10_000,
                         help="largest size datasketch's common settings run at")  # fmt: skip
     parser.add_argument("--no-datasketch", action="store_true")
+    parser.add_argument("--bands", type=int, default=None, help="LSH bands (default: ours)")
+    parser.add_argument("--name", default="corpus", help="results file name (without .json)")
     args = parser.parse_args()
 
     os.environ.update(CELERY_BROKER_URL=args.broker, CELERY_RESULT_BACKEND=args.broker)
@@ -492,7 +494,7 @@ def main() -> None:
     import datasketch
 
     write_result(
-        "corpus",
+        args.name,
         {
             "threshold": THRESHOLD,
             "chunk": CHUNK,
