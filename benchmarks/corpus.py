@@ -453,6 +453,14 @@ def measure(n: int, args: argparse.Namespace, log: Callable[[str], None]) -> dic
                 "index_docs_per_s_vs_datasketch": round(
                     ours["index_docs_per_s"] / base["index_docs_per_s"], 2
                 ),
+                "index_cpu_per_doc_datasketch_over_ours": round(
+                    base["index_cpu_us_per_doc"] / ours["index_cpu_us_per_doc"], 2
+                ),
+                "memory_per_doc_datasketch_over_ours": round(
+                    base["used_memory_per_doc_beyond_text"]
+                    / ours["memory"]["index_bytes_per_doc_beyond_text"],
+                    2,
+                ),
                 "query_p50_datasketch_over_ours": round(
                     base["query"]["p50_ms"] / ours["query_indexed"]["p50_ms"], 2
                 ),
