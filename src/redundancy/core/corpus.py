@@ -481,6 +481,7 @@ def verify(
     candidates: Sequence[tuple[str, str]],
     threshold: float,
     algorithm: str,
+    workers: int = 1,
 ) -> list[Match]:
     """Candidates ``(id, normalised text)`` scoring ``>= threshold`` against the
     normalised ``query``, best first (ties by id): every match is exact (precision 1.0)."""
@@ -493,7 +494,7 @@ def verify(
         processor=None,
         score_cutoff=uint8_cutoff(threshold),
         dtype=np.float64,
-        workers=1,
+        workers=workers,
     )[0]
     found = [
         Match(id=doc_id, score=float(score) / 100.0)

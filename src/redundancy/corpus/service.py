@@ -264,6 +264,7 @@ class Corpus:
         settings = get_settings()
         self.max_chars = settings.max_text_chars
         self.apply_batch = settings.corpus_apply_batch
+        self.workers = settings.cdist_workers  # every core in-process, 1 per worker process
         self.signing_key = _signing_key()
 
     @property
@@ -600,7 +601,8 @@ class Corpus:
         else:
             record, fields = derive([query], self.config)[query]
             found = self.index.candidates(record, sorted(fields), threshold)
-            matches = verify(query, [(d, t) for d, t, _ in found], threshold, self.config.algorithm)
+            candidates = [(d, t) for d, t, _ in found]
+            matches = verify(query, candidates, threshold, self.config.algorithm, self.workers)
             checked = len(found)
         return SimilarResult(
             corpus=self.name,
@@ -628,7 +630,7 @@ class Corpus:
                     found = self.index.texts(shard, gen, chunk)
                 except StaleGenerationError:
                     return self._exact(query, threshold)  # rebuilt meanwhile: start again
-                matches += verify(query, found, threshold, self.config.algorithm)
+                matches += verify(query, found, threshold, self.config.algorithm, self.workers)
         return sort_matches(matches), checked
 
     # -- inspection and maintenance ----------------------------------------------------
