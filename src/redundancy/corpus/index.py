@@ -157,14 +157,9 @@ class CorpusIndex:
             args += [slot, ",".join(map(str, fields))]
         for slot, fields in plan.band_removes:
             args += [slot, ",".join(map(str, fields))]
-        for message in messages:
-            args += [
-                message.event_id,
-                message.event_type,
-                message.key,
-                message.body,
-                message.signature or "",
-            ]
+        for message in messages:  # the stream entry exactly as the wire format lays it out
+            entry = [value for pair in message.fields().items() for value in pair]
+            args += [len(entry), *entry]
         reply = self.redis.run(APPLY, self.prefix(shard), args)
         return ApplyResult(_text(reply[0]), _text(reply[1]), tuple(_text(x) for x in reply[2:]))
 

@@ -111,8 +111,8 @@ APPLY = Script(
 -- ARGV: 1 generation, 2 expected position, 3 new position ('' = the last appended event),
 -- 4 next slot, 5 live delta, 6 puts, 7 deletes, 8 band adds, 9 band removes, 10 events,
 -- then per put (id, slot, digest, text, record), per delete (id, slot), per slot with
--- band fields to add or remove (slot, comma-separated fields), per event (event_id,
--- event_type, key, body, signature).
+-- band fields to add or remove (slot, comma-separated fields), per event its stream
+-- entry (the number of values, then field, value, field, value ...: WireMessage.fields).
 local gen = ARGV[1]
 local live = live_gen()
 local meta = gkey(gen, S_META)
@@ -136,15 +136,11 @@ if nev > 0 then
   local last = ''
   if #tail > 0 then last = tail[1][1] end
   if last ~= pos then return {'lag', pos, last} end
-  for e = 0, nev - 1 do
-    local a = first_ev + 5 * e
-    local fields = {'event_id', ARGV[a], 'event_type', ARGV[a + 1], 'key', ARGV[a + 2],
-                    'body', ARGV[a + 3]}
-    if ARGV[a + 4] ~= '' then
-      fields[#fields + 1] = 'signature'
-      fields[#fields + 1] = ARGV[a + 4]
-    end
-    appended[#appended + 1] = redis.call('XADD', stream, '*', unpack(fields))
+  local a = first_ev
+  for e = 1, nev do
+    local count = tonumber(ARGV[a])
+    appended[#appended + 1] = redis.call('XADD', stream, '*', unpack(ARGV, a + 1, a + count))
+    a = a + 1 + count
   end
   new_pos = appended[#appended]
 end
