@@ -10,7 +10,7 @@ from benchmarks.corpora import synthetic_corpus
 from redundancy.config import get_settings
 from redundancy.core.corpus import NewText, shard_of
 from redundancy.corpus import create_corpus
-from redundancy.corpus.store import KafkaStore
+from redundancy.corpus.store import KafkaStore, close_stores
 from redundancy.events.models import CorpusDocumentPayload, DocumentRemovedEvent
 from tests.integration.test_corpus import answers, assert_consistent
 
@@ -27,6 +27,7 @@ def kafka_store(kafka_server, corpus_redis_url, monkeypatch):
     monkeypatch.setenv("CORPUS_KAFKA_TOPIC_PREFIX", f"test-{uuid.uuid4().hex[:8]}.")
     get_settings.cache_clear()
     yield kafka_server
+    close_stores()  # its clients would retry the session's broker after it stops
     get_settings.cache_clear()
 
 

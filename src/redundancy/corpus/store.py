@@ -366,3 +366,11 @@ def store_from_settings(redis: CorpusRedis) -> EventStore:
 
 
 _kafka_store: KafkaStore | None = None
+
+
+def close_stores() -> None:
+    """Close this process's Kafka store clients (tests; a process changing settings)."""
+    global _kafka_store
+    if _kafka_store is not None:
+        _kafka_store.close()
+        _kafka_store = None
