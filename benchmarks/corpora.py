@@ -138,3 +138,30 @@ def debian_corpus(
         chosen = sorted(random.Random(seed).sample(range(len(texts)), limit))
         ids, texts = [ids[i] for i in chosen], [texts[i] for i in chosen]
     return Corpus(ids, texts, 0)
+
+
+NEAR_COPY_SHARES = (0.05, 0.15, 0.3, 0.4)
+"""Edited shares of ``near_copies`` (0.05 as the generator's copies; 0.4 scores 0.77-0.84)."""
+
+
+def near_copies(
+    texts: list[str],
+    count: int,
+    *,
+    seed: int = 0,
+    shares: tuple[float, ...] = NEAR_COPY_SHARES,
+    vocabulary: int = 20_000,
+) -> list[tuple[int, str]]:
+    """``count`` copies of randomly chosen ``texts`` (position, copy) with a share of
+    their words edited as in ``synthetic_corpus`` (cycling through ``shares``, so some
+    copies sit near a 0.8 threshold: 0.4 scores 0.77-0.84), in the vocabulary of
+    ``synthetic_corpus(seed=0)``."""
+    vocab = _vocabulary(random.Random(0), vocabulary)
+    weights = 1.0 / np.arange(1, vocabulary + 1) ** 1.07
+    cum = np.cumsum(weights) / weights.sum()
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        source = rng.randrange(len(texts))
+        out.append((source, _edited(texts[source], rng, vocab, cum, shares[i % len(shares)])))
+    return out

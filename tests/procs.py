@@ -134,3 +134,60 @@ class PrivatePrometheus(PrivateServer):
             body = json.loads(r.read())
         assert body["status"] == "success", body
         return list(body["data"]["result"])
+
+
+class PrivateRedisCluster:
+    """A real Redis Cluster of ``masters`` redis-servers on free loopback ports (no
+    replicas, nothing on disk), created with ``redis-cli --cluster create``."""
+
+    def __init__(self, tmp: Path, masters: int = 3) -> None:
+        self.tmp = tmp
+        self.nodes = [_ClusterNode(tmp) for _ in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self, timeout: float = 60.0) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise ServerMissing("redis-cli binary")
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while True:  # every node must agree that all slots are served
+            states = [
+                subprocess.run(
+                    [cli, "-p", str(n.port), "cluster", "info"],
+                    capture_output=True, text=True, check=False, timeout=10,
+                ).stdout
+                for n in self.nodes
+            ]  # fmt: skip
+            if all("cluster_state:ok" in s for s in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster not ready after {timeout} s: {states}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class _ClusterNode(PrivateRedis):
+    name = "redis-cluster-node"
+
+    def command(self) -> list[str]:
+        folder = self.tmp / f"cluster-{self.port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        # the bus port explicitly: the default (port + 10000) may not exist or be taken
+        return [*super().command()[:-2], "--dir", str(folder), "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()),
+                "--cluster-node-timeout", "5000"]  # fmt: skip

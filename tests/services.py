@@ -27,6 +27,7 @@ from tests.kafka import KillableKafka, kafka_answers, session_kafka  # noqa: F40
 from tests.procs import (  # noqa: F401  (re-exported for the tests)
     PrivatePrometheus,
     PrivateRedis,
+    PrivateRedisCluster,
     PrivateServer,
     ServerMissing,
     free_port,
@@ -46,6 +47,8 @@ REDIS_BROKER_DB = REDIS_DB_BASE
 REDIS_BACKEND_DB = REDIS_DB_BASE + 1
 REDIS_CACHE_DB = REDIS_DB_BASE + 2
 REDIS_EVENTS_DB = REDIS_DB_BASE + 3
+REDIS_CORPUS_DB = REDIS_EVENTS_DB
+"""Corpora (index and Redis event store) share the event streams' test database."""
 
 
 SERVICE_PREFIXES = (
@@ -318,6 +321,64 @@ def rabbitmq_cluster(rabbitmq_server: str, redis_server: str, tmp_path: Path) ->
     cluster = Cluster(rabbitmq_server, backend, tmp_path)
     yield cluster
     cluster.stop()
+
+
+# --- corpora: a single Redis and a real 3-master Redis Cluster ---------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedisCluster]:
+    """A private Redis Cluster of 3 masters on free loopback ports, for the session."""
+    cluster = PrivateRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except ServerMissing as exc:
+        require(False, str(exc))
+    yield cluster
+    cluster.stop()
+
+
+def flush_corpus_redis(url: str) -> None:
+    """Empty a corpus Redis: one database, or every primary of a cluster."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    single = redis.Redis.from_url(url)
+    try:
+        clustered = bool(single.info("cluster").get("cluster_enabled"))
+        if not clustered:
+            single.flushdb()
+            return
+    finally:
+        single.close()
+    cluster = RedisCluster.from_url(url)
+    try:
+        cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def corpus_redis_url(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """CORPUS_REDIS_URL set to an empty corpus Redis: the test database of the test Redis,
+    then a real Redis Cluster, so one test checks both."""
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster_server").url
+    else:
+        request.getfixturevalue("redis_server")
+        url = redis_url(REDIS_CORPUS_DB)
+    flush_corpus_redis(url)
+    monkeypatch.setenv("CORPUS_REDIS_URL", url)
+    from redundancy.config import get_settings
+    from redundancy.corpus.connection import reset_clients
+
+    get_settings.cache_clear()
+    reset_clients()
+    yield url
+    reset_clients()
+    get_settings.cache_clear()
 
 
 # --- fault injection: private servers and cuttable ports ------------------------------

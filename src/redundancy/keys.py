@@ -92,6 +92,7 @@ NON_CACHE_AREAS = frozenset(
         "cache-stats",
         "events",
         "metrics",
+        "corpus",
     }
     | {"api", "ratelimit"}  # the HTTP gateway's areas (see the end of this module)
 )
@@ -219,3 +220,55 @@ def daily_quota(key_id: str) -> str:
     """Hash: the UTC ``day`` (days since the epoch, server clock) and the ``documents``
     and ``bytes`` one API key submitted that day; a new day starts from zero."""
     return f"{RATELIMIT}quota:{key_id}"
+
+
+# --- corpora (redundancy.corpus) -----------------------------------------------------
+# A corpus is sharded: shard ``s`` of corpus ``c`` keeps every key under the hash tag
+# ``{c:s}``, so on Redis Cluster one shard is one slot (its Lua scripts are atomic) and
+# the shards of one corpus spread over the cluster. Layout under ``corpus_shard(c, s)``:
+#   events          stream: the shard's event store (EVENT_STORE=redis), never trimmed
+#   gen             the generation of the index that queries read (a rebuild adds one)
+#   g<n>:meta       hash: applied store position, next slot, live documents, LSH state
+#   g<n>:ids        hash: document id -> "<slot>:<content hash prefix>"
+#   g<n>:docs       hash: slot -> "<document id>\0<normalised text>"
+#   g<n>:f:<c>      string: feature records (length, histogram) of slots c*R..c*R+R-1
+#   g<n>:b:<k>      hash: LSH bucket k, band field -> comma-separated slots
+# Lua scripts receive the shard prefix and append these suffixes (CORPUS_SUFFIXES).
+
+CORPUS = area_prefix("corpus")
+CORPUS_SUFFIXES = {
+    "events": "events",
+    "gen": "gen",
+    "meta": "meta",
+    "ids": "ids",
+    "docs": "docs",
+    "feat": "f:",
+    "bucket": "b:",
+}
+"""Key suffixes of one shard (see above); the Lua scripts are built from these."""
+
+
+def corpus_registry() -> str:
+    """Hash: corpus name -> its configuration (JSON)."""
+    return f"{CORPUS}registry"
+
+
+def corpus_shard(corpus: str, shard: int) -> str:
+    """Prefix of every key of one shard of a corpus (hash tag ``{corpus:shard}``)."""
+    return f"{CORPUS}{{{corpus}:{shard}}}:"
+
+
+def corpus_events(corpus: str, shard: int) -> str:
+    """The shard's event stream (the event store when EVENT_STORE=redis)."""
+    return corpus_shard(corpus, shard) + CORPUS_SUFFIXES["events"]
+
+
+def corpus_generation(corpus: str, shard: int) -> str:
+    """The generation number of the shard's live index."""
+    return corpus_shard(corpus, shard) + CORPUS_SUFFIXES["gen"]
+
+
+def corpus_index(corpus: str, shard: int, generation: int, part: str) -> str:
+    """One key of a generation of a shard's index: ``part`` is a CORPUS_SUFFIXES name
+    (for ``bucket`` and ``feat``, append the bucket or chunk number)."""
+    return f"{corpus_shard(corpus, shard)}g{generation}:{CORPUS_SUFFIXES[part]}"

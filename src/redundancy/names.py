@@ -20,6 +20,11 @@ BATCH_LSH_BUCKET: Final = "redundancy.batch.lsh_bucket"
 BATCH_LSH_VERIFY: Final = "redundancy.batch.lsh_verify"
 BATCH_MERGE: Final = "redundancy.batch.merge"
 WEBHOOK_DELIVER: Final = "redundancy.webhooks.deliver"
+CORPUS_INDEX: Final = "redundancy.corpus.index_documents"
+CORPUS_REMOVE: Final = "redundancy.corpus.remove_documents"
+CORPUS_FIND_SIMILAR: Final = "redundancy.corpus.find_similar"
+CORPUS_CHECK_AND_INDEX: Final = "redundancy.corpus.check_and_index"
+CORPUS_TASK_PREFIX: Final = "redundancy.corpus."
 TASK_PREFIX: Final = "redundancy."
 """Every task of ours is named under this prefix (hooks ignore the rest)."""
 BATCH_SUBTASK_PREFIX: Final = "redundancy.batch."
@@ -33,11 +38,13 @@ BATCH_HEADER_TASKS: Final = (
 ANALYSIS_QUEUE: Final = "analysis"
 SIMILARITY_QUEUE: Final = "similarity"
 BATCH_QUEUE: Final = "batch"
+CORPUS_QUEUE: Final = "corpus"
+"""Corpus commands (index, remove, query): a worker pool can be sized for them alone."""
 CELERY_QUEUE: Final = "celery"
 """Celery's own default queue: a producer with an app of its own sends
 ``send_task("redundancy.analyze_content", ...)`` without a queue here, so every standard
 worker listens on it too (our producers route each task to its queue)."""
-QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE, CELERY_QUEUE)
+QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE, CORPUS_QUEUE, CELERY_QUEUE)
 DEFAULT_QUEUE: Final = ANALYSIS_QUEUE
 """Anything unrouted (e.g. Celery's own helpers) lands where every standard worker listens."""
 DEAD_LETTER_EXCHANGE: Final = "redundancy.dead-letter"
@@ -51,4 +58,5 @@ TASK_ROUTES: Final = {
     PROCESS_BATCH: {"queue": BATCH_QUEUE},
     f"{BATCH_SUBTASK_PREFIX}*": {"queue": BATCH_QUEUE},
     "redundancy.webhooks.*": {"queue": BATCH_QUEUE},  # deliveries wait on partners, not analyses
+    f"{CORPUS_TASK_PREFIX}*": {"queue": CORPUS_QUEUE},
 }

@@ -149,6 +149,34 @@ def async_redis_client(
     return aioredis.Redis.from_pool(pool)
 
 
+def cluster_aware_client(url: str, role: Role) -> tuple[Any, bool]:
+    """A client of ``url`` and whether it is a Redis Cluster: the server is asked
+    (``INFO cluster``), so one URL form serves a single Redis and any node of a cluster
+    (``redis.cluster.RedisCluster`` then, with the same timeouts and retry)."""
+    single = redis_client(url, role)
+    try:
+        clustered = bool(single.info("cluster").get("cluster_enabled"))
+    except Exception:
+        single.close()
+        raise
+    if not clustered:
+        return single, False
+    single.close()
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.cluster import RedisCluster
+    from redis.retry import Retry
+
+    limits = timeouts(role)
+    cluster = RedisCluster.from_url(
+        url,
+        socket_timeout=limits.reply,
+        socket_connect_timeout=limits.connect,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        retry=Retry(ExponentialWithJitterBackoff(*RETRY_BACKOFF), retries=1),
+    )
+    return cluster, True
+
+
 # --- the process's shared instances, forgotten after a fork ----------------------------
 
 _lock = threading.RLock()  # reentrant: a builder may ask for another shared instance

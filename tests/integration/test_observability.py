@@ -139,7 +139,7 @@ def test_worker_metrics_count_exactly_per_task_and_state_under_prefork(redis_clu
     # worker and queue gauges
     assert sample(samples, "celery_worker_tasks_active", hostname=host) == 0
     assert sample(samples, "celery_active_process_count", queue_name="analysis") == 2
-    for queue in ("analysis", "similarity", "batch", "celery"):
+    for queue in ("analysis", "similarity", "batch", "corpus", "celery"):
         assert sample(samples, "celery_queue_length", queue_name=queue) == 0
 
     # and pool processes were really replaced (counts of exited ones are kept) ...

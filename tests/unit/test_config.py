@@ -46,7 +46,8 @@ def test_reliability_settings_are_on():
     assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["task_publish_retry"]
-    assert {q.name for q in conf["task_queues"]} == {"analysis", "similarity", "batch", "celery"}
+    queues = {q.name for q in conf["task_queues"]}
+    assert queues == {"analysis", "similarity", "batch", "corpus", "celery"}
 
 
 @pytest.mark.parametrize(

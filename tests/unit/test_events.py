@@ -38,6 +38,11 @@ from redundancy.events import (
     sign,
 )
 from redundancy.events.brokers import broker_url
+from redundancy.events.models import (
+    DocumentIndexedEvent,
+    DocumentRemovedEvent,
+    DuplicateDetectedEvent,
+)
 from redundancy.events.outbox import MemoryOutbox, get_outbox
 from redundancy.events.relay import Relay
 from redundancy.events.wire import CONFIGURED, configured_signing_keys, event_content
@@ -76,6 +81,16 @@ def sample_events(aggregate: str = "agg") -> list:
             error_type="EmptyTextError",
             error_message="empty",
             task_id="t1",
+        ),
+        DocumentIndexedEvent(corpus="news", doc_id=aggregate, text="Text.", content_hash="h"),
+        DocumentRemovedEvent(corpus="news", doc_id=aggregate),
+        DuplicateDetectedEvent(
+            corpus="news",
+            doc_id=aggregate,
+            content_hash="h",
+            threshold=0.8,
+            matches=[{"id": "other", "score": 0.9}],
+            action="rejected",
         ),
     ]
 
@@ -122,12 +137,13 @@ def test_envelope_has_the_design_fields_and_round_trips_as_json():
 
 
 def test_flat_payload_and_default_aggregates():
-    a, s, b, w, f = sample_events("x1")
+    a, s, b, w, f, indexed, removed, duplicate = sample_events("x1")
     assert (a.aggregate_id, a.payload.redundancy_score) == ("x1", 0.5)
     assert s.aggregate_id == "a:b"
     assert b.aggregate_id == "x1" and b.payload.failed_jobs == 1
     assert w.aggregate_id == "x1" and w.payload.attempts == 3
     assert f.aggregate_id == "t1"
+    assert indexed.aggregate_id == removed.aggregate_id == duplicate.aggregate_id == "news/x1"
 
 
 def test_bad_events_are_refused():
@@ -298,7 +314,7 @@ def test_async_api_of_the_original(memory_broker):
         return n, got
 
     n, got = asyncio.run(main())
-    assert n == 5 and got == events
+    assert n == len(events) and got == events
 
 
 def test_consumer_acknowledges_after_the_handler_and_drops_repeats(memory_broker):
@@ -318,7 +334,7 @@ def test_consumer_acknowledges_after_the_handler_and_drops_repeats(memory_broker
     got = []
     handled = memory_broker.consume_sync(got.append, group="g", timeout=0.2, signing_key=b"k")
     # Then it gets every event once, starting with the one that failed
-    assert handled == 5
+    assert handled == len(events)
     assert [e.event_id for e in got] == [e.event_id for e in events]
     # and the group has nothing left
     assert memory_broker.consume_sync(got.append, group="g", timeout=0.1, signing_key=b"k") == 0
@@ -335,7 +351,7 @@ def test_consumers_verify_by_default_and_refuse_to_start_without_a_key(memory_br
     # and told verify=False, it reads the unsigned events
     got = []
     memory_broker.consume_sync(got.append, from_beginning=True, timeout=0.2, verify=False)
-    assert len(got) == 5
+    assert len(got) == len(sample_events())
     # Given a configured key, Then the default consumer verifies with it: forged events
     # (signed with another key, or unsigned) are dropped, signed ones handled
     settings_env(EVENTS_SIGNING_KEY="the-key")

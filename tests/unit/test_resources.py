@@ -15,7 +15,9 @@ from redundancy.config import get_settings
 from redundancy.resources import Role
 
 SRC = Path(resources.__file__).parent
-CLIENT_BUILDING = re.compile(r"Redis\(|\.from_url\(|\.from_pool\(|ConnectionPool|register_at_fork")
+CLIENT_BUILDING = re.compile(
+    r"\bRedis\(|\.from_url\(|\.from_pool\(|ConnectionPool|register_at_fork"
+)
 
 
 def test_no_module_but_resources_builds_a_redis_client_or_a_fork_hook():

@@ -96,7 +96,7 @@ timeout_option = click.option(
 )
 
 
-PRODUCER_COMMANDS = frozenset({"analyze", "compare", "batch"})
+PRODUCER_COMMANDS = frozenset({"analyze", "compare", "batch", "corpus"})
 
 
 def _set_env(**values: object) -> None:
@@ -472,6 +472,9 @@ from redundancy.cli.api import keys_group, serve  # noqa: E402
 
 cli.add_command(serve)
 cli.add_command(keys_group)
+from redundancy.cli.corpus import corpus_group  # noqa: E402
+
+cli.add_command(corpus_group)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 EventBrokerType = Literal["redis_streams", "rabbitmq", "kafka", "memory"]
+EventStoreType = Literal["redis", "kafka"]
 
 
 def _split(value: str) -> list[str]:
@@ -292,6 +293,8 @@ class Settings(BaseSettings):
                 "relay may lose its lease while it waits for the broker "
                 f"({self.events_relay_lease_ttl} <= 2 * ({self.events_publish_timeout} + 1))"
             )
+        if self.event_store == "kafka" and not self.kafka_bootstrap_servers:
+            raise ValueError("EVENT_STORE=kafka needs KAFKA_BOOTSTRAP_SERVERS")
         if (
             self.events_enabled
             and self.message_broker_type == "redis_streams"
@@ -438,12 +441,34 @@ class Settings(BaseSettings):
         default=30.0, ge=0, le=300, description="longest ?wait= a request may ask for (s)"
     )
 
+    # --- Corpora: event store and index (redundancy.corpus; README "Corpora") ---
+    corpus_redis_url: str | None = Field(
+        default=None,
+        description="Redis (or a Redis Cluster node) of the corpora; default REDIS_URL",
+    )
+    event_store: EventStoreType = Field(
+        default="redis",
+        description="a corpus's event store: redis (a stream per shard, never trimmed) or "
+        "kafka (a topic per corpus, unlimited retention, KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    corpus_kafka_topic_prefix: str = Field(
+        default="redundancy.corpus.",
+        pattern=r"^[A-Za-z0-9._-]{0,100}$",
+        description="EVENT_STORE=kafka: a corpus's topic is this prefix plus its name",
+    )
+    corpus_apply_batch: int = Field(
+        default=500,
+        gt=0,
+        le=10_000,
+        description="events a projector applies per atomic step (catch-up and rebuild)",
+    )
+
     @field_validator("celery_broker_url")
     @classmethod
     def _broker(cls, v: str | None) -> str | None:
         return _check_scheme(v, BROKER_SCHEMES, "Celery broker")
 
-    @field_validator("celery_result_backend", "redis_url", "redis_cache_url")
+    @field_validator("celery_result_backend", "redis_url", "redis_cache_url", "corpus_redis_url")
     @classmethod
     def _redis(cls, v: str | None) -> str | None:
         return _check_scheme(v, REDIS_SCHEMES, "Redis")
@@ -545,6 +570,11 @@ class Settings(BaseSettings):
     def sessions_url(self) -> str | None:
         """REDIS_URL; None = the in-memory twin (embedded default, one process)."""
         return self.redis_url
+
+    @property
+    def corpus_redis(self) -> str | None:
+        """CORPUS_REDIS_URL, else REDIS_URL: where corpora (index and Redis store) live."""
+        return self.corpus_redis_url or self.redis_url
 
     @property
     def visibility_timeout(self) -> int:

@@ -27,6 +27,9 @@ SIMILARITY_COMPLETED: Final = "similarity.completed"
 BATCH_COMPLETED: Final = "batch.completed"
 WEBHOOK_DELIVERED: Final = "webhook.delivered"
 JOB_FAILED: Final = "job.failed"
+DOCUMENT_INDEXED: Final = "document.indexed"
+DOCUMENT_REMOVED: Final = "document.removed"
+DUPLICATE_DETECTED: Final = "duplicate.detected"
 
 
 def event_id_for(event_type: str, job_id: str) -> uuid.UUID:
@@ -206,6 +209,64 @@ class JobFailedEvent(DomainEvent):
     payload: JobFailedPayload
 
 
+# --- corpus events (redundancy.corpus): the event store of a corpus holds these ------------
+
+
+class CorpusDocumentPayload(_Payload):
+    corpus: str
+    doc_id: str
+
+
+class _CorpusEvent(DomainEvent):
+    """An event of one document of a corpus; aggregate: ``corpus/doc_id``."""
+
+    @classmethod
+    def _aggregate_of(cls, payload: dict[str, Any]) -> Any:
+        corpus, doc_id = payload.get("corpus"), payload.get("doc_id")
+        return f"{corpus}/{doc_id}" if corpus and doc_id is not None else None
+
+
+class DocumentIndexedPayload(CorpusDocumentPayload):
+    text: str
+    content_hash: str = Field(description="sha256 of the normalised text")
+
+
+class DocumentIndexedEvent(_CorpusEvent):
+    """A document added to a corpus, or its text replaced; aggregate: ``corpus/doc_id``."""
+
+    event_type: Literal["document.indexed"] = DOCUMENT_INDEXED
+    payload: DocumentIndexedPayload
+
+
+class DocumentRemovedEvent(_CorpusEvent):
+    """A document removed from a corpus; aggregate: ``corpus/doc_id``."""
+
+    event_type: Literal["document.removed"] = DOCUMENT_REMOVED
+    payload: CorpusDocumentPayload
+
+
+class DuplicateMatch(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    score: float
+
+
+class DuplicateDetectedPayload(CorpusDocumentPayload):
+    content_hash: str
+    threshold: float
+    matches: list[DuplicateMatch]
+    action: str = Field(description="what check_and_index did: indexed, replaced, ..., rejected")
+
+
+class DuplicateDetectedEvent(_CorpusEvent):
+    """A document checked against a corpus had near-duplicates there (it may have been
+    indexed anyway, or rejected, by the caller's policy); aggregate: ``corpus/doc_id``."""
+
+    event_type: Literal["duplicate.detected"] = DUPLICATE_DETECTED
+    payload: DuplicateDetectedPayload
+
+
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {
     cls.model_fields["event_type"].default: cls
     for cls in (
@@ -214,6 +275,9 @@ EVENT_CLASSES: dict[str, type[DomainEvent]] = {
         BatchProcessingCompletedEvent,
         WebhookDeliveredEvent,
         JobFailedEvent,
+        DocumentIndexedEvent,
+        DocumentRemovedEvent,
+        DuplicateDetectedEvent,
     )
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)

@@ -22,18 +22,28 @@ from redundancy.batch import (
     stage_batch,
 )
 from redundancy.tasks.analysis import analyze_content, compare_texts
+from redundancy.tasks.corpus import (
+    check_and_index,
+    find_similar,
+    index_documents,
+    remove_documents,
+)
 
 __all__ = [
     "StagedBatch",
     "analyze_chunk",
     "analyze_content",
+    "check_and_index",
     "compare_texts",
     "deliver_webhook",
+    "find_similar",
+    "index_documents",
     "lsh_bucket",
     "lsh_sign",
     "lsh_verify",
     "merge_batch",
     "pair_shard",
     "process_batch",
+    "remove_documents",
     "stage_batch",
 ]
