@@ -274,3 +274,91 @@ def test_rabbitmq_queues_of_an_older_version_dead_letter_by_policy(rabbitmq_clus
         subprocess.run(
             [rabbitmqctl, "clear_policy", "-p", vhost, policy], capture_output=True, timeout=60
         )
+
+
+def not_envelopes(task_id: str, tag_id: str) -> list[bytes]:
+    """Entries written straight into the Redis broker's list, below kombu: each is not a
+    kombu envelope in its own way (the last two name task ids, to be recorded)."""
+    info = {"exchange": "analysis", "routing_key": "analysis"}
+    headers = {"task": names.ANALYZE_CONTENT, "id": task_id}
+    return [
+        b"garbage",
+        b"\xff\xfe\x00 not utf-8",
+        b"[1, 2, 3]",
+        b'"a string"',
+        b"42",
+        b"{}",
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than the JSON parser recurses
+        json.dumps({"body": "", "properties": ["not", "a", "dict"]}).encode(),
+        json.dumps(  # a body that is not base64
+            {
+                "body": "!!!notbase64",
+                "content-type": "application/json",
+                "content-encoding": "utf-8",
+                "headers": headers,
+                "properties": {
+                    "delivery_tag": "t1",
+                    "body_encoding": "base64",
+                    "delivery_info": info,
+                },
+            }
+        ).encode(),
+        json.dumps(  # no delivery_info: kombu could not track it as unacknowledged
+            {
+                "body": "W1tdLCB7fSwge31d",
+                "content-type": "application/json",
+                "content-encoding": "utf-8",
+                "headers": {"task": names.ANALYZE_CONTENT, "id": tag_id},
+                "properties": {"delivery_tag": "t2", "body_encoding": "base64"},
+            }
+        ).encode(),
+    ]
+
+
+def test_redis_worker_survives_entries_that_are_not_kombu_envelopes(redis_cluster):
+    import redis
+
+    port = free_port()
+    # Given a worker with one pool process on a Redis broker
+    worker = redis_cluster.start_worker(concurrency=1, WORKER_METRICS_PORT=str(port))
+    first_id, second_id = str(uuid.uuid4()), str(uuid.uuid4())
+    entries = not_envelopes(first_id, second_id)
+    # When entries that are not task envelopes are pushed onto the queue's list directly
+    broker = redis.Redis.from_url(redis_cluster.broker_url)
+    for entry in entries:
+        broker.lpush(names.ANALYSIS_QUEUE, entry)
+    # Then the worker still serves a good task after them, and is still running
+    out = redis_cluster.producer(GOOD_ANALYSIS)
+    assert out["sentence_count"] == 3
+    assert worker.proc.poll() is None, worker.text()
+    # and every entry is in the dead-letter stream (the last two by their task ids)
+    client = redis.Redis.from_url(redis_cluster.backend_url)
+    dead = wait_for(
+        lambda: (d := client.xrange(keys.task_dead_letters())) and len(d) == len(entries) and d,
+        what="every entry dead-lettered",
+    )
+    assert {e[1][b"reason"] for e in dead} == {b"malformed_envelope"}
+    assert dead[0][1][b"body"] == b"garbage"
+    assert [e[1][b"id"].decode() for e in dead][-2:] == [first_id, second_id]
+    # and the two that name a task id read FAILURE for their callers
+    app = results(redis_cluster)
+    for task_id in (first_id, second_id):
+        result = app.AsyncResult(task_id)
+        wait_for(lambda r=result: r.state == "FAILURE", what="FAILURE recorded")
+        assert "task message rejected (malformed_envelope)" in str(result.result)
+    # and nothing is left on the list or unacknowledged; each was counted and logged once
+    assert broker.llen(names.ANALYSIS_QUEUE) == 0 and not broker.hlen("unacked")
+    assert wait_for(
+        lambda: (
+            sample(
+                scrape(f"http://127.0.0.1:{port}/metrics"),
+                "redundancy_messages_rejected_total",
+                reason="malformed_envelope",
+            )
+            == len(entries)
+        ),
+        what="rejections counted",
+    )
+    log = worker.text()
+    assert log.count("task message rejected (malformed_envelope)") == len(entries), log
+    assert "Traceback" not in log and "Unrecoverable error" not in log, log

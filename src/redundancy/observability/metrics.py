@@ -137,7 +137,8 @@ BATCHES_COMPLETED = Counter("redundancy_batches_completed", "Batches merged into
 MESSAGES_REJECTED = Counter(
     "redundancy_messages_rejected",
     "Task messages the message guard rejected before any task ran, by reason "
-    "(undecodable, refused_content, malformed_body, malformed_headers); each is dead-lettered.",
+    "(undecodable, refused_content, malformed_body, malformed_headers; malformed_envelope: "
+    "a Redis broker entry that is not a kombu envelope); each is dead-lettered.",
     ("reason",),
 )
 HOOK_ERRORS_HELP = "Errors caught in observability hooks (they never fail a job)."

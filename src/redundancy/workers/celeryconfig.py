@@ -31,6 +31,20 @@ def result_backend_class(result_backend: object) -> str | None:
     return None
 
 
+BROKER_TRANSPORT = "redundancy.workers.transport:Transport"
+"""kombu's Redis transport with entries that are not a kombu envelope dead-lettered
+instead of stopping the worker (``redundancy.workers.transport``)."""
+
+
+def broker_transport(broker_url: object) -> str | None:
+    """The app's ``broker_transport`` for the broker URL Celery resolved (its
+    CELERY_BROKER_URL environment variable wins over any setting): ours for a plain Redis
+    URL (an explicit transport, e.g. ``sentinel://`` or ``redis+socket://``, is kept)."""
+    if isinstance(broker_url, str) and urlsplit(broker_url).scheme in ("redis", "rediss"):
+        return BROKER_TRANSPORT
+    return None
+
+
 def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
     """The settings dict for ``Celery.config_from_object``."""
     s = settings or get_settings()

@@ -14,7 +14,7 @@ from celery import Celery
 
 from redundancy.config import get_settings
 from redundancy.config.overrides import celery_overrides
-from redundancy.workers.celeryconfig import celery_settings, result_backend_class
+from redundancy.workers.celeryconfig import broker_transport, celery_settings, result_backend_class
 
 HOOK_MODULES: tuple[str, ...] = (
     "redundancy.cache.hooks",
@@ -45,7 +45,8 @@ def create_app() -> Celery:
     """Build an app from settings plus the ops override module, if any, and register
     every hook (``register()`` is idempotent, so a second app adds no second handler).
     A Redis result backend is ours (``redundancy.workers.results``: one round trip per
-    stored state)."""
+    stored state), and so is a Redis broker's transport (``redundancy.workers.transport``:
+    an entry that is not a task envelope is dead-lettered, not fatal)."""
     _prepare_metrics_folder()
     app = Celery(
         "redundancy",
@@ -56,6 +57,8 @@ def create_app() -> Celery:
     conf.update(celery_overrides())
     app.config_from_object(conf)
     app.backend_cls = result_backend_class(app.conf.result_backend)
+    if not app.conf.broker_transport:
+        app.conf.broker_transport = broker_transport(app.conf.broker_url)
     for module in HOOK_MODULES:
         hooks = importlib.import_module(module)
         hooks.register()
