@@ -286,3 +286,38 @@ def test_more_bands_at_creation_take_two_hashing_rounds(corpus_redis_url):
     for text in DOCS.texts[:200:20]:
         truth = brute_force(corpus, docs, text, 0.8)
         assert {m.id: m.score for m in corpus.find_similar(text, limit=1000).matches} == truth
+
+
+def test_store_entries_that_are_not_ours_are_skipped_not_applied_and_stop_nothing(
+    corpus_redis_url,
+):
+    from redundancy import keys
+    from redundancy.core.corpus import NewText
+    from redundancy.events.wire import WireMessage
+
+    # Given a corpus whose events are signed with the configured key
+    corpus = create_corpus("signed", threshold=0.8, shards=2)
+    corpus.signing_keys = (b"k" * 32,)
+    corpus.index_documents(ITEMS[:100])
+    evil, *rest = ITEMS[100:]
+    shard = shard_of(evil["id"], 2)
+    later = next(item for item in rest if shard_of(item["id"], 2) == shard)
+    # When someone with write access to the store appends an entry that is not an event
+    # and a document.indexed event signed with another key
+    forged = corpus._indexed_event(evil["id"], evil["text"], NewText.of(evil["text"]), None)
+    stream = keys.corpus_events("signed", shard)
+    corpus.redis.client.xadd(stream, {"junk": "1"})
+    corpus.redis.client.xadd(stream, WireMessage.of(forged, (b"x" * 32,)).fields())
+    # Then the next command on that shard goes past both and applies its own change
+    assert corpus.index_documents([later]).indexed == 1
+    # and neither entry changed the index: the forged document is not there
+    assert corpus.stats()["documents"] == 101
+    assert evil["id"] not in assert_consistent(corpus)
+    # and a rebuild from the store (those entries included) gives the same answers
+    queries = [item["text"] for item in ITEMS[:100:10]] + [evil["text"], later["text"]]
+    before = answers(corpus, queries, "exact")
+    assert later["id"] in {i for i, _ in before[-1]} and evil["id"] not in {
+        i for i, _ in before[-2]
+    }
+    corpus.rebuild()
+    assert answers(corpus, queries, "exact") == before

@@ -22,6 +22,7 @@ into a fresh generation of the index and swaps it in.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,7 @@ from redundancy.corpus.connection import CorpusRedis, corpus_client
 from redundancy.corpus.index import CorpusIndex, StaleGenerationError
 from redundancy.corpus.store import EventStore, StoredEvent, store_from_settings
 from redundancy.errors import InvalidInputError, RedundancyError
+from redundancy.events.errors import InvalidEventError
 from redundancy.events.models import (
     CorpusDocumentPayload,
     DocumentIndexedEvent,
@@ -67,6 +69,8 @@ from redundancy.events.models import (
     DuplicateMatch,
 )
 from redundancy.events.wire import WireMessage
+
+log = logging.getLogger(__name__)
 
 MAX_QUERY_LIMIT = 10_000
 EXACT_CHUNK = 4096
@@ -520,9 +524,25 @@ class Corpus:
         result = self.index.apply(shard, gen, position, plan, new_position=events[-1][0])
         return result.status == "ok"
 
+    def _event(self, stored: StoredEvent) -> DomainEvent | None:
+        """The stored event, verified (when a key is set); None for an entry that is not
+        one of ours -- unreadable, forged or unsigned -- which is logged, counted and
+        skipped at its position: anyone who can write to the store could otherwise stop
+        the corpus with one entry, and such an entry must not change the index."""
+        try:
+            return stored.message.event(self.signing_keys)
+        except InvalidEventError as exc:
+            from redundancy.events import metrics as event_metrics  # the rare path
+
+            log.error(
+                "corpus %s: event-store entry %s skipped: %s", self.name, stored.position, exc
+            )
+            event_metrics.CORPUS_EVENTS_SKIPPED.labels(self.name).inc()
+            return None
+
     def _change(self, stored: StoredEvent) -> Change:
-        """What a stored event asks of the index (signature checked when a key is set)."""
-        event = stored.message.event(self.signing_keys)
+        """What a stored event asks of the index."""
+        event = self._event(stored)
         if isinstance(event, DocumentIndexedEvent):
             return IndexChange(event.payload.doc_id, NewText.of(event.payload.text))
         if isinstance(event, DocumentRemovedEvent):
@@ -677,7 +697,7 @@ class Corpus:
                 if not batch:
                     break
                 for stored in batch:
-                    event = stored.message.event(self.signing_keys)
+                    event = self._event(stored)
                     if isinstance(event, DocumentIndexedEvent):
                         latest[event.payload.doc_id] = event.payload.text
                     elif isinstance(event, DocumentRemovedEvent):

@@ -27,6 +27,7 @@ from redundancy import keys
 from redundancy.core.corpus import CorpusConfig
 from redundancy.corpus.connection import CorpusRedis
 from redundancy.errors import InfrastructureError
+from redundancy.events.errors import InvalidEventError
 from redundancy.events.wire import WireMessage
 
 
@@ -80,7 +81,7 @@ class RedisStreamStore:
         entries = self.redis.client.xrange(
             keys.corpus_events(config.name, shard), min=start, max="+", count=limit
         )
-        return [StoredEvent(_text(eid), WireMessage.from_fields(fields)) for eid, fields in entries]
+        return [StoredEvent(_text(eid), _from_fields(fields)) for eid, fields in entries]
 
     def end(self, config: CorpusConfig, shard: int) -> str:
         last = self.redis.client.xrevrange(keys.corpus_events(config.name, shard), count=1)
@@ -343,6 +344,18 @@ def _wire(msg: Any) -> WireMessage:
         body=msg.value() or b"",
         signature=headers.get("signature"),
     )
+
+
+UNREADABLE = WireMessage(event_id="", event_type="", key="", body=b"", signature=None)
+"""What an entry that is not an event reads as: ``.event()`` refuses it, and the
+projector skips it at its position (``Corpus._event``)."""
+
+
+def _from_fields(fields: Any) -> WireMessage:
+    try:
+        return WireMessage.from_fields(fields)
+    except InvalidEventError:
+        return UNREADABLE
 
 
 def _text(value: Any) -> str:

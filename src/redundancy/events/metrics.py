@@ -46,3 +46,9 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook deliveries by final status (delivered, failed, refused)",
     ["status"],
 )
+CORPUS_EVENTS_SKIPPED = Counter(
+    "redundancy_corpus_events_skipped_total",
+    "Corpus event-store entries the projector skipped instead of stopping on them: "
+    "unreadable, or forged or unsigned while a signing key is set",
+    ["corpus"],
+)
