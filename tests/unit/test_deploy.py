@@ -255,6 +255,12 @@ def test_alert_rules_cover_the_runbook_and_use_exported_metrics():
         "RedundancyCacheHitRateLow",
         "RedundancyApiErrorRate",
         "RedundancyApiLatencyHigh",
+        "RedundancyMessagesRejected",
+        "RedundancyEventsDeadLettered",
+        "RedundancyOutboxStalled",
+        "RedundancyWebhookDeliveriesFailing",
+        "RedundancyCacheValuesRejected",
+        "RedundancyCorpusEventsSkipped",
     } <= set(rules)
     known = known_metrics()
     for name, rule in rules.items():
@@ -425,3 +431,13 @@ def test_the_worker_health_check_reads_its_own_metrics_port():
     assert SERVICES["worker"]["healthcheck"]["test"] == [
         "CMD", "python", "-m", "redundancy.observability.health", port,
     ]  # fmt: skip
+
+
+def test_every_alert_rule_has_a_promtool_test_where_it_fires_and_one_where_it_does_not():
+    cases = yaml.safe_load((ROOT / "tests" / "deploy" / "alerts_test.yml").read_text())["tests"]
+    checks = [c for case in cases for c in case.get("alert_rule_test", [])]
+    fires = {c["alertname"] for c in checks if c.get("exp_alerts")}
+    quiet = {c["alertname"] for c in checks if not c.get("exp_alerts")}
+    rules = {r["alert"] for f in (MIXIN_ALERTS, ALERTS) for g in f["groups"] for r in g["rules"]}
+    assert rules - fires == set(), "alerts never shown to fire"
+    assert rules - quiet == set(), "alerts never shown to stay quiet"
