@@ -16,6 +16,7 @@ from typing import Any
 from redundancy.batch.store import get_job_store
 from redundancy.config import get_settings
 from redundancy.core.neardup import Document, valid_documents
+from redundancy.core.text import validate_identifier
 from redundancy.errors import InvalidInputError, NotTextError, RedundancyError
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
     """Batch items (texts or ``{"id", "text"}``) as ``(id, text)``, one at a time.
 
     Bad *items* are kept and fail individually later (the batch reports them); only a
-    duplicate id fails the whole batch, because results could not be told apart. Only the
+    duplicate or unusable id (``item_id``) fails the whole batch, because results could
+    not be told apart. Only the
     ids are remembered, so the items may be a stream of any length.
     """
     if isinstance(items, str | bytes | bytearray | Mapping) or not isinstance(items, Iterable):
@@ -48,7 +50,7 @@ def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
     seen: dict[str, int] = {}
     for position, item in enumerate(items):
         if isinstance(item, dict):
-            doc_id = str(item.get("id", position))
+            doc_id = item_id(item.get("id"), position)
             text = item.get("text", _MISSING)
         else:
             doc_id, text = str(position), item
@@ -61,6 +63,20 @@ def iter_items(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
             yield doc_id, text
         else:
             yield doc_id, {NOT_TEXT: "no text" if text is _MISSING else type(text).__name__}
+
+
+MAX_ITEM_ID_CHARS = 1024
+"""Longest id a batch item may carry (ids travel in every result, pair and cluster)."""
+
+
+def item_id(given: Any, position: int) -> str:
+    """A batch item's id: the one given (a number is taken as its decimal string), or its
+    position when none is; an id that is no usable string fails the batch at once."""
+    if given is None:
+        return str(position)
+    if isinstance(given, int) and not isinstance(given, bool):
+        given = str(given)
+    return validate_identifier(given, name=f"item {position}: id", max_chars=MAX_ITEM_ID_CHARS)
 
 
 def staged_text(text: Any) -> str:

@@ -47,7 +47,7 @@ from redundancy.core.lsh import SHINGLE, LSHParams, band_keys, target_jaccard
 from redundancy.core.neardup import MIN_INDEXED_THRESHOLD
 from redundancy.core.pairs import uint8_cutoff
 from redundancy.core.scorers import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, get_scorer, is_similar
-from redundancy.core.text import hash_normalised, normalise
+from redundancy.core.text import hash_normalised, normalise, validate_identifier
 from redundancy.errors import InvalidInputError
 
 CORPUS_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -101,14 +101,7 @@ def validate_corpus_name(name: object) -> str:
 
 
 def validate_doc_id(doc_id: object) -> str:
-    if not isinstance(doc_id, str) or not doc_id or len(doc_id) > MAX_DOC_ID_CHARS:
-        raise InvalidInputError(
-            f"document id must be a non-empty string of at most {MAX_DOC_ID_CHARS} "
-            f"characters, got {doc_id!r:.80}"
-        )
-    if "\0" in doc_id:
-        raise InvalidInputError(f"document id {doc_id!r:.80} contains a NUL character")
-    return doc_id
+    return validate_identifier(doc_id, name="document id", max_chars=MAX_DOC_ID_CHARS)
 
 
 class IndexParams(BaseModel):

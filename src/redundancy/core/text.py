@@ -20,7 +20,7 @@ from functools import cache
 
 import numpy as np
 
-from redundancy.errors import EmptyTextError, NotTextError, TextTooLargeError
+from redundancy.errors import EmptyTextError, InvalidInputError, NotTextError, TextTooLargeError
 
 DEFAULT_MAX_CHARS = 1_000_000
 """Longest text accepted, in characters, before and after normalisation (configurable
@@ -128,6 +128,35 @@ def words(normalised: str) -> list[str]:
 def split_sentences(text: str) -> list[str]:
     """Sentences of the *original* text, stripped, empty pieces dropped."""
     return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def validate_identifier(value: object, *, name: str, max_chars: int) -> str:
+    """Return ``value`` if it can serve as an id a caller gives (a document's, a user's),
+    else raise InvalidInputError naming ``name``.
+
+    Ids become Redis keys and fields, JSON and log lines: one that is not a string, is
+    empty or long, holds a control character (NUL, newline...) or a lone surrogate (JSON
+    ``"\ud800"``, which no UTF-8 write accepts) must fail here, at the boundary, not
+    half-way through a write.
+    """
+    if not isinstance(value, str) or not value or len(value) > max_chars:
+        raise InvalidInputError(
+            f"{name} must be a non-empty string of at most {max_chars} characters, "
+            f"got {value!r:.80}"
+        )
+    if _CONTROL.search(value):
+        raise InvalidInputError(f"{name} {value!r:.80} contains a control character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{name} {value!r:.80} is not valid Unicode (unpaired surrogate at character "
+            f"{exc.start})"
+        ) from None
+    return value
 
 
 def validate_text(text: object, *, max_chars: int = DEFAULT_MAX_CHARS, name: str = "text") -> str:

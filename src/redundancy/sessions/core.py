@@ -24,6 +24,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from redundancy import keys
+from redundancy.core.text import validate_identifier
 from redundancy.errors import InfrastructureError, InvalidInputError, RedundancyError
 from redundancy.kv.memory import script_twin
 from redundancy.kv.ops import Flow, Pipeline, RunScript, Script, as_text, cmd
@@ -278,11 +279,7 @@ def normalise_ip(ip: str | None) -> str | None:
 
 
 def check_user_id(user_id: object) -> str:
-    if not isinstance(user_id, str) or not user_id or len(user_id) > MAX_USER_ID:
-        raise InvalidInputError(
-            f"user_id must be a string of 1..{MAX_USER_ID} characters, got {user_id!r}"
-        )
-    return user_id
+    return validate_identifier(user_id, name="user_id", max_chars=MAX_USER_ID)
 
 
 def data_pairs(data: dict[str, Any] | None) -> list[str | bytes]:
