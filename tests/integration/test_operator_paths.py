@@ -51,6 +51,15 @@ def test_plain_celery_worker_with_worker_metrics_port_serves_pool_metrics(redis_
     assert status.returncode == 0, status.stdout + status.stderr
     assert worker.hostname in status.stdout and "Traceback" not in status.stderr
 
+    # and Celery's shortest form, `-A <package>`, finds the same app
+    ping = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "redundancy", "inspect", "ping", "-t", "10"],
+        env=redis_cluster.env(), capture_output=True, text=True, timeout=120,
+        cwd=redis_cluster.tmp, check=False,
+    )  # fmt: skip
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    assert worker.hostname in ping.stdout and "pong" in ping.stdout
+
 
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_send_task_by_name_without_a_queue_reaches_a_standard_worker(broker, request):
