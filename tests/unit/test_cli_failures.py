@@ -130,3 +130,41 @@ def test_a_webhook_that_is_not_delivered_fails_the_command():
     assert out.returncode == EXIT_FAILED
     assert "near-duplicate pairs" in out.stdout
     assert f"webhook to {url} not delivered: failed" in one_line(out.stderr)
+
+
+def test_input_larger_than_any_text_is_refused_unread_and_odd_names_keep_their_file(tmp_path):
+    # Given, with MAX_TEXT_CHARS=1000: a file over 4 bytes a character (a sparse 5 GB one,
+    # which reading would take 5 GB), a JSONL file with a line over 6 bytes a character
+    # between two good lines, a line with an unusable id, and a text file whose name is
+    # not UTF-8 and holds a newline
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with (folder / "huge.txt").open("wb") as fh:
+        fh.truncate(5 * 1024**3)
+    good = {"id": "g1", "text": "First line. First line."}
+    long_line = json.dumps({"id": "long", "text": "x" * 100_000})
+    bad_id = json.dumps({"id": "a\tb", "text": "Tabbed id."})
+    last = {"id": "g2", "text": "Last line."}
+    (tmp_path / "docs.jsonl").write_text(
+        "\n".join([json.dumps(good), long_line, bad_id, json.dumps(last)]) + "\n"
+    )
+    (folder / os.fsdecode(b"caf\xe9\nname.txt")).write_text("Latin-1 named. Latin-1 named.")
+    (folder / "ok.txt").write_text("Fine text.")
+
+    # When crd batch reads them
+    out = crd("batch", "--json", str(folder), str(tmp_path / "docs.jsonl"),
+              MAX_TEXT_CHARS="1000")  # fmt: skip
+
+    # Then the oversized inputs and the bad id fail alone, with why; the rest is analysed
+    assert out.returncode == 3, out.stderr
+    result = json.loads(out.stdout)
+    items = {i["id"]: i for i in result["items"]}
+    errors = {k: i["error"]["message"] for k, i in items.items() if i["error"]}
+    jsonl = str(tmp_path / "docs.jsonl")
+    assert errors[str(folder / "huge.txt")].startswith("5,368,709,120 bytes: more than a text")
+    assert errors[f"{jsonl}:2"].startswith("line over 71,536 bytes: more than a text")
+    assert errors[f"{jsonl}:3"] == "id 'a\\tb' contains a control character"
+    named = str(folder / "caf\\xe9\\x0aname.txt")
+    assert items[named]["error"] is None and items["g1"]["error"] is None
+    assert items["g2"]["error"] is None and items[str(folder / "ok.txt")]["error"] is None
+    assert result["succeeded"] == 4 and result["failed"] == 3
