@@ -168,3 +168,14 @@ def test_input_larger_than_any_text_is_refused_unread_and_odd_names_keep_their_f
     assert items[named]["error"] is None and items["g1"]["error"] is None
     assert items["g2"]["error"] is None and items[str(folder / "ok.txt")]["error"] is None
     assert result["succeeded"] == 4 and result["failed"] == 3
+
+
+def test_analyze_refuses_a_file_larger_than_any_text_without_reading_it(tmp_path):
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as fh:
+        fh.truncate(5 * 1024**3)  # sparse: reading it would take 5 GB
+    out = crd("analyze", str(huge), MAX_TEXT_CHARS="1000")
+    assert out.returncode == EXIT_USAGE
+    assert one_line(out.stderr).endswith(
+        "5,368,709,120 bytes: more than a text of MAX_TEXT_CHARS=1,000 characters can take"
+    )

@@ -149,6 +149,9 @@ def read_text_argument(value: str) -> str:
         if problem is not None:
             raise ValueError(f"{value}: {problem}")
         try:
+            size, max_chars = path.stat().st_size, max_text_chars()
+            if size > max_chars * MAX_FILE_FACTOR:
+                raise ValueError(f"{value}: {too_large(f'{size:,} bytes', max_chars)}")
             data = path.read_bytes()
         except OSError as exc:
             raise ValueError(f"{value}: cannot read: {exc.strerror or exc}") from None
