@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from redundancy.observability.context import CORRELATION_HEADER, current_correlation_id
+from redundancy.observability.context import (
+    CORRELATION_HEADER,
+    current_correlation_id,
+    usable_correlation_id,
+)
 
 
 def correlation_id_of(request: Any) -> str | None:
@@ -19,8 +23,8 @@ def correlation_id_of(request: Any) -> str | None:
     bound = current_correlation_id()
     if bound:
         return bound
-    given = getattr(request, CORRELATION_HEADER, None)
+    given = usable_correlation_id(getattr(request, CORRELATION_HEADER, None))
     if given:
-        return str(given)
+        return given
     found = getattr(request, "root_id", None) or getattr(request, "id", None)
     return str(found) if found else None

@@ -271,6 +271,36 @@ def test_traces_logs_and_correlation_id_follow_a_job_through_the_worker(
     assert {seen[t]["correlation_id"] for t in seen if t != task_id} == {"corr-batch"}
 
 
+def test_a_message_whose_correlation_header_is_not_an_id_runs_under_its_root_id(redis_cluster):
+    # Given a worker with JSON logs
+    worker = redis_cluster.start_worker(1, ("--log-format=json",))
+    # When producers send analyses whose correlation header is a newline-laden string, an
+    # object and a megabyte
+    out = redis_cluster.producer("""
+        import json
+        from redundancy.tasks import analyze_content
+        headers = ["two\\nlines", {"not": "an id"}, "x" * 1_000_000]
+        sent = [analyze_content.apply_async(("A text. A text.",), headers={"crd_correlation_id": h})
+                for h in headers]
+        print(json.dumps([[r.id, r.get(timeout=60)["sentence_count"]] for r in sent]))
+    """)
+    # Then each ran, and its log lines and its event carry its own id (the root) instead
+    assert [count for _, count in out] == [2, 2, 2]
+    ids = {task_id for task_id, _ in out}
+    events = {e.task_id: e for e in _events_written(redis_cluster.backend_url)}
+    assert {events[i].correlation_id for i in ids} == ids and all(
+        events[i].correlation_id == i for i in ids
+    )
+    worker.stop()
+    records = [json.loads(line) for line in worker.text().splitlines()]
+    assert all(len(line) < 10_000 for line in worker.text().splitlines())
+    warned = [r for r in records if "is not a correlation id" in r["message"]]
+    assert len(warned) == 3
+    for task_id in ids:
+        ran = [r for r in records if r.get("task_id") == task_id]
+        assert ran and all(r["correlation_id"] == task_id for r in ran)
+
+
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_queue_lengths_are_measured_on_both_brokers(broker, request):
     # Given messages waiting in a queue nobody consumes

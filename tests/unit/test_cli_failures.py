@@ -52,6 +52,7 @@ def test_an_embedded_command_writes_nothing_on_stderr():
         (("--log-level", "FOO", "analyze", "-"), {}, "'FOO' is not one of"),
         (("batch", "--threshold", "nan", "examples/corpus"), {}, "NaN is not a threshold"),
         (("batch", "/nope"), {}, "'/nope' does not exist"),
+        (("--correlation-id", "two words", "analyze", "-"), {}, "use 1-128 characters"),
         (
             ("analyze", "-"),
             {"CELERY_CONFIG_MODULE": "no_such_crd_settings"},

@@ -596,3 +596,26 @@ def test_tracing_is_an_extra_and_its_absence_is_one_line_when_it_is_asked_for(tm
     lines = out.stderr.splitlines()
     assert len(lines) == 1, out.stderr
     assert "pip install 'content-redundancy-detector[tracing]'" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "value", ["", "with space", "new\nline", "x" * 129, "ünï", "a;b", 42, None, {"a": 1}]
+)
+def test_a_correlation_id_has_one_shape_and_producers_are_refused_another(value):
+    from redundancy.errors import InvalidInputError
+    from redundancy.observability.context import usable_correlation_id
+
+    assert usable_correlation_id(value) is None
+    if isinstance(value, str) and value:
+        with (
+            pytest.raises(InvalidInputError, match="must be 1-128 characters"),
+            correlation_scope(value),
+        ):
+            pass
+
+
+def test_usable_correlation_ids_pass_unchanged():
+    from redundancy.observability.context import new_correlation_id, usable_correlation_id
+
+    for value in ("corr-analysis", "a.b:c_d-1", "x" * 128, new_correlation_id()):
+        assert usable_correlation_id(value) == value

@@ -18,7 +18,6 @@ the context the route -- and every task it publishes -- runs in):
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -31,13 +30,13 @@ from redundancy.observability.context import (
     bind_correlation_id,
     new_correlation_id,
     unbind_correlation_id,
+    usable_correlation_id,
 )
 from redundancy.observability.metrics import SECONDS_BUCKETS
 
 access_log = logging.getLogger("redundancy.api.access")
 
 CORRELATION_HEADER = "X-Correlation-ID"
-_CORRELATION_SHAPE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNMATCHED = "unmatched"
 """``endpoint`` label of requests no route matched (404s of random paths)."""
 STATE_RATE_HEADERS = "rate_headers"
@@ -59,8 +58,8 @@ HTTP_DURATION = Histogram(
 def correlation_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == b"x-correlation-id":
-            given = value.decode("latin-1").strip()
-            if _CORRELATION_SHAPE.fullmatch(given):
+            given = usable_correlation_id(value.decode("latin-1").strip())
+            if given is not None:
                 return given
             break
     return new_correlation_id()

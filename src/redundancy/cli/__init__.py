@@ -115,6 +115,14 @@ def _set_env(**values: object) -> None:
         get_settings.cache_clear()
 
 
+def _correlation_id_option(_ctx: click.Context, _param: Any, value: str | None) -> str | None:
+    from redundancy.observability.context import usable_correlation_id
+
+    if value is not None and usable_correlation_id(value) is None:
+        raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="crd")
 @click.option(
@@ -133,7 +141,9 @@ def _set_env(**values: object) -> None:
 @click.option(
     "--correlation-id",
     default=None,
-    help="correlation id of the jobs this command sends (default: a new one)",
+    callback=_correlation_id_option,
+    help="correlation id of the jobs this command sends (default: a new one; 1-128 of "
+    "A-Z a-z 0-9 . _ : -)",
 )
 @click.pass_context
 def cli(

@@ -53,6 +53,7 @@ from redundancy.observability.context import (
     current_correlation_id,
     new_correlation_id,
     unbind_correlation_id,
+    usable_correlation_id,
 )
 from redundancy.observability.logs import use_json
 from redundancy.observability.tracing import configure_tracing, shutdown_tracing
@@ -249,11 +250,19 @@ def _prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     if task is None or task_id is None:
         return
     request = task.request
-    correlation_id = getattr(request, CORRELATION_HEADER, None)
+    given = getattr(request, CORRELATION_HEADER, None)
+    correlation_id = usable_correlation_id(given)
     if not correlation_id and request.is_eager:
         correlation_id = current_correlation_id()  # eager: the caller's scope
     correlation_id = correlation_id or request.root_id or task_id or new_correlation_id()
     _bindings.setdefault(task_id, []).append(bind_correlation_id(correlation_id))
+    if given and given != correlation_id:
+        log.warning(
+            "task %s: correlation id header %.80r is not a correlation id (README: Logs and "
+            "the correlation id); the job's root id is used instead",
+            task_id,
+            given,
+        )
     if request.is_eager:
         return
     labels = _labels(task.name, request)
