@@ -156,16 +156,18 @@ def create_corpus(
     shards: int | None = None,
     *,
     bands: int | None = None,
+    owner: str | None = None,
     exist_ok: bool = False,
     redis: CorpusRedis | None = None,
 ) -> Corpus:
     """A new corpus (its store too); with ``exist_ok``, an existing one of that name.
     ``bands`` overrides the LSH bands that follow from the threshold (more: higher recall
     of pairs near the threshold, ~10 bytes of Redis per band per document, and more
-    chance candidates per query)."""
+    chance candidates per query). ``owner``: the HTTP API user it belongs to."""
     from pydantic import ValidationError
 
-    fields: dict[str, Any] = {"threshold": threshold, "algorithm": algorithm, "shards": shards}
+    fields: dict[str, Any] = {"threshold": threshold, "algorithm": algorithm, "shards": shards,
+                              "owner": owner}  # fmt: skip
     if bands is not None:
         fields["index"] = {"bands": bands, "rows": INDEX_ROWS}
     try:
