@@ -140,7 +140,7 @@ def test_a_users_corpus_over_http_answers_as_the_service_does(redis_cluster, cor
         assert sample(samples, "http_requests_total", method="GET", status_code="404",
                       endpoint="/v1/corpora/{name}") == 1  # fmt: skip
         assert sample(samples, "http_requests_total", method="DELETE", status_code="200",
-                      endpoint="/v1/corpora/{name}/documents/{doc_id:path}") == 2  # fmt: skip
+                      endpoint="/v1/corpora/{name}/documents/{doc_id}") == 2  # fmt: skip
 
         # When she drops it, it is gone: 204, then 404
         assert ana.delete("/v1/corpora/news").status_code == 204
@@ -160,8 +160,16 @@ def test_corpus_errors_401_404_413_422_and_429_charged_by_documents(redis_cluste
         assert anonymous.get("/v1/corpora").status_code == 401
         assert anonymous.post("/v1/corpora", json={"name": "x"}).status_code == 401
         assert anonymous.post("/v1/corpora/min/query", json={"text": NEAR}).status_code == 401
-        # an unknown corpus is 404; an invalid name, scorer or threshold 422 with the reason
+        # an unknown corpus is 404, and so is one made by crd corpus without --owner
         assert ana.post("/v1/corpora/nope/query", json={"text": NEAR}).status_code == 404
+        local = {**corpus_env, "CELERY_BROKER_URL": "", "CELERY_RESULT_BACKEND": ""}
+        for name, owner in [("ops", ()), ("given", ("--owner", "ana"))]:
+            made = redis_cluster.crd("corpus", "create", name, *owner, **local)
+            assert made.returncode == 0, made.stderr
+        assert ana.get("/v1/corpora/ops").status_code == 404
+        assert ana.get("/v1/corpora/given").json()["documents"] == 0
+        assert [c["name"] for c in ana.get("/v1/corpora").json()["corpora"]] == ["given", "min"]
+        # an invalid name, scorer or threshold is 422 with the reason
         for body, words in [
             ({"name": "Bad Name"}, "invalid corpus name"),
             ({"name": "ok", "algorithm": "nope"}, "nope"),
