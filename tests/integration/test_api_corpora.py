@@ -225,3 +225,28 @@ def test_the_corpus_redis_down_is_a_503_that_says_so(redis_cluster, private_redi
         # When it is back (empty: it kept nothing), the API answers again
         private_redis.start()
         assert ana.get("/v1/corpora").json() == {"corpora": []}
+
+
+def test_a_queued_indexing_job_never_writes_into_a_corpus_that_changed_hands(
+    redis_cluster, corpus_env
+):
+    from redundancy.corpus import get_corpus
+
+    # Given no worker: ana's indexing job waits in the corpus queue
+    with api_servers(redis_cluster, **corpus_env) as (api,):
+        ana = api.client(create_key(redis_cluster, "ana", redis_cluster.tmp))
+        bob = api.client(create_key(redis_cluster, "bob", redis_cluster.tmp))
+        assert ana.post("/v1/corpora", json={"name": "news"}).status_code == 201
+        job = ana.post("/v1/corpora/news/documents", json={"items": DOCS}).json()["job_id"]
+        # When she drops the corpus and bob makes one of that name before the job runs
+        assert ana.delete("/v1/corpora/news").status_code == 204
+        assert bob.post("/v1/corpora", json={"name": "news"}).status_code == 201
+        redis_cluster.start_worker(1, **corpus_env)
+        # Then her job fails as for an unknown corpus, naming no other corpus
+        failed = poll_job(ana, job)
+        assert failed["state"] == "failed", failed
+        assert failed["error"] == {"type": "UnknownCorpusError",
+                                   "message": "no corpus 'news' of 'ana'"}  # fmt: skip
+        # and bob's corpus holds nothing of hers
+        assert get_corpus("news").stats()["documents"] == 0
+        assert bob.get("/v1/corpora/news").json()["events"] == 0

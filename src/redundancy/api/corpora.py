@@ -121,12 +121,9 @@ def owned(name: str, principal: Principal) -> Corpus:
     from redundancy.corpus import get_corpus
 
     try:
-        corpus = get_corpus(name)
+        return get_corpus(name, owner=principal.user_id)
     except UnknownCorpusError:
-        corpus = None
-    if corpus is None or corpus.config.owner != principal.user_id:
-        raise NotFoundError(f"no corpus {name!r} of yours")
-    return corpus
+        raise NotFoundError(f"no corpus {name!r} of yours") from None
 
 
 def info(config: CorpusConfig) -> dict[str, Any]:
@@ -157,7 +154,7 @@ def info(config: CorpusConfig) -> dict[str, Any]:
 )
 async def create(principal: Caller, body: CreateCorpusRequest) -> Response:
     """Create a corpus of the caller's (``Location``: its stats)."""
-    from redundancy.corpus import create_corpus, get_corpus
+    from redundancy.corpus import create_corpus
 
     def make() -> Corpus:
         try:
@@ -170,9 +167,13 @@ async def create(principal: Caller, body: CreateCorpusRequest) -> Response:
                 owner=principal.user_id,
             )
         except CorpusExistsError as exc:
-            if get_corpus(body.name).config.owner == principal.user_id:
-                raise ConflictError(str(exc)) from None
-            raise ConflictError(f"the corpus name {body.name!r} is taken; choose another") from None
+            try:
+                owned(body.name, principal)
+            except NotFoundError:  # another's (or dropped meanwhile): say nothing of it
+                raise ConflictError(
+                    f"the corpus name {body.name!r} is taken; choose another"
+                ) from None
+            raise ConflictError(str(exc)) from None
 
     corpus = await blocking(make)
     return JSONResponse(
@@ -241,7 +242,7 @@ async def index(
     await blocking(lambda: owned(name, principal))
     await charge_quota(principal, len(items), size)
     try:
-        return await submit(request, principal, "indexing", CORPUS_INDEX, (name, items), wait)
+        return await submit(request, principal, "indexing", CORPUS_INDEX, name, items, wait)
     except BaseException:
         await refund_quota(principal, len(items), size)
         raise
@@ -262,7 +263,7 @@ async def remove_many(
         raise too_many(len(body.ids), limit)
     ids = list(dict.fromkeys(validate_doc_id(i) for i in body.ids))
     await blocking(lambda: owned(name, principal))
-    return await submit(request, principal, "removal", CORPUS_REMOVE, (name, ids), wait)
+    return await submit(request, principal, "removal", CORPUS_REMOVE, name, ids, wait)
 
 
 @router.delete("/{name}/documents/{doc_id:path}", response_model=IndexSummary)
@@ -282,20 +283,23 @@ async def submit(
     principal: Principal,
     kind: jobs.JobKind,
     task_name: str,
-    args: tuple[Any, ...],
+    name: str,
+    batch: list[Any],
     wait: float | None,
 ) -> Response:
-    """Record the job as the caller's, send the task, then answer 202 -- or the finished
-    job, when it finishes within ``wait`` seconds."""
+    """Record the job as the caller's, send the task (which checks that the corpus is
+    still theirs when it runs), then answer 202 -- or the finished job, when it finishes
+    within ``wait`` seconds."""
     from redundancy.workers import app
 
     job_id = uuid.uuid4().hex
-    documents = len(args[1])
+    documents = len(batch)
+    args, kwargs = (name, batch), {"owner": principal.user_id}
     await _record(request, principal, job_id, kind, tasks=1, documents=documents)
     task = app.tasks[task_name]
     try:
         await anyio.to_thread.run_sync(
-            lambda: send(lambda: task.apply_async(args=args, task_id=job_id))
+            lambda: send(lambda: task.apply_async(args=args, kwargs=kwargs, task_id=job_id))
         )
     except BaseException:
         await run(jobs.forget(job_id))

@@ -192,15 +192,20 @@ def create_corpus(
     return corpus
 
 
-def get_corpus(name: str, *, redis: CorpusRedis | None = None) -> Corpus:
+def get_corpus(name: str, *, owner: str | None = None, redis: CorpusRedis | None = None) -> Corpus:
+    """Corpus ``name``. With ``owner`` (the HTTP API's callers) it must be theirs: any
+    other is unknown, and the error lists no corpora (they may be other users')."""
     validate_corpus_name(name)
     redis = redis or corpus_client()
     raw = redis.client.hget(keys.corpus_registry(), name)
-    if raw is None:
+    config = None if raw is None else CorpusConfig.model_validate_json(raw)
+    if owner is not None and (config is None or config.owner != owner):
+        raise UnknownCorpusError(f"no corpus {name!r} of {owner!r}")
+    if config is None:
         known = sorted(_registry(redis))
         hint = f" (corpora: {', '.join(known)})" if known else " (no corpus exists yet)"
         raise UnknownCorpusError(f"unknown corpus {name!r}{hint}")
-    return Corpus(CorpusConfig.model_validate_json(raw), redis)
+    return Corpus(config, redis)
 
 
 # --- item validation -----------------------------------------------------------------------
