@@ -25,6 +25,15 @@ DOCS = [{"id": f"d{i}", "text": f"{t.capitalize()}. " * 2} for i, t in enumerate
 DOCS += [{"id": "near-a", "text": NEAR}, {"id": "near/b", "text": NEAR + " Yes."}]
 
 
+def events(corpus):
+    """Every event in the corpus's store, in store order per shard."""
+    return [
+        stored.message.event(corpus.signing_keys)
+        for shard in range(corpus.config.shards)
+        for stored in corpus.store.read(corpus.config, shard, "", 10_000)
+    ]
+
+
 @pytest.fixture
 def corpus_env(monkeypatch: pytest.MonkeyPatch):
     """An empty corpus Redis, seen by this process's service as by the API and worker."""
@@ -63,7 +72,11 @@ def test_a_users_corpus_over_http_answers_as_the_service_does(redis_cluster, cor
         assert "0.8" not in taken.json()["error"]["message"]
 
         # When she indexes documents and waits, the worker's result comes back inline
-        indexed = ana.post("/v1/corpora/news/documents?wait=30", json={"items": DOCS})
+        indexed = ana.post(
+            "/v1/corpora/news/documents?wait=30",
+            json={"items": DOCS},
+            headers={"X-Correlation-ID": "corr-index-1"},
+        )
         assert indexed.status_code == 200, indexed.text
         job = indexed.json()
         assert (job["kind"], job["state"], job["documents"]) == ("indexing", "succeeded", 8)
@@ -92,13 +105,27 @@ def test_a_users_corpus_over_http_answers_as_the_service_does(redis_cluster, cor
             "matches"]] == ["near-a", "near/b"]  # fmt: skip
         # and a check rejects a near duplicate (indexing nothing), then indexes a new text
         check = {"id": "near-c", "text": NEAR + " No.", "policy": "reject"}
-        rejected = ana.post("/v1/corpora/news/check", json=check)
+        rejected = ana.post(
+            "/v1/corpora/news/check", json=check, headers={"X-Correlation-ID": "corr-check-1"}
+        )
         assert rejected.status_code == 200, rejected.text
         assert rejected.json()["action"] == "rejected"
         assert {m["id"] for m in rejected.json()["matches"]} == {"near-a", "near/b"}
         fresh = ana.post("/v1/corpora/news/check", json={"id": "new", "text": "Entirely new."})
         assert fresh.json() == {"corpus": "news", "id": "new", "action": "indexed",
                                 "matches": []}  # fmt: skip
+
+        # and the store's events carry each request's correlation id (through the task)
+        by_doc = {(e.event_type, e.payload.doc_id): e.correlation_id for e in events(service)}
+        assert {by_doc["document.indexed", d["id"]] for d in DOCS} == {"corr-index-1"}
+        assert by_doc["duplicate.detected", "near-c"] == "corr-check-1"
+        assert ("document.indexed", "near-c") not in by_doc  # rejected: never indexed
+        # and a browser session of hers reaches the corpus as her key does
+        browser = api.client()
+        login = browser.post("/v1/sessions", json={"api_key": ana.headers["Authorization"][7:]})
+        assert login.status_code == 201
+        by_cookie = browser.post("/v1/corpora/news/query", json={"text": NEAR})
+        assert by_cookie.json() == service.find_similar(NEAR).model_dump(mode="json")
 
         # and the stats are the service's; the list holds her corpus, not bob's view of it
         stats = ana.get("/v1/corpora/news").json()
@@ -136,7 +163,7 @@ def test_a_users_corpus_over_http_answers_as_the_service_does(redis_cluster, cor
         # Then the metrics count each request under its route template
         samples = scrape(f"{api.base}/metrics")
         assert sample(samples, "http_requests_total", method="POST", status_code="200",
-                      endpoint="/v1/corpora/{name}/query") == 5  # fmt: skip
+                      endpoint="/v1/corpora/{name}/query") == 6  # fmt: skip
         assert sample(samples, "http_requests_total", method="GET", status_code="404",
                       endpoint="/v1/corpora/{name}") == 1  # fmt: skip
         assert sample(samples, "http_requests_total", method="DELETE", status_code="200",
@@ -222,6 +249,7 @@ def test_the_corpus_redis_down_is_a_503_that_says_so(redis_cluster, private_redi
             error = answer.json()["error"]
             assert error["type"] == "CorpusStoreUnavailableError"
             assert "corpus store" in error["message"] and "did not answer" in error["message"]
+            assert answer.headers["Retry-After"] == "1"
         # When it is back (empty: it kept nothing), the API answers again
         private_redis.start()
         assert ana.get("/v1/corpora").json() == {"corpora": []}

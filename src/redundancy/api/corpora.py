@@ -92,7 +92,8 @@ router = APIRouter(
 
 Caller = Annotated[Principal, Depends(authorized)]
 Name = Annotated[str, Path(description="the corpus's name", max_length=64)]
-BUSY_RETRY_SECONDS = "1"
+RETRY_SECONDS = "1"
+"""Retry-After of a 503: the corpus store down, or a shard too busy to settle."""
 
 
 class CorpusStoreUnavailableError(ServiceUnavailableError):
@@ -107,12 +108,11 @@ async def blocking(call: Callable[[], T]) -> T:
     except (RedisError, OSError) as exc:
         raise CorpusStoreUnavailableError(
             f"the corpus store (CORPUS_REDIS_URL, else REDIS_URL) did not answer: "
-            f"{type(exc).__name__}: {exc}; nothing was changed, try again"
+            f"{type(exc).__name__}: {exc}; try again",
+            headers={"Retry-After": RETRY_SECONDS},
         ) from exc
     except CorpusBusyError as exc:
-        raise ServiceUnavailableError(
-            f"{exc}", headers={"Retry-After": BUSY_RETRY_SECONDS}
-        ) from exc
+        raise ServiceUnavailableError(f"{exc}", headers={"Retry-After": RETRY_SECONDS}) from exc
 
 
 def owned(name: str, principal: Principal) -> Corpus:
