@@ -236,7 +236,8 @@ async def index(
     if len(body.items) > limit:
         raise too_many(len(body.items), limit)
     raw = [i if isinstance(i, str) else i.model_dump() for i in body.items]
-    validated = validate_items(raw, settings.max_text_chars)
+    # in a thread: normalising and hashing thousands of texts must not stall the loop
+    validated = await anyio.to_thread.run_sync(validate_items, raw, settings.max_text_chars)
     items = [{"id": doc_id, "text": text} for doc_id, text in validated]
     size = utf8_size(*(text for _, text in validated))
     await blocking(lambda: owned(name, principal))
