@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.api_support import api_servers, create_key, poll_job
-from tests.services import REDIS_CORPUS_DB, flush_corpus_redis, redis_url, sample, scrape
+from tests.services import sample, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +35,14 @@ def events(corpus):
 
 
 @pytest.fixture
-def corpus_env(monkeypatch: pytest.MonkeyPatch):
-    """An empty corpus Redis, seen by this process's service as by the API and worker."""
-    url = redis_url(REDIS_CORPUS_DB)
-    flush_corpus_redis(url)
-    monkeypatch.setenv("CORPUS_REDIS_URL", url)
-    from redundancy.config import get_settings
-    from redundancy.corpus.connection import reset_clients
+def corpus_env(corpus_redis_url: str) -> dict[str, str]:
+    """The API's and the worker's CORPUS_REDIS_URL: the corpus Redis this process's
+    service sees too (``corpus_redis_url``: empty; a single Redis, or a Redis Cluster)."""
+    return {"CORPUS_REDIS_URL": corpus_redis_url}
 
-    get_settings.cache_clear()
-    reset_clients()
-    yield {"CORPUS_REDIS_URL": url}
-    reset_clients()
-    get_settings.cache_clear()
+
+SINGLE = pytest.mark.parametrize("corpus_redis_url", ["redis"], indirect=True)
+"""The error paths run on a single corpus Redis (the happy path runs on a cluster too)."""
 
 
 def test_a_users_corpus_over_http_answers_as_the_service_does(redis_cluster, corpus_env):
@@ -175,6 +170,7 @@ def test_a_users_corpus_over_http_answers_as_the_service_does(redis_cluster, cor
         assert ana.get("/v1/corpora").json() == {"corpora": []}
 
 
+@SINGLE
 def test_corpus_errors_401_404_413_422_and_429_charged_by_documents(redis_cluster, corpus_env):
     # Given an API with 6 documents a day per key, 3 per indexing request, small bodies
     settings = {"API_QUOTA_DOCUMENTS": "6", "API_MAX_CORPUS_DOCUMENTS": "3",
@@ -212,6 +208,8 @@ def test_corpus_errors_401_404_413_422_and_429_charged_by_documents(redis_cluste
         assert empty.status_code == 422 and "empty" in empty.json()["error"]["message"].lower()
         mode = ana.post("/v1/corpora/min/query", json={"text": NEAR, "mode": "fast"})
         assert mode.status_code == 422 and "unknown mode" in mode.json()["error"]["message"]
+        policy = ana.post("/v1/corpora/min/check", json={"text": NEAR, "policy": "maybe"})
+        assert policy.status_code == 422 and "unknown policy" in policy.json()["error"]["message"]
         # one empty item refuses the whole indexing request, and nothing is sent
         items = ana.post("/v1/corpora/min/documents", json={"items": ["Fine.", " "]})
         assert items.status_code == 422 and "item 1" in items.json()["error"]["message"]
@@ -255,6 +253,7 @@ def test_the_corpus_redis_down_is_a_503_that_says_so(redis_cluster, private_redi
         assert ana.get("/v1/corpora").json() == {"corpora": []}
 
 
+@SINGLE
 def test_a_queued_indexing_job_never_writes_into_a_corpus_that_changed_hands(
     redis_cluster, corpus_env
 ):
