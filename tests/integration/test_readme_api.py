@@ -29,12 +29,23 @@ def walkthrough() -> str:
     return found[0]
 
 
+def json_objects(text: str) -> list[dict]:
+    """The JSON objects in ``text``, in order (curl prints answers without newlines)."""
+    decoder, found, at = json.JSONDecoder(), [], text.find("{")
+    while at != -1:
+        value, end = decoder.raw_decode(text, at)
+        found.append(value)
+        at = text.find("{", end)
+    return found
+
+
 def test_the_readme_http_api_walkthrough_runs_as_written(redis_cluster, tmp_path: Path):
     require(shutil.which("curl") is not None, "curl")
     script = walkthrough()
     assert "API=http://127.0.0.1:8000" in script
     # Given a worker and the API, and a folder holding the README's example files
-    redis_cluster.start_worker(2)
+    # (the README exports REDIS_URL for both; corpora live there)
+    redis_cluster.start_worker(2, CORPUS_REDIS_URL=api_env(tmp_path)["REDIS_URL"])
     work = tmp_path / "walk"
     work.mkdir()
     (work / "examples").symlink_to(ROOT / "examples")
@@ -65,3 +76,16 @@ def test_the_readme_http_api_walkthrough_runs_as_written(redis_cluster, tmp_path
     assert batch["state"] == "succeeded" and batch["result"]["document_count"] == files
     page = (work / "report.html").read_text()
     assert page.lstrip().lower().startswith("<!doctype html")
+    # step 7: the corpus, its indexing job answered inline, the query's copies, the check
+    compact = out.replace(" ", "")
+    assert '"name":"news"' in compact and '"kind":"indexing"' in compact
+    assert f'"indexed":{files}' in compact
+    answers = json_objects(out[out.lower().index("x-correlation-id: walkthrough-1") :])
+    assert [a.get("name") for a in answers[:1]] == ["news"]
+    (query,) = [a for a in answers if "candidates" in a]
+    found = [m["id"] for m in query["matches"]]
+    assert found[0] == "riverside-library-reopens-original.txt" and len(found) > 1
+    assert all(name.startswith("riverside-library-reopens-") for name in found)
+    (check,) = [a for a in answers if "action" in a]
+    assert check["action"] == "indexed" and check["matches"] == []
+    assert answers[-1]["corpus"] == "news" and answers[-1]["documents"] == files + 1

@@ -422,6 +422,20 @@ def test_openapi_is_generated_from_the_tasks_and_core_models(monkeypatch):
     assert schemas["BatchRequest"]["properties"]["items"]
     batches = r.json()["paths"]["/v1/batches"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/x-ndjson", "multipart/form-data"} <= set(batches)
+    # the corpus routes answer with the corpus service's own models
+    from redundancy.corpus import CheckResult, IndexSummary, SimilarResult
+
+    paths = r.json()["paths"]
+    for path, method, model in [
+        ("/v1/corpora/{name}/query", "post", SimilarResult),
+        ("/v1/corpora/{name}/check", "post", CheckResult),
+        ("/v1/corpora/{name}/documents/{doc_id}", "delete", IndexSummary),
+    ]:
+        answer = paths[path][method]["responses"]["200"]["content"]["application/json"]
+        assert answer["schema"]["$ref"] == f"#/components/schemas/{model.__name__}"
+        assert set(model.model_fields) <= set(schemas[model.__name__]["properties"])
+    assert schemas["QueryRequest"]["properties"]["mode"]["enum"] == ["indexed", "exact"]
+    assert "IndexSummary" in str(schemas["JobStatus"]["properties"]["result"])
     (docs,) = call(app, ("GET", "/docs", {}))
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 

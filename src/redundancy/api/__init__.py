@@ -5,6 +5,8 @@
 * ``app``           -- ``create_api()``: middleware, routers, error answers, tracing
 * ``routes``        -- ``/v1`` jobs (analyses, comparisons, batches, status, events,
                        revoke), ``/healthz``, ``/readyz``, ``/metrics``
+* ``corpora``       -- ``/v1/corpora``: a user's own corpora (create, index as a job,
+                       query, check, remove, stats, drop)
 * ``sessions``      -- login with a key for a session cookie, logout, the login form
 * ``pages``         -- ``/batches/{id}``: the results page (``redundancy.report``)
 * ``auth``          -- key or session, then the key's rate limit

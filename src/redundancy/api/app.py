@@ -36,7 +36,7 @@ UNTRACED = "/metrics,/healthz,/readyz"
 
 def create_api() -> FastAPI:
     """Build the app (one per process: uvicorn workers each call this)."""
-    from redundancy.api import pages, routes, sessions
+    from redundancy.api import corpora, pages, routes, sessions
     from redundancy.observability.logs import configure_logging
 
     settings = get_settings()
@@ -53,6 +53,7 @@ def create_api() -> FastAPI:
     )
     app.include_router(routes.ops)
     app.include_router(routes.v1)
+    app.include_router(corpora.router)
     app.include_router(sessions.router)
     app.include_router(pages.router)
     app.add_exception_handler(RedundancyError, _our_error)

@@ -17,7 +17,8 @@ from redundancy import keys
 from redundancy.kv import Flow, Pipeline, cmd
 from redundancy.kv.ops import as_text
 
-JobKind = Literal["analysis", "comparison", "batch"]
+JobKind = Literal["analysis", "comparison", "batch", "indexing", "removal"]
+"""indexing, removal: a corpus's ``index_documents`` / ``remove_documents`` task."""
 JobState = Literal["queued", "running", "succeeded", "failed", "revoked"]
 MAX_KEY_JOBS = 10_000
 """Job ids kept per API key (newest); older ones stay readable until they expire."""

@@ -115,7 +115,9 @@ class GatewayMiddleware:
                 await self.app(scope, receive_bounded, send_with_headers)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or UNMATCHED
+            # path_format: the template without converters ({doc_id}, not {doc_id:path}),
+            # as the OpenAPI schema names it
+            endpoint = getattr(route, "path_format", None) or UNMATCHED
             method = scope.get("method", "GET")
             elapsed = time.perf_counter() - started
             HTTP_REQUESTS.labels(method, endpoint, str(status)).inc()

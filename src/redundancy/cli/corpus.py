@@ -76,12 +76,20 @@ def _print_json(data: Any) -> None:
     show_default=True,
     help="index shards (spread over a Redis Cluster)",
 )
+@click.option(
+    "--owner",
+    metavar="USER",
+    default=None,
+    help="the HTTP API user it belongs to (default: none, not reachable over HTTP)",
+)
 @click.option("--exist-ok", is_flag=True, help="no error if it exists already")
-def create(name: str, threshold: float, algorithm: str, shards: int, exist_ok: bool) -> None:
+def create(
+    name: str, threshold: float, algorithm: str, shards: int, owner: str | None, exist_ok: bool
+) -> None:
     """Create corpus NAME."""
     from redundancy.corpus import create_corpus
 
-    corpus = create_corpus(name, threshold, algorithm, shards, exist_ok=exist_ok)
+    corpus = create_corpus(name, threshold, algorithm, shards, owner=owner, exist_ok=exist_ok)
     config = corpus.config
     click.echo(
         f"corpus {config.name}: threshold {config.threshold}, {config.algorithm}, "
@@ -274,6 +282,7 @@ def list_() -> None:
         click.echo(
             f"{config.name}\tthreshold {config.threshold}\t{config.algorithm}\t"
             f"{config.shards} shards\tcreated {config.created_at:%Y-%m-%d %H:%M}"
+            + (f"\towner {config.owner}" if config.owner else "")
         )
 
 

@@ -437,6 +437,11 @@ class Settings(BaseSettings):
     api_max_batch_documents: int = Field(
         default=100_000, ge=1, description="documents one batch request may hold (413 above)"
     )
+    api_max_corpus_documents: int = Field(
+        default=10_000,
+        ge=1,
+        description="documents one corpus indexing request may hold (one task; 413 above)",
+    )
     api_max_wait: float = Field(
         default=30.0, ge=0, le=300, description="longest ?wait= a request may ask for (s)"
     )

@@ -149,6 +149,9 @@ class CorpusConfig(BaseModel):
     index: IndexParams | None = None
     histogram_chars: str = HISTOGRAM_CHARS
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    owner: str | None = None
+    """The HTTP API user it belongs to (only they reach it over HTTP); None: made by
+    ``crd corpus`` or Python without ``--owner``, reachable from those alone."""
 
     @field_validator("name")
     @classmethod

@@ -160,16 +160,18 @@ def create_corpus(
     shards: int | None = None,
     *,
     bands: int | None = None,
+    owner: str | None = None,
     exist_ok: bool = False,
     redis: CorpusRedis | None = None,
 ) -> Corpus:
     """A new corpus (its store too); with ``exist_ok``, an existing one of that name.
     ``bands`` overrides the LSH bands that follow from the threshold (more: higher recall
     of pairs near the threshold, ~10 bytes of Redis per band per document, and more
-    chance candidates per query)."""
+    chance candidates per query). ``owner``: the HTTP API user it belongs to."""
     from pydantic import ValidationError
 
-    fields: dict[str, Any] = {"threshold": threshold, "algorithm": algorithm, "shards": shards}
+    fields: dict[str, Any] = {"threshold": threshold, "algorithm": algorithm, "shards": shards,
+                              "owner": owner}  # fmt: skip
     if bands is not None:
         fields["index"] = {"bands": bands, "rows": INDEX_ROWS}
     try:
@@ -194,15 +196,20 @@ def create_corpus(
     return corpus
 
 
-def get_corpus(name: str, *, redis: CorpusRedis | None = None) -> Corpus:
+def get_corpus(name: str, *, owner: str | None = None, redis: CorpusRedis | None = None) -> Corpus:
+    """Corpus ``name``. With ``owner`` (the HTTP API's callers) it must be theirs: any
+    other is unknown, and the error lists no corpora (they may be other users')."""
     validate_corpus_name(name)
     redis = redis or corpus_client()
     raw = redis.client.hget(keys.corpus_registry(), name)
-    if raw is None:
+    config = None if raw is None else CorpusConfig.model_validate_json(raw)
+    if owner is not None and (config is None or config.owner != owner):
+        raise UnknownCorpusError(f"no corpus {name!r} of {owner!r}")
+    if config is None:
         known = sorted(_registry(redis))
         hint = f" (corpora: {', '.join(known)})" if known else " (no corpus exists yet)"
         raise UnknownCorpusError(f"unknown corpus {name!r}{hint}")
-    return Corpus(CorpusConfig.model_validate_json(raw), redis)
+    return Corpus(config, redis)
 
 
 # --- item validation -----------------------------------------------------------------------

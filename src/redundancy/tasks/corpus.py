@@ -17,15 +17,21 @@ from redundancy.workers import app
 
 
 @app.task(name=names.CORPUS_INDEX, bind=True)
-def index_documents(self: Any, corpus: str, items: list[Any]) -> dict[str, Any]:
-    """Add or replace documents by id: an IndexSummary as a JSON dict."""
-    found = get_corpus(corpus)
+def index_documents(
+    self: Any, corpus: str, items: list[Any], owner: str | None = None
+) -> dict[str, Any]:
+    """Add or replace documents by id: an IndexSummary as a JSON dict. ``owner`` (the
+    HTTP API's jobs): the corpus must still be that user's when the task runs -- one
+    dropped and made again by another user meanwhile is not."""
+    found = get_corpus(corpus, owner=owner)
     return dump(found.index_documents(items, correlation_id=correlation_id_of(self.request)))
 
 
 @app.task(name=names.CORPUS_REMOVE, bind=True)
-def remove_documents(self: Any, corpus: str, ids: list[str]) -> dict[str, Any]:
-    found = get_corpus(corpus)
+def remove_documents(
+    self: Any, corpus: str, ids: list[str], owner: str | None = None
+) -> dict[str, Any]:
+    found = get_corpus(corpus, owner=owner)
     return dump(found.remove_documents(ids, correlation_id=correlation_id_of(self.request)))
 
 
