@@ -265,6 +265,30 @@ def stats(name: str, as_json: bool) -> None:
     )
 
 
+@corpus_group.command("jobs")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="every saga as JSON")
+def jobs(name: str, limit: int, as_json: bool) -> None:
+    """Batches added to corpus NAME (sagas), newest first: state, steps, cause, times."""
+    from redundancy.corpus import get_corpus
+    from redundancy.corpus.saga import list_sagas
+
+    sagas = list_sagas(get_corpus(name), limit)
+    if as_json:
+        _print_json([s.model_dump(mode="json") for s in sagas])
+        return
+    if not sagas:
+        click.echo(f"corpus {name}: no batch was added to it (crd batch --corpus {name} --add)")
+    for s in sagas:
+        cause = f"\t{s.cause}" if s.cause else ""
+        click.echo(
+            f"{s.saga_id}\t{s.state}\t{s.steps_done}/{s.steps_total} steps\t"
+            f"{s.documents} documents\tstarted {s.created_at:%Y-%m-%d %H:%M:%S}\t"
+            f"updated {s.updated_at:%Y-%m-%d %H:%M:%S}{cause}"
+        )
+
+
 @corpus_group.command("list")
 def list_() -> None:
     """Every corpus with its settings."""
