@@ -120,7 +120,6 @@ def test_batch_reports_the_corpus_matches_brute_force_finds_and_changes_nothing(
     assert list_sagas(get_corpus("news")) == []
 
 
-@pytest.mark.parametrize("corpus_redis_url", ["redis"], indirect=True)
 def test_a_saga_whose_seventh_step_fails_for_good_leaves_the_corpus_as_before(
     redis_cluster, corpus_redis_url
 ):
@@ -250,3 +249,54 @@ def test_bad_input_and_a_busy_corpus_change_nothing(redis_cluster, corpus_redis_
     assert json.loads(added.stdout)["corpus"]["saga"]["state"] == "completed"
     listed = json.loads(redis_cluster.crd("corpus", "jobs", "news", "--json", **env).stdout)
     assert [j["state"] for j in listed] == ["completed", "failed"]
+
+
+# --- the embedded default: the same saga in-process, the corpus in real Redis -----------
+
+
+@pytest.mark.parametrize("corpus_redis_url", ["redis"], indirect=True)
+def test_embedded_default_adds_all_or_nothing_in_process(corpus_redis_url, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from redundancy.batch.runner import run_batch
+    from redundancy.cli.inputs import InputItem
+    from redundancy.config import get_settings
+    from redundancy.corpus.service import Corpus
+    from redundancy.errors import InvalidInputError
+
+    monkeypatch.setenv("BATCH_CHUNK_SIZE", str(CHUNK))
+    get_settings.cache_clear()
+    assert get_settings().embedded
+    create_corpus("news", threshold=0.8, shards=4).index_documents(EARLIER)
+    before = corpus_state("news")
+    inputs = [InputItem(d["id"], d["text"]) for d in BATCH[:40]]
+
+    # Given an unreadable input among them: the batch is refused whole, nothing added
+    with pytest.raises(InvalidInputError, match="could not be read"):
+        run_batch([*inputs, InputItem("x", None, "binary")], threshold=0.8, algorithm="ratio",
+                  corpus="news", add=True)  # fmt: skip
+    assert corpus_state("news") == before
+
+    # Given the corpus's 9th write (in the 3rd step) failing (a fault in this process)
+    original, writes = Corpus._write, []
+
+    def failing(self, shard, entries):
+        writes.append(shard)
+        if len(writes) == 9:
+            raise RedisConnectionError("injected fault: corpus Redis down")
+        return original(self, shard, entries)
+
+    monkeypatch.setattr(Corpus, "_write", failing)
+    # When the batch is added, it fails, and is compensated in-process
+    result = run_batch(inputs, threshold=0.8, algorithm="ratio", corpus="news", add=True)
+    monkeypatch.setattr(Corpus, "_write", original)
+    saga = result.corpus.saga
+    assert saga.state == "compensated" and "step 2: ConnectionError: injected" in saga.cause
+    assert len(writes) > 9  # the compensation's writes came after the fault
+    # and the corpus is as before
+    assert corpus_state("news") == before
+
+    # And once the fault is gone the same batch is added whole
+    added = run_batch(inputs, threshold=0.8, algorithm="ratio", corpus="news", add=True)
+    assert (added.corpus.saga.state, added.corpus.saga.added) == ("completed", 38)
+    assert [s.state for s in list_sagas(get_corpus("news"))] == ["completed", "compensated"]

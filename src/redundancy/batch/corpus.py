@@ -160,18 +160,19 @@ def begin_saga(
     (every step, or the compensation, before it returns), else by sending step 0."""
     saga = Saga(get_corpus(corpus), batch_id)
     record = saga.begin(batch_id, steps, count, get_settings().batch_ttl)
-    if record.state != "running":
-        return record
     args = {"corpus": corpus, "saga_id": batch_id, "count": count, "chunk_size": chunk_size}
-    if request.is_eager:
+    if request.is_eager and record.state in ("running", "compensating"):
         return _run_inline(saga, batch_id, correlation_id_of(request), **args)
-    saga_step.apply_async((batch_id, record.steps_done), {**args, "steps": steps})
+    if record.state == "running":  # a merge that runs again sends it again: steps are idempotent
+        saga_step.apply_async((batch_id, record.steps_done), {**args, "steps": steps})
     return record
 
 
 def _run_inline(saga: Saga, batch_id: str, correlation: str | None, **args: Any) -> SagaRecord:
     record = saga.require()
     step = record.steps_done
+    if record.state == "compensating":  # the merge runs again after a failed compensation
+        return saga.compensate(record.cause or "", record.failed_step, correlation_id=correlation)
     try:
         while step < record.steps_total:
             items = _items(batch_id, step, args["chunk_size"], args["count"])
@@ -255,7 +256,20 @@ def saga_finish(batch_id: str, *, corpus: str, saga_id: str) -> dict[str, Any]:
     return record.model_dump(mode="json")
 
 
-@app.task(name=names.BATCH_SAGA_COMPENSATE, bind=True)
+class CompensateTask(RedundancyTask):
+    """A compensation that fails for good (after its retries) fails the saga, naming
+    what to run to resume it, so no one waits on it forever."""
+
+    def on_failure(self, exc: Any, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        super().on_failure(exc, task_id, args, kwargs, einfo)
+        try:
+            saga = Saga(get_corpus(kwargs["corpus"]), kwargs["saga_id"])
+            saga.compensation_failed(f"{type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception("could not record the failed compensation of %s", kwargs.get("saga_id"))
+
+
+@app.task(name=names.BATCH_SAGA_COMPENSATE, bind=True, base=CompensateTask)
 def saga_compensate(
     self: Any,
     batch_id: str,

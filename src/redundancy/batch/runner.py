@@ -178,7 +178,7 @@ def run_batch(
                 raw = _run_on_cluster(staged, shown, timeout, on_pairs, on_interrupt)
                 if webhook_url and on_webhook is not None:
                     on_webhook(_webhook_report(staged, timeout))
-    if staged is not None and add and corpus is not None:
+    if staged is not None and add and corpus is not None and not get_settings().embedded:
         raw = _with_saga_end(raw, corpus, timeout)
     result = (
         BatchResult.model_validate(raw)
@@ -216,7 +216,8 @@ def run_batch(
 
 
 def _with_saga_end(raw: Any, corpus: str, timeout: float | None) -> Any:
-    """The result with its saga as it ended (on the embedded default it has already)."""
+    """The result with its saga as it ended, on a cluster (the embedded default ran it
+    before the result came back)."""
     saga = (raw.get("corpus") or {}).get("saga") if isinstance(raw, dict) else None
     if not saga or saga["state"] not in ("running", "compensating"):
         return raw

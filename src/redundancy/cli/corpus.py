@@ -269,12 +269,26 @@ def stats(name: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="every saga as JSON")
-def jobs(name: str, limit: int, as_json: bool) -> None:
+@click.option(
+    "--compensate",
+    "saga_id",
+    default=None,
+    help="undo saga ID here (resumes a compensation that failed for good)",
+)
+def jobs(name: str, limit: int, as_json: bool, saga_id: str | None) -> None:
     """Batches added to corpus NAME (sagas), newest first: state, steps, cause, times."""
     from redundancy.corpus import get_corpus
-    from redundancy.corpus.saga import list_sagas
+    from redundancy.corpus.saga import Saga, list_sagas
 
-    sagas = list_sagas(get_corpus(name), limit)
+    corpus = get_corpus(name)
+    if saga_id is not None:
+        saga = Saga(corpus, saga_id)
+        if saga.record() is None:
+            raise InvalidInputError(f"no saga {saga_id} on corpus {name!r}")
+        undone = saga.compensate("compensated by hand", resume=True)
+        click.echo(f"saga {saga_id}: {undone.state}")
+        return
+    sagas = list_sagas(corpus, limit)
     if as_json:
         _print_json([s.model_dump(mode="json") for s in sagas])
         return

@@ -30,7 +30,6 @@ from typing import Any
 from redundancy import keys
 from redundancy.core.corpus import NewText
 from redundancy.core.saga import (
-    TERMINAL_STATES,
     SagaRecord,
     StepRecord,
     plan_step,
@@ -55,6 +54,7 @@ RECORD_FIELDS = (
     "cause", "documents", "added", "replaced", "created_at", "updated_at",
 )  # fmt: skip
 MAX_CAUSE_CHARS = 2_000
+COMPENSATION = "; compensation did not finish: "
 
 RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -194,15 +194,25 @@ class Saga:
         return self.require()
 
     def compensate(
-        self, cause: str, failed_step: int | None = None, *, correlation_id: str | None = None
+        self,
+        cause: str,
+        failed_step: int | None = None,
+        *,
+        correlation_id: str | None = None,
+        resume: bool = False,
     ) -> SagaRecord:
         """Undo the applied steps in reverse (idempotent: a compensation that was
-        interrupted resumes), then announce ``batch.failed``."""
+        interrupted resumes), then announce ``batch.failed``. ``resume`` also takes up a
+        compensation that had failed for good (``crd corpus jobs NAME --compensate ID``)."""
         record = self.require()
-        if record.state in TERMINAL_STATES:
+        if record.state in ("completed", "compensated") or (
+            record.state == "failed" and not (resume and self.steps())
+        ):
             return record
         if record.state == "running":
             self._set(state="compensating", cause=cause[:MAX_CAUSE_CHARS], failed_step=failed_step)
+        elif record.state == "failed":
+            self._set(state="compensating", cause=(record.cause or cause).split(COMPENSATION)[0])
         steps = self.steps()
         superseded = 0
         for number in sorted(steps, reverse=True):
@@ -216,6 +226,16 @@ class Saga:
         final = self.require()
         self._announce(final, compensated=len(steps), superseded=superseded)
         return final
+
+    def compensation_failed(self, error: str) -> SagaRecord:
+        """The compensation failed for good (after its retries): the saga is failed, with
+        what to run to resume it; the lease is kept (no other saga may start meanwhile)."""
+        record = self.require()
+        if record.state == "compensating":
+            resume = f"crd corpus jobs {self.corpus.name} --compensate {self.saga_id}"
+            cause = f"{record.cause}{COMPENSATION}{error} (resume: {resume})"
+            self._set(state="failed", cause=cause[: MAX_CAUSE_CHARS * 2])
+        return self.require()
 
     def _undo(self, step: StepRecord, correlation_id: str | None) -> StepRecord:
         ids = [*step.added, *step.replaced]
