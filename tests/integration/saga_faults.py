@@ -4,6 +4,8 @@ tests.integration.saga_faults`` (never imported by the package).
 ``CRD_TEST_SAGA_FAIL_STEP=n``: step n's corpus writes fail after its first shard was
 written (an infrastructure error: redis ConnectionError), on every attempt, so the step
 fails for good half-applied after the retry policy.
+``CRD_TEST_SAGA_FAIL_COMPENSATION=1``: the compensation's writes fail the same way (after
+its first), so the compensation fails for good half-done.
 ``CRD_TEST_SAGA_SLOW_STEP=n`` (+ ``CRD_TEST_SAGA_SIGNAL=path``): after step n's first
 shard write, touch the file and sleep, so the test can kill the worker mid-step.
 """
@@ -32,8 +34,12 @@ def _step(env: str) -> int | None:
 
 @task_prerun.connect(weak=False)
 def _arm(sender: Any = None, args: Any = None, **_: Any) -> None:
-    step = args[1] if sender is not None and sender.name == names.BATCH_SAGA_STEP else None
-    _active["fail"] = step is not None and step == _step("CRD_TEST_SAGA_FAIL_STEP")
+    name = getattr(sender, "name", None)
+    step = args[1] if name == names.BATCH_SAGA_STEP else None
+    _active["fail"] = (step is not None and step == _step("CRD_TEST_SAGA_FAIL_STEP")) or (
+        name == names.BATCH_SAGA_COMPENSATE
+        and bool(os.environ.get("CRD_TEST_SAGA_FAIL_COMPENSATION"))
+    )
     _active["slow"] = step is not None and step == _step("CRD_TEST_SAGA_SLOW_STEP")
     _active["writes"] = 0
 

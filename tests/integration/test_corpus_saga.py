@@ -163,6 +163,38 @@ def test_a_saga_whose_seventh_step_fails_for_good_leaves_the_corpus_as_before(
 
 
 @pytest.mark.parametrize("corpus_redis_url", ["redis"], indirect=True)
+def test_a_compensation_that_fails_for_good_is_resumed_by_hand(redis_cluster, corpus_redis_url):
+    # Given a worker whose step 6 fails for good, and whose compensation fails too
+    create_corpus("news", threshold=0.8, shards=4).index_documents(EARLIER)
+    before = corpus_state("news")
+    redis_cluster.start_worker(
+        2, INCLUDE, CORPUS_REDIS_URL=corpus_redis_url, CRD_TEST_SAGA_FAIL_STEP="6",
+        CRD_TEST_SAGA_FAIL_COMPENSATION="1", TASK_MAX_RETRIES="1",
+    )  # fmt: skip
+    source = write_jsonl(redis_cluster.tmp / "batch.jsonl", BATCH)
+    env = {"CORPUS_REDIS_URL": corpus_redis_url, "BATCH_CHUNK_SIZE": str(CHUNK)}
+
+    # When the batch is added
+    run = redis_cluster.crd("batch", str(source), "--corpus", "news", "--add", "--json", **env)
+
+    # Then the saga is failed, half undone, naming the command that resumes it
+    assert run.returncode == 1, run.stderr
+    saga = json.loads(run.stdout)["corpus"]["saga"]
+    assert saga["state"] == "failed" and "compensation did not finish" in saga["cause"]
+    resume = f"crd corpus jobs news --compensate {saga['saga_id']}"
+    assert resume in saga["cause"]
+    assert corpus_state("news") != before
+    assert redis.Redis.from_url(corpus_redis_url).get(keys.corpus_saga_lease("news"))
+    # and once that command is run, the corpus is as before and the lease free
+    resumed = redis_cluster.crd(*resume.split()[1:], **env)
+    assert resumed.returncode == 0 and "compensated" in resumed.stdout, resumed.stderr
+    assert corpus_state("news") == before
+    assert redis.Redis.from_url(corpus_redis_url).get(keys.corpus_saga_lease("news")) is None
+    [job] = json.loads(redis_cluster.crd("corpus", "jobs", "news", "--json", **env).stdout)
+    assert job["state"] == "compensated"
+
+
+@pytest.mark.parametrize("corpus_redis_url", ["redis"], indirect=True)
 def test_a_worker_killed_mid_saga_the_saga_ends_complete_on_the_next_worker(
     rabbitmq_cluster, corpus_redis_url
 ):
