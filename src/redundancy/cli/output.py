@@ -58,15 +58,17 @@ def write_result(result: BatchResult, path: Path, fmt: str) -> None:
         if fmt == "csv":
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS + (("corpus",) if result.corpus else ()))
+            tail = [""] if result.corpus else []  # batch rows: no corpus
             for p in result.pairs:
                 cluster = cluster_of[p.id_a]
                 score = f"{p.score:.4f}"
-                writer.writerow([p.id_a, p.id_b, score, p.exact, cluster, p.copies_a, p.copies_b])
+                row = [p.id_a, p.id_b, score, p.exact, cluster, p.copies_a, p.copies_b]
+                writer.writerow([*row, *tail])
             if not result.expanded:
                 for g in result.duplicate_groups:
                     for member in g.ids[1:]:
                         row = [g.representative, member, "1.0000", True, cluster_of[member]]
-                        writer.writerow([*row, g.count, g.count])
+                        writer.writerow([*row, g.count, g.count, *tail])
             if result.corpus:
                 for item in result.items:
                     for m in item.corpus_matches or []:
