@@ -272,3 +272,29 @@ def corpus_index(corpus: str, shard: int, generation: int, part: str) -> str:
     """One key of a generation of a shard's index: ``part`` is a CORPUS_SUFFIXES name
     (for ``bucket`` and ``feat``, append the bucket or chunk number)."""
     return f"{corpus_shard(corpus, shard)}g{generation}:{CORPUS_SUFFIXES[part]}"
+
+
+# A batch added to a corpus is a saga (redundancy.corpus.saga); its keys share the hash
+# tag ``{c:saga}``, so one corpus's sagas live in one slot of a Redis Cluster:
+#   job:<saga id>   hash: the saga's fields, and ``step:<n>`` -> the step's record (JSON)
+#   jobs            sorted set: saga id -> start time (``crd corpus jobs``)
+#   lease           string: the id of the saga adding to the corpus now (one at a time)
+
+
+def corpus_sagas_prefix(corpus: str) -> str:
+    return f"{CORPUS}{{{corpus}:saga}}:"
+
+
+def corpus_saga(corpus: str, saga_id: str) -> str:
+    """Hash: one saga's state and its steps' records."""
+    return f"{corpus_sagas_prefix(corpus)}job:{saga_id}"
+
+
+def corpus_saga_index(corpus: str) -> str:
+    """Sorted set: the corpus's saga ids by start time."""
+    return f"{corpus_sagas_prefix(corpus)}jobs"
+
+
+def corpus_saga_lease(corpus: str) -> str:
+    """The id of the saga that holds the corpus (one saga adds to a corpus at a time)."""
+    return f"{corpus_sagas_prefix(corpus)}lease"

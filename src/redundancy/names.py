@@ -19,6 +19,10 @@ BATCH_LSH_SIGN: Final = "redundancy.batch.lsh_sign"
 BATCH_LSH_BUCKET: Final = "redundancy.batch.lsh_bucket"
 BATCH_LSH_VERIFY: Final = "redundancy.batch.lsh_verify"
 BATCH_MERGE: Final = "redundancy.batch.merge"
+BATCH_CORPUS_MATCH: Final = "redundancy.batch.corpus_match"
+BATCH_SAGA_STEP: Final = "redundancy.batch.saga_step"
+BATCH_SAGA_FINISH: Final = "redundancy.batch.saga_finish"
+BATCH_SAGA_COMPENSATE: Final = "redundancy.batch.saga_compensate"
 WEBHOOK_DELIVER: Final = "redundancy.webhooks.deliver"
 CORPUS_INDEX: Final = "redundancy.corpus.index_documents"
 CORPUS_REMOVE: Final = "redundancy.corpus.remove_documents"
@@ -31,7 +35,8 @@ BATCH_SUBTASK_PREFIX: Final = "redundancy.batch."
 PAIR_TASKS: Final = (BATCH_PAIR_SHARD, BATCH_LSH_VERIFY)
 """Batch sub-tasks whose results are near-duplicate pairs (``{"kind": "pairs"}``)."""
 BATCH_HEADER_TASKS: Final = (
-    BATCH_ANALYZE_CHUNK, BATCH_PAIR_SHARD, BATCH_LSH_SIGN, BATCH_LSH_BUCKET, BATCH_LSH_VERIFY
+    BATCH_ANALYZE_CHUNK, BATCH_PAIR_SHARD, BATCH_LSH_SIGN, BATCH_LSH_BUCKET, BATCH_LSH_VERIFY,
+    BATCH_CORPUS_MATCH,
 )  # fmt: skip
 """Every batch sub-task before the merge (the progress bar counts these)."""
 

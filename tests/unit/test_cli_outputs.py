@@ -92,3 +92,36 @@ def test_the_progress_display_counts_documents_read_and_analysed(settings_env):
     assert (rows["analysed"].completed, rows["analysed"].total) == (count, count)
     search = rows["search (exact)"]
     assert search.completed == search.total == chunks * (chunks + 1) // 2
+
+
+def test_corpus_matches_in_the_jsonl_items_and_the_csv_rows(tmp_path):
+    import csv
+
+    from redundancy.cli.output import write_result
+    from redundancy.core import BatchResult
+    from redundancy.core.models import BatchItemResult, CorpusMatch, CorpusReport
+
+    # Given a batch result checked against corpus "news": a pair of its own, and matches
+    items = [
+        BatchItemResult(position=0, id="a", corpus_matches=[CorpusMatch(id="old", score=0.9)]),
+        BatchItemResult(position=1, id="b", corpus_matches=[]),
+    ]
+    report = CorpusReport(
+        name="news", threshold=0.8, algorithm="ratio", mode="exact", matched_documents=1,
+        matches=1,
+    )  # fmt: skip
+    result = BatchResult(
+        batch_id="x", document_count=2, succeeded=2, failed=0, unique_count=2, threshold=0.8,
+        algorithm="ratio", items=items, corpus=report, pairs=[], clusters=[],
+    )  # fmt: skip
+    # When it is written as JSONL and as CSV
+    write_result(result, tmp_path / "r.jsonl", "jsonl")
+    write_result(result, tmp_path / "r.csv", "csv")
+    # Then each JSONL item carries its matches, and the CSV has a row per match
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    by_id = {r["id"]: r["corpus_matches"] for r in lines if r["record"] == "item"}
+    assert by_id == {"a": [{"id": "old", "score": 0.9}], "b": []}
+    rows = list(csv.reader((tmp_path / "r.csv").open()))
+    assert rows[0][-1] == "corpus" and rows[1:] == [
+        ["a", "old", "0.9000", "False", "", "", "", "news"]
+    ]

@@ -39,6 +39,7 @@ from redundancy.events import (
 )
 from redundancy.events.brokers import broker_url
 from redundancy.events.models import (
+    BatchFailedEvent,
     DocumentIndexedEvent,
     DocumentRemovedEvent,
     DuplicateDetectedEvent,
@@ -92,6 +93,15 @@ def sample_events(aggregate: str = "agg") -> list:
             matches=[{"id": "other", "score": 0.9}],
             action="rejected",
         ),
+        BatchFailedEvent(
+            batch_id=aggregate,
+            corpus="news",
+            saga_id=aggregate,
+            cause="step 6: ConnectionError: down",
+            failed_step=6,
+            steps_total=9,
+            compensated_steps=7,
+        ),
     ]
 
 
@@ -137,13 +147,14 @@ def test_envelope_has_the_design_fields_and_round_trips_as_json():
 
 
 def test_flat_payload_and_default_aggregates():
-    a, s, b, w, f, indexed, removed, duplicate = sample_events("x1")
+    a, s, b, w, f, indexed, removed, duplicate, failed = sample_events("x1")
     assert (a.aggregate_id, a.payload.redundancy_score) == ("x1", 0.5)
     assert s.aggregate_id == "a:b"
     assert b.aggregate_id == "x1" and b.payload.failed_jobs == 1
     assert w.aggregate_id == "x1" and w.payload.attempts == 3
     assert f.aggregate_id == "t1"
     assert indexed.aggregate_id == removed.aggregate_id == duplicate.aggregate_id == "news/x1"
+    assert failed.aggregate_id == "x1" and failed.payload.compensated_steps == 7
 
 
 def test_bad_events_are_refused():

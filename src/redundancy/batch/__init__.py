@@ -10,6 +10,7 @@ Modules in import order (each uses only modules listed before it; a test checks 
     staging   writing and loading staged documents, progress of the sub-tasks
     webhooks  the webhook delivery task (the merge schedules it)
     search    the indexed mode's LSH tasks (table arithmetic: ``core.lsh_tables``)
+    corpus    a batch against a corpus: matches per chunk, the saga that adds the batch
     tasks     analyze_chunk, pair_shard, merge_batch
     canvas    stage_batch, StagedBatch, process_batch: the chord that wires the tasks
     runner    a producer's side: stage, run in-process or on the cluster, follow progress

@@ -21,6 +21,12 @@ from celery.signals import task_postrun
 
 from redundancy import names
 from redundancy.batch.canvas import StagedBatch, stage_batch
+from redundancy.batch.corpus import (
+    DEFAULT_CORPUS_LIMIT,
+    check_corpus_options,
+    saga_view,
+    wait_saga,
+)
 from redundancy.batch.store import get_job_store
 from redundancy.batch.webhooks import delivery_task_id
 from redundancy.config import Settings, get_settings
@@ -100,6 +106,10 @@ def run_batch(
     on_webhook: Callable[[dict[str, Any]], None] | None = None,
     on_interrupt: OnInterrupt = "revoke",
     expand_identical: bool = False,
+    corpus: str | None = None,
+    add: bool = False,
+    corpus_mode: str = "indexed",
+    corpus_limit: int = DEFAULT_CORPUS_LIMIT,
 ) -> BatchResult:
     """Stage readable inputs as they are read, run the batch, and add unreadable inputs as
     failed items (only those are kept in memory here).
@@ -108,10 +118,14 @@ def run_batch(
     ``on_pairs`` receives each pair sub-task's pairs as soon as it finishes (between the
     sub-task's first copies of each text; the result moves them onto representatives);
     ``on_webhook`` the webhook's delivery report (delivered, failed or refused).
+    ``corpus``, ``add``, ...: see ``stage_batch``; with ``add``, an unreadable input
+    refuses the whole batch, and on a cluster the result waits for the saga's end.
     """
     # Options first: a bad one is the caller's error, not "no input documents".
     validate(BatchOptions, threshold=threshold, algorithm=algorithm,
              webhook_url=webhook_url, mode=mode, expand_identical=expand_identical)  # fmt: skip
+    if corpus is not None:
+        check_corpus_options(corpus, threshold, corpus_mode, corpus_limit)
     unreadable: list[Input] = []
     seen = 0
     with progress() as shown:
@@ -136,6 +150,10 @@ def run_batch(
                 webhook_url,
                 mode=mode,
                 expand_identical=expand_identical,
+                corpus=corpus,
+                add=add,
+                corpus_mode=corpus_mode,
+                corpus_limit=corpus_limit,
             )
         except KeyboardInterrupt:
             raise JobInterruptedError("interrupted while reading inputs: nothing sent") from None
@@ -146,6 +164,12 @@ def run_batch(
                 staged = None  # nothing readable: every input is a failed item
             else:
                 raise
+        if staged is not None and add and unreadable:
+            get_job_store().delete(staged.batch_id)
+            raise InvalidInputError(
+                f"{len(unreadable)} inputs could not be read (first: {unreadable[0].id}: "
+                f"{unreadable[0].error}); nothing was added to corpus {corpus!r}"
+            )
         if staged is not None:
             shown.start(staged)
             if get_settings().embedded:
@@ -154,6 +178,8 @@ def run_batch(
                 raw = _run_on_cluster(staged, shown, timeout, on_pairs, on_interrupt)
                 if webhook_url and on_webhook is not None:
                     on_webhook(_webhook_report(staged, timeout))
+    if staged is not None and add and corpus is not None and not get_settings().embedded:
+        raw = _with_saga_end(raw, corpus, timeout)
     result = (
         BatchResult.model_validate(raw)
         if staged is not None
@@ -187,6 +213,17 @@ def run_batch(
             "items": [*result.items, *extra],
         }
     )
+
+
+def _with_saga_end(raw: Any, corpus: str, timeout: float | None) -> Any:
+    """The result with its saga as it ended, on a cluster (the embedded default ran it
+    before the result came back)."""
+    saga = (raw.get("corpus") or {}).get("saga") if isinstance(raw, dict) else None
+    if not saga or saga["state"] not in ("running", "compensating"):
+        return raw
+    record = wait_saga(corpus, saga["saga_id"], timeout)
+    report = {**raw["corpus"], "saga": saga_view(record).model_dump(mode="json")}
+    return {**raw, "corpus": report}
 
 
 def _run_in_process(

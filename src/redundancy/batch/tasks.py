@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from redundancy import keys, names
+from redundancy.batch.corpus import begin_saga, corpus_report, saga_view
 from redundancy.batch.search import lsh_plan
 from redundancy.batch.staging import (
     advance_progress,
@@ -155,9 +156,15 @@ def merge_batch(
     mode: SearchMode = "all-pairs",
     keep_texts: bool = False,
     expand_identical: bool = False,
+    corpus: str | None = None,
+    add: bool = False,
+    corpus_mode: str = "indexed",
 ) -> dict[str, Any]:
     """Join the chunk results into one BatchResult, announce it, release the documents
-    (keeping the texts of the best pairs for ``BATCH_TTL`` when ``keep_texts``).
+    (keeping the texts of the best pairs for ``BATCH_TTL`` when ``keep_texts``). With a
+    corpus, each item carries its matches there; with ``add``, the saga that adds the
+    batch begins here (``redundancy.batch.corpus``; its steps read the staged documents,
+    so the saga releases them when it ends).
 
     Pairs arrive between each shard's first copies; ``assemble`` moves them onto the
     batch's representatives and reports identical texts as duplicate groups.
@@ -177,6 +184,12 @@ def merge_batch(
     )
     if len(items) != count:
         raise RedundancyError(f"batch {batch_id}: merged {len(items)} items of {count}")
+    report = None
+    if corpus is not None:
+        by_position, report = corpus_report(parts, corpus, threshold, corpus_mode)
+        items = [
+            i.model_copy(update={"corpus_matches": by_position.get(i.position, [])}) for i in items
+        ]
     scored = (
         (int(a), int(b), float(s)) for p in parts if p["kind"] == "pairs" for a, b, s in p["pairs"]
     )
@@ -204,6 +217,20 @@ def merge_batch(
         items=items,
         **{name: getattr(found, name) for name in GROUPED_FIELDS},
     )
+    saga_running = False
+    if report is not None and corpus is not None and add:
+        record = begin_saga(
+            self.request,
+            batch_id,
+            corpus,
+            count=count,
+            chunk_size=chunk_size,
+            steps=chunk_count(count, chunk_size),
+        )
+        saga_running = record.state == "running"
+        report = report.model_copy(update={"saga": saga_view(record)})
+    if report is not None:
+        result = result.model_copy(update={"corpus": report})
     summary = result.model_dump(mode="json")
     event = batch_event(self.request, summary)
     emit(event)
@@ -211,6 +238,8 @@ def merge_batch(
         _schedule_webhook(webhook_url, event, batch_id)
     if keep_texts:
         keep_pair_texts(batch_id, found.pairs)  # the results page's diff view (redundancy.api)
+    if saga_running:
+        return summary  # the saga's steps read the staged documents; it releases them
     try:
         get_job_store().delete(batch_id, **_search_tables(mode, count, chunk_size, threshold))
     except Exception:  # the TTL removes them anyway

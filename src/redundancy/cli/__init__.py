@@ -22,7 +22,12 @@ from redundancy import __version__
 from redundancy.config import LOG_FORMATS
 from redundancy.core import DEFAULT_ALGORITHM, DEFAULT_THRESHOLD, MODES, SCORERS
 from redundancy.core.scorers import MIN_THRESHOLD
-from redundancy.errors import ConfigurationError, JobInterruptedError, RedundancyError
+from redundancy.errors import (
+    ConfigurationError,
+    InvalidInputError,
+    JobInterruptedError,
+    RedundancyError,
+)
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -286,6 +291,26 @@ def compare(
     show_default=True,
     help="on Ctrl+C during a cluster batch: revoke its tasks, or leave it running",
 )
+@click.option("--corpus", default=None, help="also report each document's matches in this corpus")
+@click.option(
+    "--add",
+    is_flag=True,
+    help="with --corpus: add the batch to it, all or nothing (crd corpus jobs shows it)",
+)
+@click.option(
+    "--corpus-mode",
+    type=click.Choice(["indexed", "exact"]),
+    default="indexed",
+    show_default=True,
+    help="with --corpus: exact finds every match (slower); indexed uses its LSH index",
+)
+@click.option(
+    "--corpus-limit",
+    type=click.IntRange(1, 10_000),
+    default=20,
+    show_default=True,
+    help="with --corpus: matches listed per document at most",
+)
 @timeout_option
 def batch(
     paths: tuple[str, ...],
@@ -300,13 +325,22 @@ def batch(
     expand_identical: bool,
     mode: str,
     on_interrupt: str,
+    corpus: str | None,
+    add: bool,
+    corpus_mode: str,
+    corpus_limit: int,
     timeout: float | None,
 ) -> None:
     """Analyse files, folders (recursively) or JSONL (id, text) and find near duplicates.
 
     PATH may be - for JSONL on stdin; inputs are read as a stream. Exits 3 when some
-    items failed, 1 when the webhook was not delivered, 130 on Ctrl+C (printing the
+    items failed, 1 when the webhook was not delivered or the batch could not be added
+    to the corpus (--add: the corpus is then as before), 130 on Ctrl+C (printing the
     batch id: revoked, or left running with --on-interrupt leave).
+
+    --corpus NAME also lists each document's matches among NAME's documents (at
+    --threshold, which must not be below NAME's minimum, with NAME's scorer); --add then
+    adds the batch to NAME as a saga: every document or none.
     """
     from redundancy.batch.runner import BatchRunError, no_progress, run_batch
     from redundancy.cli.inputs import read_inputs
@@ -322,6 +356,10 @@ def batch(
     console = Console()
     if webhook_url:
         _check_webhook(webhook_url)
+    if add and not corpus:
+        raise click.BadParameter("--add needs --corpus NAME", param_hint="--add")
+    if corpus:
+        _check_corpus(corpus, threshold, corpus_mode, corpus_limit)
     started = time.perf_counter()
     stream = JsonlStream(out) if out and output_format(out, fmt) == "jsonl" else None
     show_progress = err_console.is_terminal if progress is None else progress
@@ -350,6 +388,10 @@ def batch(
             on_webhook=webhook.update,
             on_interrupt="leave" if on_interrupt == "leave" else "revoke",
             expand_identical=expand_identical,
+            corpus=corpus,
+            add=add,
+            corpus_mode=corpus_mode,
+            corpus_limit=corpus_limit,
         )
     except BaseException as exc:
         if stream:
@@ -381,8 +423,27 @@ def batch(
             soft_wrap=True,
         )
         sys.exit(EXIT_FAILED)
+    saga = result.corpus.saga if result.corpus else None
+    if saga is not None and saga.state != "completed":
+        err_console.print(
+            f"[red]error:[/] the batch was not added to corpus {corpus}: saga {saga.saga_id} "
+            f"{saga.state}: {saga.cause or 'still running (crd corpus jobs)'}",
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_FAILED)
     if result.failed:
         sys.exit(EXIT_ITEMS_FAILED)
+
+
+def _check_corpus(corpus: str, threshold: float, mode: str, limit: int) -> None:
+    """An unknown corpus, or a threshold below its minimum, is a usage error (exit 2),
+    found before anything is read or sent."""
+    from redundancy.batch.corpus import check_corpus_options
+
+    try:
+        check_corpus_options(corpus, threshold, mode, limit)
+    except InvalidInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--corpus'") from None
 
 
 def _check_webhook(url: str) -> None:

@@ -273,6 +273,44 @@ def stats(name: str, as_json: bool) -> None:
     )
 
 
+@corpus_group.command("jobs")
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="every saga as JSON")
+@click.option(
+    "--compensate",
+    "saga_id",
+    default=None,
+    help="undo saga ID here (resumes a compensation that failed for good)",
+)
+def jobs(name: str, limit: int, as_json: bool, saga_id: str | None) -> None:
+    """Batches added to corpus NAME (sagas), newest first: state, steps, cause, times."""
+    from redundancy.corpus import get_corpus
+    from redundancy.corpus.saga import Saga, list_sagas
+
+    corpus = get_corpus(name)
+    if saga_id is not None:
+        saga = Saga(corpus, saga_id)
+        if saga.record() is None:
+            raise InvalidInputError(f"no saga {saga_id} on corpus {name!r}")
+        undone = saga.compensate("compensated by hand", resume=True)
+        click.echo(f"saga {saga_id}: {undone.state}")
+        return
+    sagas = list_sagas(corpus, limit)
+    if as_json:
+        _print_json([s.model_dump(mode="json") for s in sagas])
+        return
+    if not sagas:
+        click.echo(f"corpus {name}: no batch was added to it (crd batch --corpus {name} --add)")
+    for s in sagas:
+        cause = f"\t{s.cause}" if s.cause else ""
+        click.echo(
+            f"{s.saga_id}\t{s.state}\t{s.steps_done}/{s.steps_total} steps\t"
+            f"{s.documents} documents\tstarted {s.created_at:%Y-%m-%d %H:%M:%S}\t"
+            f"updated {s.updated_at:%Y-%m-%d %H:%M:%S}{cause}"
+        )
+
+
 @corpus_group.command("list")
 def list_() -> None:
     """Every corpus with its settings."""

@@ -48,23 +48,32 @@ def output_format(path: Path, explicit: str | None) -> str:
 
 def write_result(result: BatchResult, path: Path, fmt: str) -> None:
     """``jsonl``: one record per item, pair, duplicate group and cluster (``record`` tells
-    which). ``csv``: one row per near-duplicate pair with its cluster number, then one row
-    per copy of an identical text, paired with its group's representative (k - 1 rows for
-    k copies, not k(k-1)/2; none when the pairs are already expanded)."""
+    which); with a corpus, each item's ``corpus_matches``. ``csv``: one row per
+    near-duplicate pair with its cluster number, then one row per copy of an identical
+    text, paired with its group's representative (k - 1 rows for k copies, not k(k-1)/2;
+    none when the pairs are already expanded); with a corpus, a ``corpus`` column and one
+    row per match in it (batch document, corpus document, score)."""
     cluster_of = _cluster_of(result)
     with path.open("w", encoding="utf-8", newline="") as fh:
         if fmt == "csv":
             writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
+            writer.writerow(CSV_COLUMNS + (("corpus",) if result.corpus else ()))
+            tail = [""] if result.corpus else []  # batch rows: no corpus
             for p in result.pairs:
                 cluster = cluster_of[p.id_a]
                 score = f"{p.score:.4f}"
-                writer.writerow([p.id_a, p.id_b, score, p.exact, cluster, p.copies_a, p.copies_b])
+                row = [p.id_a, p.id_b, score, p.exact, cluster, p.copies_a, p.copies_b]
+                writer.writerow([*row, *tail])
             if not result.expanded:
                 for g in result.duplicate_groups:
                     for member in g.ids[1:]:
                         row = [g.representative, member, "1.0000", True, cluster_of[member]]
-                        writer.writerow([*row, g.count, g.count])
+                        writer.writerow([*row, g.count, g.count, *tail])
+            if result.corpus:
+                for item in result.items:
+                    for m in item.corpus_matches or []:
+                        row = [item.id, m.id, f"{m.score:.4f}", m.score >= 1.0, "", "", ""]
+                        writer.writerow([*row, result.corpus.name])
             return
         _item_lines(fh, result, cluster_of)
         for p in result.pairs:
@@ -205,6 +214,8 @@ def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: 
     console.print(totals)
     if result.expansion_cut:
         console.print(f"[yellow]{result.expansion_cut}[/]")
+    if result.corpus is not None:
+        _corpus_summary(console, result)
 
     if result.clusters:
         table = Table(title="Largest near-duplicate clusters", title_justify="left")
@@ -248,6 +259,35 @@ def print_summary(console: Console, result: BatchResult, *, mode: str, seconds: 
             table.add_row(item.id, f"{item.error.type}: {item.error.message}")
         if len(failed) > 50:
             table.add_row("...", f"{len(failed) - 50} more in --out")
+        console.print(table)
+
+
+def _corpus_summary(console: Console, result: BatchResult) -> None:
+    """Matches in the corpus, best first, and what became of adding the batch."""
+    report = result.corpus
+    assert report is not None
+    console.print(
+        f"corpus {report.name}: {report.matched_documents:,} documents match its earlier "
+        f"content ({report.matches:,} matches >= {report.threshold:g}, {report.algorithm}, "
+        f"{report.mode})"
+    )
+    saga = report.saga
+    if saga is not None:
+        what = {
+            "completed": f"added ({saga.added:,} new, {saga.replaced:,} replaced)",
+            "compensated": "not added: undone, the corpus is as before",
+            "failed": "not added: nothing changed",
+        }.get(saga.state, saga.state)
+        cause = f" ({saga.cause})" if saga.cause else ""
+        console.print(f"saga {saga.saga_id}: {what}{cause}", soft_wrap=True)
+    found = [(i.id, m) for i in result.items for m in i.corpus_matches or []]
+    if found:
+        table = Table(title=f"Best matches in corpus {report.name}", title_justify="left")
+        table.add_column("document")
+        table.add_column("corpus document")
+        table.add_column("score", justify="right")
+        for doc_id, match in sorted(found, key=lambda f: -f[1].score)[:10]:
+            table.add_row(doc_id, match.id, f"{match.score:.3f}")
         console.print(table)
 
 

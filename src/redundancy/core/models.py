@@ -169,6 +169,37 @@ class ItemError(_Model):
     message: str
 
 
+class CorpusMatch(_Model):
+    """A corpus document similar to a batch item (score 0..1 with the corpus's scorer)."""
+
+    id: str
+    score: float
+
+
+class CorpusSaga(_Model):
+    """Where adding a batch to a corpus stands (``redundancy.core.saga.SagaRecord``)."""
+
+    saga_id: str
+    state: str
+    steps_total: int
+    steps_done: int = 0
+    cause: str | None = None
+    added: int = 0
+    replaced: int = 0
+
+
+class CorpusReport(_Model):
+    """A batch checked against a corpus: each item's matches among its earlier content."""
+
+    name: str
+    threshold: float
+    algorithm: str = Field(description="the corpus's scorer (the matches' scores)")
+    mode: Literal["indexed", "exact"]
+    matched_documents: int = Field(description="batch items with at least one match")
+    matches: int = Field(description="matches listed, over every item")
+    saga: CorpusSaga | None = Field(default=None, description="with add: the batch's saga")
+
+
 class BatchItemResult(_Model):
     """One batch item: its analysis, or the error that prevented it."""
 
@@ -180,6 +211,11 @@ class BatchItemResult(_Model):
         default=None,
         description="of a text whose analysis failed but that is still compared (e.g. "
         "over the work limit); with an analysis, ``analysis.content_hash``",
+    )
+    corpus_matches: list[CorpusMatch] | None = Field(
+        default=None,
+        description="with a corpus: its earlier documents similar to this one, best first "
+        "(its own id excluded)",
     )
 
     @property
@@ -201,6 +237,7 @@ class BatchResult(_PairsAndGroups):
     algorithm: str
     mode: SearchMode = Field(default="all-pairs", description="near-duplicate search that ran")
     items: list[BatchItemResult] = Field(description="every item in input order")
+    corpus: CorpusReport | None = Field(default=None, description="with a corpus")
 
     @property
     def failed_items(self) -> list[BatchItemResult]:

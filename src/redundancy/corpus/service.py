@@ -608,7 +608,18 @@ class Corpus:
         """Indexed documents scoring ``>= threshold`` (default: the corpus minimum) against
         ``text``, best first, at most ``limit``. Every match is verified with the scorer
         (precision 1.0); ``mode="exact"`` also finds every one (recall 1.0)."""
-        text = validate_text(text, max_chars=self.max_chars)
+        return self.find_similar_many([text], threshold, limit, mode)[0]
+
+    def find_similar_many(
+        self,
+        texts: Sequence[Any],
+        threshold: float | None = None,
+        limit: int = 20,
+        mode: str = "indexed",
+    ) -> list[SimilarResult]:
+        """``find_similar`` for each of ``texts`` (a batch's chunk): every text is
+        validated first; exact mode reads the index's feature tables once for all."""
+        valid = [validate_text(t, max_chars=self.max_chars) for t in texts]
         threshold = self.config.check_threshold(threshold)
         if (
             isinstance(limit, bool)
@@ -622,33 +633,42 @@ class Corpus:
             raise InvalidInputError(
                 f"unknown mode {mode!r}; choose one of {', '.join(QUERY_MODES)}"
             )
-        query = normalise(text)
-        if mode == "exact":
-            matches, checked = self._exact(query, threshold)
-        else:
-            record, fields = derive([query], self.config)[query]
-            found = self.index.candidates(record, sorted(fields), threshold)
-            candidates = [(d, t) for d, t, _ in found]
-            matches = verify(query, candidates, threshold, self.config.algorithm, self.workers)
-            checked = len(found)
-        return SimilarResult(
-            corpus=self.name,
-            threshold=threshold,
-            mode=mode,
-            matches=matches[:limit],
-            candidates=checked,
-        )
+        tables = self.index.feature_tables() if mode == "exact" and valid else None
+        results = []
+        for text in valid:
+            query = normalise(text)
+            if mode == "exact":
+                matches, checked = self._exact(query, threshold, tables)
+            else:
+                record, fields = derive([query], self.config)[query]
+                found = self.index.candidates(record, sorted(fields), threshold)
+                candidates = [(d, t) for d, t, _ in found]
+                matches = verify(query, candidates, threshold, self.config.algorithm, self.workers)
+                checked = len(found)
+            results.append(
+                SimilarResult(
+                    corpus=self.name,
+                    threshold=threshold,
+                    mode=mode,
+                    matches=matches[:limit],
+                    candidates=checked,
+                )
+            )
+        return results
 
-    def _exact(self, query: str, threshold: float) -> tuple[list[Match], int]:
+    def _exact(
+        self, query: str, threshold: float, tables: list[tuple[str, np.ndarray]] | None = None
+    ) -> tuple[list[Match], int]:
         """Every document through bounds 1-2 on the stored features (numpy), then the
         survivors' texts through the scorer, a chunk at a time. (Bound 3 pays off when a
         text's projections serve many pairs, as in a batch; for one query, building them
-        costs more than rapidfuzz's bit-parallel score.)"""
+        costs more than rapidfuzz's bit-parallel score.) ``tables``: the feature tables
+        read already (read here when None)."""
         record = derive([query], self.config)[query][0]
         mine = np.frombuffer(record, dtype=FEATURE_RECORD)[0]
         matches: list[Match] = []
         checked = 0
-        for shard, (gen, table) in enumerate(self.index.feature_tables()):
+        for shard, (gen, table) in enumerate(tables or self.index.feature_tables()):
             slots = np.flatnonzero(bound_survivors(mine, table, threshold))
             checked += int(slots.size)
             for start in range(0, slots.size, EXACT_CHUNK):
@@ -713,10 +733,64 @@ class Corpus:
             for doc_id in sorted(latest):
                 yield {"id": doc_id, "text": latest[doc_id]}
 
+    def current_texts(self, ids: Iterable[str]) -> dict[str, str]:
+        """The texts of live documents as they were given (the index keeps only the
+        normalised form), read back from the store: newest first on the Redis store,
+        stopping once every id is found; a read of the shard's whole log on Kafka. Ids
+        not live in the corpus are left out."""
+        wanted: dict[int, set[str]] = {}
+        for doc_id in ids:
+            wanted.setdefault(shard_of(doc_id, self.config.shards), set()).add(doc_id)
+        found: dict[str, str] = {}
+        read_back = getattr(self.store, "read_back", None)
+        for shard, pending in sorted(wanted.items()):
+            latest: dict[str, str | None] = {}
+            position = ""
+            while read_back is None or len(latest) < len(pending):
+                if read_back is not None:
+                    batch = read_back(self.config, shard, position, self.apply_batch)
+                else:
+                    batch = self.store.read(self.config, shard, position, self.apply_batch)
+                if not batch:
+                    break
+                for stored in batch:
+                    event = stored.message.event(self.signing_keys)
+                    found_id = getattr(event.payload, "doc_id", None)
+                    if not isinstance(found_id, str) or found_id not in pending:
+                        continue
+                    doc_id = found_id
+                    if read_back is not None and doc_id in latest:
+                        continue  # newest first: the first event of an id is its latest
+                    if isinstance(event, DocumentIndexedEvent):
+                        latest[doc_id] = event.payload.text
+                    elif isinstance(event, DocumentRemovedEvent):
+                        latest[doc_id] = None
+                position = batch[-1].position
+            found.update({d: t for d, t in latest.items() if t is not None})
+        return found
+
+    def digests(self, ids: Iterable[str]) -> dict[str, str | None]:
+        """The content digest (``NewText.digest``) each id has in the index, None when
+        absent: one read per shard concerned."""
+        by_shard: dict[int, list[str]] = {}
+        for doc_id in dict.fromkeys(ids):
+            by_shard.setdefault(shard_of(doc_id, self.config.shards), []).append(doc_id)
+        out: dict[str, str | None] = {}
+        for shard, shard_ids in sorted(by_shard.items()):
+            _gen, view = self.index.read_view(shard, shard_ids)
+            out.update({d: (view.docs[d].digest if d in view.docs else None) for d in shard_ids})
+        return out
+
     def drop(self) -> None:
         """Delete the corpus: its index, its store and its registry entry."""
         self.index.drop()
         self.store.drop(self.config)
+        sagas = self.redis.client.zrange(keys.corpus_saga_index(self.name), 0, -1)
+        self.redis.client.delete(
+            keys.corpus_saga_index(self.name),
+            keys.corpus_saga_lease(self.name),
+            *(keys.corpus_saga(self.name, _text(s)) for s in sagas),
+        )
         self.redis.client.hdel(keys.corpus_registry(), self.name)
 
 
@@ -732,6 +806,10 @@ def _rebuild_shard(job: tuple[str, int]) -> tuple[int, str, int]:
 
     position = get_corpus(name).rebuild_shard(shard, count)
     return shard, position, applied
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _signing_keys() -> tuple[bytes, ...]:

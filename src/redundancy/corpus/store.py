@@ -83,6 +83,16 @@ class RedisStreamStore:
         )
         return [StoredEvent(_text(eid), _from_fields(fields)) for eid, fields in entries]
 
+    def read_back(
+        self, config: CorpusConfig, shard: int, before: str, limit: int
+    ) -> list[StoredEvent]:
+        """Up to ``limit`` events before ``before`` ('': the end), newest first."""
+        end = f"({before}" if before else "+"
+        entries = self.redis.client.xrevrange(
+            keys.corpus_events(config.name, shard), max=end, min="-", count=limit
+        )
+        return [StoredEvent(_text(eid), WireMessage.from_fields(fields)) for eid, fields in entries]
+
     def end(self, config: CorpusConfig, shard: int) -> str:
         last = self.redis.client.xrevrange(keys.corpus_events(config.name, shard), count=1)
         return _text(last[0][0]) if last else ""

@@ -30,6 +30,7 @@ JOB_FAILED: Final = "job.failed"
 DOCUMENT_INDEXED: Final = "document.indexed"
 DOCUMENT_REMOVED: Final = "document.removed"
 DUPLICATE_DETECTED: Final = "duplicate.detected"
+BATCH_FAILED: Final = "batch.failed"
 
 
 def event_id_for(event_type: str, job_id: str) -> uuid.UUID:
@@ -267,6 +268,29 @@ class DuplicateDetectedEvent(_CorpusEvent):
     payload: DuplicateDetectedPayload
 
 
+class BatchFailedPayload(_Payload):
+    batch_id: str
+    corpus: str
+    saga_id: str
+    cause: str
+    failed_step: int | None = Field(default=None, description="the step that failed for good")
+    steps_total: int = Field(ge=0)
+    compensated_steps: int = Field(ge=0, description="applied steps undone, in reverse")
+    superseded: int = Field(
+        default=0, ge=0, description="documents left alone: another writer changed them since"
+    )
+
+
+class BatchFailedEvent(DomainEvent):
+    """A batch added to a corpus (a saga) failed for good: its applied steps were undone
+    and the corpus is as before the batch, or nothing was changed (refused); aggregate:
+    the batch id."""
+
+    event_type: Literal["batch.failed"] = BATCH_FAILED
+    payload: BatchFailedPayload
+    aggregate_field: ClassVar[str | None] = "batch_id"
+
+
 EVENT_CLASSES: dict[str, type[DomainEvent]] = {
     cls.model_fields["event_type"].default: cls
     for cls in (
@@ -278,6 +302,7 @@ EVENT_CLASSES: dict[str, type[DomainEvent]] = {
         DocumentIndexedEvent,
         DocumentRemovedEvent,
         DuplicateDetectedEvent,
+        BatchFailedEvent,
     )
 }
 EVENT_TYPES: tuple[str, ...] = tuple(EVENT_CLASSES)
