@@ -754,8 +754,8 @@ class Corpus:
                 if not batch:
                     break
                 for stored in batch:
-                    event = stored.message.event(self.signing_keys)
-                    found_id = getattr(event.payload, "doc_id", None)
+                    event = self._event(stored)
+                    found_id = getattr(event.payload, "doc_id", None) if event else None
                     if not isinstance(found_id, str) or found_id not in pending:
                         continue
                     doc_id = found_id

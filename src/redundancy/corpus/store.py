@@ -91,7 +91,7 @@ class RedisStreamStore:
         entries = self.redis.client.xrevrange(
             keys.corpus_events(config.name, shard), max=end, min="-", count=limit
         )
-        return [StoredEvent(_text(eid), WireMessage.from_fields(fields)) for eid, fields in entries]
+        return [StoredEvent(_text(eid), _from_fields(fields)) for eid, fields in entries]
 
     def end(self, config: CorpusConfig, shard: int) -> str:
         last = self.redis.client.xrevrange(keys.corpus_events(config.name, shard), count=1)
