@@ -1,4 +1,5 @@
-"""``crd events``: tail the configured event broker, run the outbox relay, show the backlog."""
+"""``crd events``: tail the configured event broker, run event handlers and the outbox
+relay, show the backlog and the dead letters."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from redundancy.errors import ConfigurationError, RedundancyError
 
 @click.group()
 def events() -> None:
-    """Domain events: tail them, relay the outbox, show its backlog."""
+    """Domain events: tail them, handle them, relay the outbox, show its backlog."""
 
 
 def _broker() -> Any:
@@ -148,3 +149,104 @@ def status() -> None:
             }
         )
     )
+
+
+@events.command()
+@click.option(
+    "--module",
+    "-m",
+    "modules",
+    multiple=True,
+    help="import this module's handlers too (repeatable; it must be importable)",
+)
+@click.option(
+    "--group",
+    "-g",
+    default="crd-handlers",
+    show_default=True,
+    help="processes of one group share the events (each handler: group <group>.<handler>)",
+)
+@click.option("--only", multiple=True, help="run only this handler (repeatable)")
+@click.option(
+    "--consumer",
+    default=None,
+    help="this process's name in the groups (default host-pid); restarted under the same "
+    "name, it resumes its unacknowledged events at once",
+)
+@click.option("--max", "max_events", type=int, default=None, help="stop after N events")
+@click.option("--timeout", type=float, default=None, help="stop after N seconds without events")
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="handle only events with a valid signature (needs EVENTS_SIGNING_KEY)",
+)
+@click.option("--list", "list_only", is_flag=True, help="print the handlers (JSON lines), exit")
+def handle(
+    modules: tuple[str, ...],
+    group: str,
+    only: tuple[str, ...],
+    consumer: str | None,
+    max_events: int | None,
+    timeout: float | None,
+    verify: bool,
+    list_only: bool,
+) -> None:
+    """Run event handlers: the built-in ones (corpus-projector, webhook-notifier) and
+    those of --module. Each event is handled once per group, retried with back-off,
+    then dead-lettered (``crd events dead-letters``)."""
+    from redundancy.events.brokers import broker_from_settings
+    from redundancy.events.claims import handler_state
+    from redundancy.events.handlers import NAME, load
+    from redundancy.events.handling import HandlerRunner
+    from redundancy.events.wire import configured_signing_keys
+
+    if not NAME.match(group):
+        raise click.UsageError(f"--group {group!r}: letters, digits, '.', '_' or '-'")
+    handlers = load(modules).select(only)
+    if list_only:
+        for spec in handlers:
+            types = sorted(spec.event_types) if spec.event_types else ["*"]
+            click.echo(json.dumps({"handler": spec.name, "events": types, "tries": spec.tries}))
+        return
+    if verify and not configured_signing_keys():
+        raise click.UsageError(
+            "events are verified by default and EVENTS_SIGNING_KEY is not set: set it, or "
+            "pass --no-verify to handle unsigned (unauthenticated) events"
+        )
+    broker = _broker()  # refuses the in-process broker
+    runner = HandlerRunner(
+        handlers,
+        broker_from_settings,
+        handler_state(),
+        group=group,
+        consumer=consumer,
+        verify=verify,
+    )
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: runner.stop.set())
+    click.echo(
+        f"handling {', '.join(h.name for h in handlers)} as group {group} "
+        f"(consumer {runner.consumer}) on {broker.describe()}",
+        err=True,
+    )
+    outcomes = runner.run(max_events=max_events, timeout=timeout)
+    click.echo(json.dumps({"group": group, "handlers": outcomes.counts}))
+    if outcomes.errors:
+        raise outcomes.errors[0]
+
+
+@events.command("dead-letters")
+@click.option("--count", type=int, default=100, show_default=True, help="at most N entries")
+@click.option("--after", default=None, help="entries after this id (paging)")
+@click.option("--handler", "handler_name", default=None, help="only this handler's")
+def dead_letters(count: int, after: str | None, handler_name: str | None) -> None:
+    """Events the handlers gave up on, oldest first, as JSON lines: the envelope, the
+    handler and group, the error, the tries and the time."""
+    import dataclasses
+
+    from redundancy.events.claims import handler_state
+
+    for letter in handler_state().dead_letters(count, after):
+        if handler_name is None or letter.handler == handler_name:
+            click.echo(json.dumps(dataclasses.asdict(letter)))

@@ -46,3 +46,8 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook deliveries by final status (delivered, failed, refused)",
     ["status"],
 )
+HANDLER_OUTCOMES = Counter(
+    "redundancy_event_handler_total",
+    "Events by event handler and outcome (handled, retried, dead_lettered, duplicate)",
+    ["handler", "outcome"],
+)
