@@ -402,3 +402,38 @@ def test_the_projector_handler_brings_a_corpus_left_behind_up_to_date(corpus_env
     assert [m.id for m in get_corpus("news").find_similar(TEXT_A).matches] == ["a"]
     # (a's document.indexed came through the outbox and relay: two events handled)
     assert summary["handlers"]["corpus-projector"] == {"handled": 2}
+
+
+def test_the_readme_handler_runs_as_written(bus, tmp_path):
+    import re
+
+    from redundancy.events.models import (
+        DuplicateDetectedEvent,
+        DuplicateDetectedPayload,
+        DuplicateMatch,
+    )
+
+    # Given the README's handler module, as a user would save it
+    readme = (ROOT / "README.md").read_text()
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "alert_editors" in b]
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "my_handlers.py").write_text(code)
+    # When a duplicate.detected event is published and the handler runs
+    event = DuplicateDetectedEvent(
+        payload=DuplicateDetectedPayload(
+            corpus="news", doc_id="late", content_hash="c", threshold=0.8,
+            matches=[DuplicateMatch(id="a", score=0.93)], action="indexed",
+        )
+    )  # fmt: skip
+    bus.publish(event)
+    proc = bus.start(
+        "--module", "my_handlers", "--only", "alert_editors", "--timeout", "3",
+        PYTHONPATH=f"{ROOT}{os.pathsep}{folder}",
+    )  # fmt: skip
+    out, _ = proc.communicate(timeout=120)
+    # Then it printed its line, and was handled once
+    assert proc.returncode == 0, bus.logs()
+    lines = out.decode().splitlines()
+    assert "late in news matches ['a'] (indexed)" in lines
+    assert json.loads(lines[-1])["handlers"]["alert_editors"] == {"handled": 1}
