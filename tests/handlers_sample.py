@@ -41,3 +41,12 @@ def counter(event: DomainEvent) -> None:
 def always_fails(event: DomainEvent) -> None:
     _redis().incr(f"sample:fails:{event.event_id}")
     raise RuntimeError(f"always fails on {event.event_id}")
+
+
+@handler("analysis.completed", name="until-fixed", tries=2)
+def until_fixed(event: DomainEvent) -> None:
+    """Fails until the test sets ``sample:fixed`` (a bug fixed, then a replay)."""
+    r = _redis()
+    if not r.exists("sample:fixed"):
+        raise RuntimeError("not fixed yet")
+    r.incr(f"sample:fixed-count:{event.event_id}")

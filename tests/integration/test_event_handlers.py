@@ -209,6 +209,11 @@ def test_dead_lettering_records_the_letter_once_and_finishes_the_claim(state):
     )  # fmt: skip
     assert state.dead_letter_count() == 1
     assert state.claim(key, "b", 30).status == "dead"
+    # And a replay forgets the dead claim (only a dead one) and drops the letter
+    assert state.revive(key) is True and state.revive(key) is False
+    assert (state.claim(key, "b", 30).status, state.revive(key)) == ("run", False)
+    assert state.drop_dead_letter(found.id) is True
+    assert state.dead_letter_count() == 0
 
 
 # --- handler processes -------------------------------------------------------------------
@@ -261,6 +266,27 @@ def test_a_failing_handler_dead_letters_after_its_tries_and_the_others_flow(bus)
     assert bus.pending("always-fails") == 0 and bus.pending("counter") == 0
     again = bus.run("--only", "always-fails", "--only", "counter", "--timeout", "1")
     assert again["handlers"] == {}
+
+
+def test_a_replayed_dead_letter_runs_again_for_its_handler_only(bus):
+    # Given an event one handler dead-lettered (a bug) and another handled
+    event = analysis()
+    bus.publish(event)
+    first = bus.run("--only", "until-fixed", "--only", "counter", "--timeout", "3")
+    assert first["handlers"]["until-fixed"] == {"retried": 1, "dead_lettered": 1}
+    crd = [sys.executable, "-m", "redundancy", "events", "dead-letters"]
+    listed = subprocess.run(crd, env=bus.env(), capture_output=True, text=True, check=True)
+    [letter] = [json.loads(line) for line in listed.stdout.splitlines()]
+    # When the bug is fixed and the dead letter replayed
+    bus.redis.set("sample:fixed", 1)
+    subprocess.run([*crd, "--replay", letter["id"]], env=bus.env(), capture_output=True, check=True)
+    second = bus.run("--only", "until-fixed", "--only", "counter", "--timeout", "3")
+    # Then the handler that gave up ran it, the other skipped it, and no letter is left
+    assert bus.count(f"sample:fixed-count:{event.event_id}") == 1
+    assert bus.count(f"sample:healthy:{event.event_id}") == 1
+    assert second["handlers"] == {"until-fixed": {"handled": 1}, "counter": {"duplicate": 1}}
+    again = subprocess.run(crd, env=bus.env(), capture_output=True, text=True, check=True)
+    assert again.stdout == ""
 
 
 def test_a_handler_killed_mid_event_handles_it_after_restart_once(bus):

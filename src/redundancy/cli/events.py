@@ -240,13 +240,57 @@ def handle(
 @click.option("--count", type=int, default=100, show_default=True, help="at most N entries")
 @click.option("--after", default=None, help="entries after this id (paging)")
 @click.option("--handler", "handler_name", default=None, help="only this handler's")
-def dead_letters(count: int, after: str | None, handler_name: str | None) -> None:
+@click.option(
+    "--replay",
+    "replay_ids",
+    multiple=True,
+    help="publish this dead letter's event again for its handler, then remove it "
+    "(repeatable; the id is the entry's 'id')",
+)
+def dead_letters(
+    count: int, after: str | None, handler_name: str | None, replay_ids: tuple[str, ...]
+) -> None:
     """Events the handlers gave up on, oldest first, as JSON lines: the envelope, the
-    handler and group, the error, the tries and the time."""
+    handler and group, the error, the tries and the time. With --replay, those events
+    are published again (signed with EVENTS_SIGNING_KEY) and their entries removed."""
     import dataclasses
 
     from redundancy.events.claims import handler_state
 
-    for letter in handler_state().dead_letters(count, after):
+    state = handler_state()
+    if replay_ids:
+        _replay(state, replay_ids)
+        return
+    for letter in state.dead_letters(count, after):
         if handler_name is None or letter.handler == handler_name:
             click.echo(json.dumps(dataclasses.asdict(letter)))
+
+
+def _replay(state: Any, ids: tuple[str, ...]) -> None:
+    """Forget each letter's dead claim, publish its event again, drop the letter: the
+    handler that gave up runs it again; handlers that handled it skip it (for as long
+    as EVENTS_HANDLER_DONE_TTL remembers them)."""
+    from redundancy.events.claims import claim_key
+    from redundancy.events.models import parse_event
+
+    wanted = set(ids)
+    found: dict[str, Any] = {}
+    after = None
+    while wanted - set(found):
+        page = state.dead_letters(1000, after)
+        if not page:
+            break
+        found.update({d.id: d for d in page if d.id in wanted})
+        after = page[-1].id
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise click.UsageError(f"no dead letter with id {', '.join(missing)}")
+    broker = _broker()
+    try:
+        for letter in (found[i] for i in dict.fromkeys(ids)):
+            state.revive(claim_key(letter.group, letter.handler, letter.event_id))
+            broker.publish_sync(parse_event(letter.envelope))
+            state.drop_dead_letter(letter.id)
+            click.echo(json.dumps({"replayed": letter.id, "event_id": letter.event_id}))
+    finally:
+        broker.disconnect_sync()

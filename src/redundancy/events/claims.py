@@ -10,7 +10,9 @@ processes that got the same event (published twice, or redelivered) never both r
   may run at once;
 * ``done``: handled; remembered for EVENTS_HANDLER_DONE_TTL;
 * ``dead``: the event and the error go to the dead-letter stream
-  (``keys.event_dead_letters``) in the same atomic step.
+  (``keys.event_dead_letters``) in the same atomic step;
+* ``revive``: a dead claim is forgotten, so a replayed event runs again
+  (``crd events dead-letters --replay``).
 
 A process killed mid-handler leaves a ``running`` claim whose lease runs out; its
 message was never acknowledged, so the broker hands it out again and the next claim
@@ -90,6 +92,13 @@ end
 return 1
 """
 """``done`` or ``dead`` (with its dead letter) unless the event was finished already."""
+REVIVE = """
+if redis.call('HGET', KEYS[1], 'state') == 'dead' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+"""Forget a dead-lettered claim, so the event runs again when it is delivered again."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +166,8 @@ class HandlerState(Protocol):
     def dead(self, key: str, letter: dict[str, str]) -> bool: ...
     def dead_letters(self, count: int, after: str | None = None) -> list[DeadLetter]: ...
     def dead_letter_count(self) -> int: ...
+    def revive(self, key: str) -> bool: ...
+    def drop_dead_letter(self, letter_id: str) -> bool: ...
 
 
 def claim_key(group: str, handler: str, event_id: str) -> str:
@@ -174,6 +185,7 @@ class RedisHandlerState:
         self._renew = client.register_script(RENEW)
         self._failed = client.register_script(FAILED)
         self._finish = client.register_script(FINISH)
+        self._revive = client.register_script(REVIVE)
 
     def claim(self, key: str, owner: str, lease: float) -> Claim:
         status, tries, wait_ms = self._claim(keys=[key], args=[owner, _ms(lease), self.done_ttl_ms])
@@ -206,6 +218,12 @@ class RedisHandlerState:
 
     def dead_letter_count(self) -> int:
         return int(self._redis.xlen(keys.event_dead_letters()))
+
+    def revive(self, key: str) -> bool:
+        return bool(self._revive(keys=[key], args=[]))
+
+    def drop_dead_letter(self, letter_id: str) -> bool:
+        return bool(self._redis.xdel(keys.event_dead_letters(), letter_id))
 
 
 class LocalHandlerState:
@@ -267,6 +285,20 @@ class LocalHandlerState:
 
     def dead_letter_count(self) -> int:
         return len(self._dead)
+
+    def revive(self, key: str) -> bool:
+        with self._lock:
+            found = self._claims.get(key)
+            if found and found["state"] == "dead":
+                del self._claims[key]
+                return True
+            return False
+
+    def drop_dead_letter(self, letter_id: str) -> bool:
+        with self._lock:
+            before = len(self._dead)
+            self._dead = [d for d in self._dead if d.id != letter_id]
+            return len(self._dead) < before
 
 
 def handler_state() -> HandlerState:
