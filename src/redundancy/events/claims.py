@@ -83,7 +83,8 @@ return 0
 FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'done' or state == 'dead' then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'owner', '', 'until', 0)
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+redis.call('HDEL', KEYS[1], 'owner', 'until')  -- a finished claim keeps only what it needs
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if ARGV[1] == 'dead' then
   redis.call('HSET', KEYS[1], 'error', ARGV[4])
