@@ -310,6 +310,30 @@ def test_a_handler_killed_mid_event_handles_it_after_restart_once(bus):
     assert bus.pending("slow-counter") == 0
 
 
+def test_a_handler_process_serves_its_outcome_counts_to_prometheus(bus):
+    from tests.services import free_port, sample, scrape
+
+    # Given a handler process with a metrics port, and two events
+    events = [analysis("m1"), analysis("m2")]
+    bus.publish(*events)
+    port = free_port()
+    proc = bus.start("--only", "counter", "--metrics-port", str(port), "--timeout", "4")
+    wait_until(
+        lambda: all(bus.count(f"sample:healthy:{e.event_id}") for e in events), 60, "handled"
+    )
+    # When Prometheus scrapes it, Then it counts both events as handled (the counter
+    # moves right after the side effect: scraped until it shows both)
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def handled() -> float | None:
+        return sample(
+            scrape(url), "redundancy_event_handler_total", handler="counter", outcome="handled"
+        )
+
+    wait_until(lambda: handled() == 2, 30, "both events counted as handled")
+    assert bus.finish(proc)["handlers"]["counter"] == {"handled": 2}
+
+
 def test_the_webhook_notifier_posts_subscribed_events_signed(bus):
     # Given a receiver subscribed to analysis.completed only
     hooks = WebhookServer(SECRET.encode()).start()

@@ -181,6 +181,14 @@ def status() -> None:
     show_default=True,
     help="handle only events with a valid signature (needs EVENTS_SIGNING_KEY)",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="serve this process's metrics (redundancy_event_handler_total ...) on "
+    "http://ADDRESS:PORT/metrics",
+)
+@click.option("--metrics-address", default="127.0.0.1", show_default=True)
 @click.option("--list", "list_only", is_flag=True, help="print the handlers (JSON lines), exit")
 def handle(
     modules: tuple[str, ...],
@@ -190,6 +198,8 @@ def handle(
     max_events: int | None,
     timeout: float | None,
     verify: bool,
+    metrics_port: int | None,
+    metrics_address: str,
     list_only: bool,
 ) -> None:
     """Run event handlers: the built-in ones (corpus-projector, webhook-notifier) and
@@ -223,6 +233,15 @@ def handle(
         consumer=consumer,
         verify=verify,
     )
+    server = None
+    if metrics_port is not None:
+        from prometheus_client import REGISTRY
+
+        from redundancy.cli.ops import check_port_free
+        from redundancy.observability.metrics import serve
+
+        check_port_free(metrics_address, metrics_port)
+        server = serve(REGISTRY, metrics_port, metrics_address)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: runner.stop.set())
     click.echo(
@@ -230,7 +249,11 @@ def handle(
         f"(consumer {runner.consumer}) on {broker.describe()}",
         err=True,
     )
-    outcomes = runner.run(max_events=max_events, timeout=timeout)
+    try:
+        outcomes = runner.run(max_events=max_events, timeout=timeout)
+    finally:
+        if server is not None:
+            server.stop()
     click.echo(json.dumps({"group": group, "handlers": outcomes.counts}))
     if outcomes.errors:
         raise outcomes.errors[0]
