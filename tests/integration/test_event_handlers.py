@@ -220,7 +220,9 @@ def test_dead_lettering_records_the_letter_once_and_finishes_the_claim(state):
 
 
 def test_the_same_event_delivered_to_two_processes_is_handled_once(bus):
-    # Given an event, and process a busy handling it (the sample waits for a go)
+    # Given an event, and process a busy handling it (the sample waits for a go), with a
+    # lease of 1 s that a renews while its handler runs
+    bus.extra["EVENTS_HANDLER_LEASE"] = "1"
     event = analysis()
     bus.publish(event)
     a = bus.start("--only", "slow-counter", "--consumer", "a", "--timeout", "4")
@@ -230,6 +232,8 @@ def test_the_same_event_delivered_to_two_processes_is_handled_once(bus):
     bus.publish(event)
     b = bus.start("--only", "slow-counter", "--consumer", "b", "--timeout", "4")
     wait_until(lambda: bus.pending("slow-counter", "b") == 1, 60, "b received the copy")
+    time.sleep(3)  # three leases: b would have taken the event over, were it not renewed
+    assert bus.count(started) == 1
     bus.redis.set("sample:release", 1)
     done_a, done_b = bus.finish(a), bus.finish(b)
     # Then it ran once, in a; b waited for a's outcome and skipped it; both acknowledged

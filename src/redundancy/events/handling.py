@@ -22,13 +22,14 @@ claim runs it once the dead one's lease has run out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from redundancy.errors import ConfigurationError, InvalidInputError
@@ -99,6 +100,15 @@ class HandlerRunner:
         self.outcomes = Outcomes()
         self.stop = threading.Event()
         self._max_events: int | None = None
+        self._renewers: dict[str, _Renewer] = {}
+        self._renewers_lock = threading.Lock()
+
+    def _renewer(self, spec: Handler) -> _Renewer:
+        with self._renewers_lock:
+            found = self._renewers.get(spec.name)
+            if found is None:
+                found = self._renewers[spec.name] = _Renewer(self.state, self.lease)
+            return found
 
     def consumer_group(self, spec: Handler) -> str:
         """The broker's consumer group of one handler."""
@@ -127,6 +137,12 @@ class HandlerRunner:
         return self.outcomes
 
     def _loop(self, spec: Handler, timeout: float | None) -> None:
+        try:
+            self._consume(spec, timeout)
+        finally:
+            self._renewer(spec).close()
+
+    def _consume(self, spec: Handler, timeout: float | None) -> None:
         failures = 0
         while not self.stop.is_set():
             broker = self.broker_factory()
@@ -185,7 +201,7 @@ class HandlerRunner:
                 self._dead_letter(spec, event, key, error, claim.tries - 1)
                 return
             try:
-                with _Renewing(self.state, key, owner, self.lease):
+                with self._renewer(spec).holding(key, owner):
                     spec(event)
             except Exception as exc:
                 error = "".join(traceback.format_exception_only(exc)).strip()
@@ -234,26 +250,43 @@ class HandlerRunner:
             raise Interrupted
 
 
-class _Renewing:
-    """Renew a claim's lease every third of it while the handler runs."""
+class _Renewer:
+    """One thread per handler that renews, every third of the lease, the claim its
+    handler is running (a thread per event would cost more than the claim itself)."""
 
-    def __init__(self, state: HandlerState, key: str, owner: str, lease: float) -> None:
-        self.state, self.key, self.owner, self.lease = state, key, owner, lease
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def __init__(self, state: HandlerState, lease: float) -> None:
+        self.state, self.lease = state, lease
+        self._current: tuple[str, str] | None = None
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def holding(self, key: str, owner: str) -> Iterator[None]:
+        with self._lock:
+            self._current = (key, owner)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._current = None
 
     def _run(self) -> None:
-        while not self._done.wait(self.lease / 3):
+        # A claim taken just after a wake-up is renewed at the next one, within lease/3.
+        while not self._closed.wait(self.lease / 3):
+            with self._lock:
+                current = self._current
+            if current is None:
+                continue
             try:
-                if not self.state.renew(self.key, self.owner, self.lease):
-                    return
-            except Exception:  # Redis blip: the next renewal may work
-                log.warning("lease renewal of %s failed", self.key, exc_info=True)
+                self.state.renew(*current, self.lease)
+            except Exception:  # a Redis blip: the next renewal may work
+                log.warning("lease renewal of %s failed", current[0], exc_info=True)
 
-    def __enter__(self) -> _Renewing:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+    def close(self) -> None:
+        self._closed.set()
+        if self._thread is not None:
+            self._thread.join()
