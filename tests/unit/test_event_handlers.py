@@ -100,6 +100,22 @@ def test_webhook_subscriptions_are_validated_without_echoing_their_urls():
     assert "token=t" not in str(bad.value)
 
 
+def test_the_notifier_refuses_an_unknown_subscribed_event_type(monkeypatch):
+    from redundancy.config import get_settings
+    from redundancy.events.notifier import _subscribed
+
+    monkeypatch.setenv(
+        "WEBHOOK_SUBSCRIPTIONS", '[{"url": "https://h.example/", "events": ["analysis.complete"]}]'
+    )
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match=r"did you mean analysis\.completed"):
+            _subscribed()
+    finally:
+        monkeypatch.delenv("WEBHOOK_SUBSCRIPTIONS")
+        get_settings.cache_clear()
+
+
 def test_handler_retries_use_the_one_back_off():
     policy = handler_retry(3)
     assert (policy.first, policy.cap, policy.attempts) == (FIRST_DELAY, HANDLER_BACKOFF_MAX, 3)

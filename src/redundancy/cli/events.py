@@ -214,6 +214,9 @@ def handle(
     if not NAME.match(group):
         raise click.UsageError(f"--group {group!r}: letters, digits, '.', '_' or '-'")
     handlers = load(modules).select(only)
+    for spec in handlers:  # a named handler's configuration is checked too
+        if spec.when is not None and not spec.when():
+            click.echo(f"handler {spec.name} has nothing to do in this configuration", err=True)
     if list_only:
         for spec in handlers:
             types = sorted(spec.event_types) if spec.event_types else ["*"]

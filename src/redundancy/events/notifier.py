@@ -34,9 +34,20 @@ class WebhookRejectedError(InvalidInputError):
 
 
 def _subscribed() -> bool:
-    from redundancy.config import get_settings
+    """Whether WEBHOOK_SUBSCRIPTIONS lists any; an unknown event type in it is refused
+    with a did-you-mean (checked when the handler runner starts)."""
+    import difflib
 
-    return bool(get_settings().webhook_subscription_list)
+    from redundancy.config import get_settings
+    from redundancy.errors import ConfigurationError
+    from redundancy.events.models import EVENT_TYPES
+
+    subscriptions = get_settings().webhook_subscription_list
+    for name in sorted({e for s in subscriptions for e in s.events} - {"*", *EVENT_TYPES}):
+        close = difflib.get_close_matches(name, EVENT_TYPES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigurationError(f"WEBHOOK_SUBSCRIPTIONS: unknown event type {name!r}{hint}")
+    return bool(subscriptions)
 
 
 @handler(name=NAME, when=_subscribed)
