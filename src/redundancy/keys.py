@@ -72,6 +72,12 @@ def task_dead_letters() -> str:
     return f"{DEAD_LETTERS}tasks"
 
 
+def event_dead_letters() -> str:
+    """Stream of events an event handler gave up on (``crd events handle``): the
+    envelope as received, the handler, its group, the error, the tries and the time."""
+    return f"{DEAD_LETTERS}events"
+
+
 # --- cache -----------------------------------------------------------------------------
 # A cache entry lives at ``redundancy:<prefix>:v1:<key>``; ``prefix`` is the cache's
 # namespace ("cache" unless the caller names another). Its locks and shared counters sit
@@ -93,6 +99,7 @@ NON_CACHE_AREAS = frozenset(
         "events",
         "metrics",
         "corpus",
+        "handlers",
     }
     | {"api", "ratelimit"}  # the HTTP gateway's areas (see the end of this module)
 )
@@ -167,6 +174,15 @@ def outbox_dead_letters() -> str:
 def relay_lease() -> str:
     """Lock held by the one relay that drains the outbox (order per aggregate needs one)."""
     return f"{EVENTS}outbox:lease"
+
+
+HANDLERS = area_prefix("handlers")
+
+
+def handler_claim(group: str, handler: str, event_id: str) -> str:
+    """Hash: one event's claim by one handler of one group (``redundancy.events.claims``):
+    state (running, failed, done, dead), owner, lease end, tries, last error."""
+    return f"{HANDLERS}claim:{group}:{handler}:{event_id}"
 
 
 METRICS = area_prefix("metrics")

@@ -17,6 +17,8 @@ policy                  what is retried                        first delay  cap 
                         (kombu's linear retry_policy)
 ``OUTBOX_WRITE_RETRY``  a finished job's event into the        0.2 s        0.4 s, 3 attempts
                         outbox (the job's hook waits: brief)
+``handler_retry(n)``    an event handler that raised (``crd    0.5 s        30 s, the
+                        events handle``); then dead letters                 handler's tries
 ======================  =====================================  ===========  ================
 
 No wait exceeds ``RETRY_BACKOFF_MAX``: the Redis visibility timeout is derived from it.
@@ -68,6 +70,16 @@ def webhook_retry(settings: Settings) -> RetryPolicy:
     return RetryPolicy(first=settings.webhook_backoff, attempts=settings.webhook_max_attempts)
 
 
+HANDLER_BACKOFF_MAX: Final = 30.0
+"""Longest wait between two tries of an event handler: its event holds up the ones
+behind it in the handler's consumer group meanwhile."""
+
+
+def handler_retry(tries: int) -> RetryPolicy:
+    """An event handler's policy: ``tries`` tries in all, then its event is dead-lettered."""
+    return RetryPolicy(first=FIRST_DELAY, cap=HANDLER_BACKOFF_MAX, attempts=tries)
+
+
 TASK_RETRY: Final = RetryPolicy(first=1.0)
 """Celery's ``retry_backoff=True`` starts at 1 s; attempts come from TASK_MAX_RETRIES."""
 
@@ -85,12 +97,14 @@ PUBLISH_RETRY: Final = {
 
 __all__ = [
     "FIRST_DELAY",
+    "HANDLER_BACKOFF_MAX",
     "OUTBOX_WRITE_RETRY",
     "PUBLISH_RETRY",
     "RETRY_BACKOFF_MAX",
     "TASK_RETRY",
     "RetryPolicy",
     "backoff",
+    "handler_retry",
     "relay_retry",
     "webhook_retry",
 ]

@@ -11,12 +11,22 @@ from __future__ import annotations
 import base64
 import difflib
 import ipaddress
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from redundancy.core.cost import DEFAULT_MAX_WORK_SECONDS
@@ -55,8 +65,9 @@ def _keys(
     return tuple(dict.fromkeys(bytes_of(t) for t in texts if t))
 
 
-SECRET_WORDS = ("KEY", "SECRET", "AUTH", "PASSWORD", "TOKEN")
-"""A setting whose name holds one of these is never echoed in an error."""
+SECRET_WORDS = ("KEY", "SECRET", "AUTH", "PASSWORD", "TOKEN", "SUBSCRIPTIONS")
+"""A setting whose name holds one of these is never echoed in an error (webhook URLs
+often carry a token)."""
 
 
 def redact(value: object) -> str:
@@ -85,6 +96,28 @@ def _check_scheme(value: str | None, allowed: tuple[str, ...], what: str) -> str
             f"expected a {what} URL ({'|'.join(allowed)}://...), got {redact(value)}{hint}"
         )
     return value
+
+
+class WebhookSubscription(BaseModel):
+    """One entry of WEBHOOK_SUBSCRIPTIONS: where the webhook notifier POSTs which events."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    events: tuple[str, ...] = Field(
+        min_length=1, description='event types ("analysis.completed", ...) or "*" for all'
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name != "*" and not re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+", name):
+                raise ValueError(f"{name!r} is not an event type such as analysis.completed")
+        return v
+
+
+_SUBSCRIPTIONS = TypeAdapter(tuple[WebhookSubscription, ...])
 
 
 class Settings(BaseSettings):
@@ -238,6 +271,26 @@ class Settings(BaseSettings):
     webhook_backoff: float = Field(
         default=2.0, ge=0, description="first retry delay (s); doubles per attempt, with jitter"
     )
+    webhook_subscriptions: str = Field(
+        default="",
+        description='JSON list of {"url": ..., "events": [...]}: the webhook notifier event '
+        "handler POSTs each of those events to the URL",
+    )
+
+    # --- Event handlers (crd events handle) ---
+    events_handler_max_tries: int = Field(
+        default=5, ge=1, le=100, description="tries of a handler (unless it names its own)"
+    )
+    events_handler_lease: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long one try may run before another process may take the event over (s)",
+    )
+    events_handler_done_ttl: int = Field(
+        default=7 * 86_400,
+        gt=0,
+        description="how long a handled event id is remembered across processes (s)",
+    )
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod
@@ -256,6 +309,21 @@ class Settings(BaseSettings):
     def _webhook_secrets(cls, v: SecretStr | None) -> SecretStr | None:
         for entry in _split(v.get_secret_value()) if v else ():
             _secret_bytes(entry)
+        return v
+
+    @field_validator("webhook_subscriptions")
+    @classmethod
+    def _subscriptions(cls, v: str) -> str:
+        if v.strip():
+            try:
+                _SUBSCRIPTIONS.validate_json(v)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(
+                    'expected a JSON list of {"url": "https://...", "events": ["type", ...]}: '
+                    f"{where + ': ' if where else ''}{first['msg']}"
+                ) from None
         return v
 
     @field_validator("webhook_allowed_ports")
@@ -315,6 +383,17 @@ class Settings(BaseSettings):
         """WEBHOOK_SECRET, then WEBHOOK_SECRETS_PREVIOUS, as key bytes (``whsec_<base64>``
         decoded, as Standard Webhooks libraries read it; other text as UTF-8)."""
         return _keys(self.webhook_secret, self.webhook_secrets_previous, bytes_of=_secret_bytes)
+
+    @property
+    def webhook_subscription_list(self) -> tuple[WebhookSubscription, ...]:
+        """WEBHOOK_SUBSCRIPTIONS, parsed (validated when the settings were read)."""
+        return _SUBSCRIPTIONS.validate_json(self.webhook_subscriptions or "[]")
+
+    @property
+    def handler_state_url(self) -> str | None:
+        """Where event handlers keep claims and dead letters: REDIS_URL, else the result
+        backend's Redis."""
+        return self.redis_url or self.job_store_url
 
     @property
     def webhook_ports(self) -> frozenset[int]:
@@ -466,6 +545,11 @@ class Settings(BaseSettings):
         gt=0,
         le=10_000,
         description="events a projector applies per atomic step (catch-up and rebuild)",
+    )
+    corpus_publish_events: bool = Field(
+        default=True,
+        description="also put a corpus's events on the event bus (outbox, relay) for event "
+        "handlers; its store holds them either way",
     )
 
     @field_validator("celery_broker_url")
@@ -634,4 +718,10 @@ def get_settings() -> Settings:
         ) from None
 
 
-__all__ = ["RETRY_BACKOFF_MAX", "Settings", "get_settings", "load_settings"]
+__all__ = [
+    "RETRY_BACKOFF_MAX",
+    "Settings",
+    "WebhookSubscription",
+    "get_settings",
+    "load_settings",
+]

@@ -11,6 +11,10 @@ the shard's event store and project them, shard by shard:
 * Kafka store: the events are produced (acknowledged by every replica), then projected
   by ``catch_up``, which reads from the store whatever it was not handed.
 
+Once stored, the events also go on the event bus (``CORPUS_PUBLISH_EVENTS``), where the
+corpus projector handler (``redundancy.corpus.projector``) catches up a shard a writer
+left behind, and other handlers see every change.
+
 The projector's one step (``_apply_events``) applies events at their store positions:
 it reads the shard's recorded position and the documents concerned, plans with the pure
 ``plan_apply``, and writes only if the shard is still where it was read (compare and
@@ -276,6 +280,7 @@ class Corpus:
         self.max_chars = settings.max_text_chars
         self.apply_batch = settings.corpus_apply_batch
         self.workers = settings.cdist_workers  # every core in-process, 1 per worker process
+        self.publish_events = settings.corpus_publish_events
         self.signing_keys = _signing_keys()
 
     @property
@@ -417,10 +422,20 @@ class Corpus:
             messages = [e.message for e in effective]
             result = self.index.apply(shard, gen, view.position, plan, messages=messages)
             if result.status == "ok":
+                self._publish(messages)
                 return plan.outcomes
             if result.status == "lag":
                 self.catch_up(shard)
         raise CorpusBusyError(f"shard {shard} of corpus {self.name!r} kept changing; try again")
+
+    def _publish(self, messages: list[WireMessage]) -> None:
+        """The stored events also go on the event bus (outbox, relay), for event handlers
+        (the projector, webhooks); after the store took them, so the bus never announces
+        a change the store does not hold. A lost bus write loses no data."""
+        if self.publish_events:
+            from redundancy.events.emitter import emit_messages
+
+            emit_messages(messages, f"corpus {self.name!r}")
 
     def _caught_up(self, shard: int, position: str) -> bool:
         """Whether the shard has applied its whole store (the Kafka store's check before
@@ -440,6 +455,9 @@ class Corpus:
         another writer came first), the entries judged to need no event are decided
         again on the caught-up shard."""
         positions = self.store.append(self.config, shard, [e.message for e in effective])
+        # On the bus before projecting: if this process dies in catch_up, the projector
+        # handler brings the shard up to date on these very events.
+        self._publish([e.message for e in effective])
         known = {p: e.change for p, e in zip(positions, effective, strict=True)}
         self.catch_up(shard, until=positions[-1], known=known)
         expected_first = str(int(seen) + 1) if seen else "0"

@@ -353,6 +353,7 @@ def _wire(msg: Any) -> WireMessage:
         key=key.decode() if isinstance(key, bytes) else str(key or ""),
         body=msg.value() or b"",
         signature=headers.get("signature"),
+        timestamp=headers.get("timestamp"),  # signed with the body: verification needs it
     )
 
 

@@ -52,3 +52,8 @@ CORPUS_EVENTS_SKIPPED = Counter(
     "unreadable, or forged or unsigned while a signing key is set",
     ["corpus"],
 )
+HANDLER_OUTCOMES = Counter(
+    "redundancy_event_handler_total",
+    "Events by event handler and outcome (handled, retried, dead_lettered, duplicate)",
+    ["handler", "outcome"],
+)
