@@ -56,7 +56,7 @@ ORIGINAL_ENV = (  # the original service's names (docs/architecture.md §7)
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "SERVICE_NAME",
 )
-APP_SERVICES = ("worker", "flower", "cli", "api")
+APP_SERVICES = ("worker", "flower", "cli", "api", "handlers")
 
 METRIC_MODULES = (
     "redundancy.events.metrics",
@@ -119,6 +119,7 @@ def _resolve(value: Any) -> str:
             "RABBITMQ_PASSWORD": "secret",
             "FLOWER_BASIC_AUTH": "ops:secret",
             "GRAFANA_ADMIN_PASSWORD": "secret",
+            "EVENTS_SIGNING_KEY": "a-signing-key",
         }[name]
 
     return re.sub(r"\$\{(\w+)(:-|:\?)([^}]*)\}", sub, str(value))
@@ -228,6 +229,21 @@ def test_api_service_serves_on_the_port_prometheus_scrapes():
     jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
     dns = jobs["crd-api"]["dns_sd_configs"][0]
     assert dns["names"] == ["api"] and dns["port"] == port
+
+
+def test_handlers_service_runs_the_handlers_with_a_key_and_is_scraped():
+    command = SERVICES["handlers"]["command"]
+    assert command[:3] == ["crd", "events", "handle"]
+    port = int(command[command.index("--metrics-port") + 1])
+    env = _env("handlers")
+    assert env["EVENTS_SIGNING_KEY"]  # consumers verify by default: no key, no start
+    from redundancy.config import load_settings
+
+    load_settings(webhook_subscriptions=env["WEBHOOK_SUBSCRIPTIONS"] or "[]")
+    jobs = {job["job_name"]: job for job in PROMETHEUS["scrape_configs"]}
+    dns = jobs["crd-handlers"]["dns_sd_configs"][0]
+    assert dns["names"] == ["handlers"] and dns["port"] == port
+    assert SERVICES["handlers"]["restart"] == "unless-stopped"
 
 
 def test_community_rules_and_dashboards_are_vendored_unchanged():
