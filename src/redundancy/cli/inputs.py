@@ -12,13 +12,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from redundancy.core.text import CONTROL_CHARACTERS
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 MAX_FILE_FACTOR = 4
@@ -85,15 +86,12 @@ def read_inputs(paths: list[str]) -> Iterator[InputItem]:
             )
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def path_id(path: Path) -> str:
     """A file's id from its path, always a usable id: bytes of a name that is not UTF-8
     (Python holds them as lone surrogates) and control characters are written as
     ``\\xNN`` escapes, so the file is still read and its id stays readable."""
     text = os.fsencode(path).decode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def not_regular(path: Path) -> str | None:

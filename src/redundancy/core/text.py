@@ -130,7 +130,8 @@ def split_sentences(text: str) -> list[str]:
     return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+"""C0 control characters and DEL: never in an id (``validate_identifier``)."""
 
 
 def validate_identifier(value: object, *, name: str, max_chars: int) -> str:
@@ -147,7 +148,7 @@ def validate_identifier(value: object, *, name: str, max_chars: int) -> str:
             f"{name} must be a non-empty string of at most {max_chars} characters, "
             f"got {value!r:.80}"
         )
-    if _CONTROL.search(value):
+    if CONTROL_CHARACTERS.search(value):
         raise InvalidInputError(f"{name} {value!r:.80} contains a control character")
     try:
         value.encode("utf-8")
