@@ -25,12 +25,11 @@ from redundancy.core import analyze as core_analyze
 QUEUE = "plain"
 
 SETTING_GROUPS: dict[str, dict[str, Any]] = {
-    # At-least-once: ack after the task, requeue when its process dies, one in flight.
-    "late_ack": {
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-    },
+    # At-least-once: ack after the task, requeue when its process dies.
+    "late_ack": {"task_acks_late": True, "task_reject_on_worker_lost": True},
+    # One message in hand per process (ours on a worker that takes batch or corpus jobs;
+    # a worker of the analysis queue alone keeps Celery's default, 4).
+    "prefetch_1": {"worker_prefetch_multiplier": 1},
     # Task events for Flower and monitors (task-received/started/succeeded ...).
     "task_events": {"worker_send_task_events": True, "task_send_sent_event": True},
     # A STARTED state written to the result backend before each task runs.
@@ -39,8 +38,8 @@ SETTING_GROUPS: dict[str, dict[str, Any]] = {
 """Settings of our worker that change the per-task work, by what they buy."""
 
 OURS: tuple[str, ...] = ("late_ack", "track_started")
-"""The groups ``redundancy.workers.celeryconfig`` sets (a unit test keeps this list in
-step with it)."""
+"""The groups ``redundancy.workers.celeryconfig`` sets on a worker of the analysis queue,
+the benchmark's (a unit test keeps this list in step with it)."""
 
 
 def settings_for(spec: str) -> dict[str, Any]:

@@ -50,6 +50,9 @@ CELERY_QUEUE: Final = "celery"
 ``send_task("redundancy.analyze_content", ...)`` without a queue here, so every standard
 worker listens on it too (our producers route each task to its queue)."""
 QUEUES: Final = (ANALYSIS_QUEUE, SIMILARITY_QUEUE, BATCH_QUEUE, CORPUS_QUEUE, CELERY_QUEUE)
+SHORT_JOB_QUEUES: Final = frozenset({ANALYSIS_QUEUE, SIMILARITY_QUEUE})
+"""Queues of one- and two-text jobs (bounded by MAX_TEXT_CHARS, milliseconds each): a
+worker consuming only these keeps a few messages in hand (``SHORT_JOB_PREFETCH``)."""
 DEFAULT_QUEUE: Final = ANALYSIS_QUEUE
 """Anything unrouted (e.g. Celery's own helpers) lands where every standard worker listens."""
 DEAD_LETTER_EXCHANGE: Final = "redundancy.dead-letter"

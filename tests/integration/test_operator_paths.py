@@ -114,3 +114,31 @@ def test_a_broker_set_only_in_the_named_celeryconfig_is_used_by_workers_and_prod
     assert out["score"] == pytest.approx(0.5)
     assert f"[{out['id']}] received" in worker.text()
     assert redis_cluster.broker_url.split("//")[1] in worker.text()  # its banner's transport
+
+
+def test_a_worker_keeps_messages_in_hand_by_the_queues_it_consumes(redis_cluster):
+    # Given workers started as operators start them: of short jobs only (crd and plain
+    # celery), of every queue, with the setting, with Celery's own option
+    short = redis_cluster.start_worker(concurrency=2, cli_args=("-Q", "analysis"))
+    every = redis_cluster.start_worker(concurrency=2)
+    setting = redis_cluster.start_worker(
+        concurrency=2, cli_args=("-Q", "analysis"), WORKER_PREFETCH_MULTIPLIER="2"
+    )
+    option = redis_cluster.start_worker(
+        concurrency=2, cli_args=("-Q", "analysis", "--prefetch-multiplier", "3")
+    )
+    plain = redis_cluster.start_plain_worker("-Q", "analysis,similarity")
+    workers = {"short": short, "every": every, "setting": setting, "option": option}
+
+    # When Celery's own inspection asks each how many messages it takes at most
+    out = redis_cluster.producer(f"""
+        import json
+        from redundancy.workers import app
+        names = { ({k: w.hostname for k, w in workers.items()} | {"plain": plain.hostname})!r}
+        stats = app.control.inspect(destination=list(names.values()), timeout=10).stats() or {{}}
+        print(json.dumps({{k: stats.get(h, {{}}).get("prefetch_count") for k, h in names.items()}}))
+    """)
+
+    # Then a worker of short jobs keeps four per process in hand (Celery's default), one
+    # that also takes batch and corpus jobs one, and an explicit choice stands
+    assert out == {"short": 8, "every": 2, "setting": 4, "option": 6, "plain": 4}

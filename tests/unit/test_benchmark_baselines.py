@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from benchmarks.plain_celery import OURS, SETTING_GROUPS, settings_for
 
-from redundancy.workers.celeryconfig import celery_settings
+from redundancy.names import ANALYSIS_QUEUE
+from redundancy.workers.celeryconfig import celery_settings, prefetch_multiplier
 
 
 def test_the_plain_baseline_uses_exactly_the_celery_settings_our_worker_uses(settings_env):
-    # Given our worker's Celery settings on a cluster
+    # Given the Celery settings of our worker of the analysis queue (the benchmark's)
     settings_env(CELERY_BROKER_URL="redis://127.0.0.1:1/0")
-    ours = celery_settings()
+    ours = celery_settings() | {"worker_prefetch_multiplier": prefetch_multiplier([ANALYSIS_QUEUE])}
     # Then a settings group of the plain app is in OURS exactly when our worker sets it all
     for name, group in SETTING_GROUPS.items():
         assert (name in OURS) == all(ours.get(k) == v for k, v in group.items()), name

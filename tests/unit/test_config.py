@@ -11,7 +11,12 @@ import pytest
 
 from redundancy.config import load_settings
 from redundancy.errors import ConfigurationError
-from redundancy.workers.celeryconfig import celery_settings
+from redundancy.workers.celeryconfig import (
+    LONG_JOB_PREFETCH,
+    SHORT_JOB_PREFETCH,
+    celery_settings,
+    prefetch_multiplier,
+)
 
 
 def test_unset_broker_is_the_embedded_default():
@@ -213,3 +218,28 @@ def test_errors_never_print_a_password(monkeypatch):
         load_settings()
     assert "topsecret" not in str(caught.value)
     assert "user:***@host" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("queues", "expected"),
+    [
+        (["analysis"], SHORT_JOB_PREFETCH),
+        ("analysis, similarity", SHORT_JOB_PREFETCH),
+        (["analysis", "batch"], LONG_JOB_PREFETCH),
+        (["corpus"], LONG_JOB_PREFETCH),
+        (["celery"], LONG_JOB_PREFETCH),  # send_task by name: any task, long ones too
+        (None, LONG_JOB_PREFETCH),  # every queue
+        ("", LONG_JOB_PREFETCH),
+    ],
+)
+def test_messages_in_hand_follow_the_queues_a_worker_consumes(queues, expected):
+    assert SHORT_JOB_PREFETCH > LONG_JOB_PREFETCH == 1
+    assert prefetch_multiplier(queues, load_settings()) == expected
+
+
+def test_the_prefetch_setting_wins_over_the_queues():
+    s = load_settings(worker_prefetch_multiplier=2, celery_broker_url="redis://h/0")
+    assert prefetch_multiplier(["analysis"], s) == prefetch_multiplier(None, s) == 2
+    assert celery_settings(s)["worker_prefetch_multiplier"] == 2
+    with pytest.raises(ConfigurationError, match="WORKER_PREFETCH_MULTIPLIER"):
+        load_settings(worker_prefetch_multiplier=0)

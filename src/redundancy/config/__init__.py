@@ -154,6 +154,13 @@ class Settings(BaseSettings):
         default=5, ge=1, description="deliveries of one task message before it is poison"
     )
     worker_concurrency: int | None = Field(default=None, gt=0)
+    worker_prefetch_multiplier: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="messages each pool process keeps in hand (unset: 4 on a worker of only "
+        "the analysis/similarity queues, else 1)",
+    )
     task_queue_dead_lettering: bool = Field(
         default=True,
         description="declare the task queues with a dead-letter exchange (RabbitMQ); false "

@@ -6,10 +6,12 @@ This is where every Celery setting the project relies on lives. The repository's
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from redundancy.config import REDIS_SCHEMES, Settings, get_settings
+from redundancy.names import SHORT_JOB_QUEUES
 from redundancy.retry import PUBLISH_RETRY
 from redundancy.workers.routing import DEFAULT_QUEUE, TASK_ROUTES, task_queues
 
@@ -45,6 +47,33 @@ def broker_transport(broker_url: object) -> str | None:
     return None
 
 
+LONG_JOB_PREFETCH = 1
+"""Messages each pool process keeps in hand on a worker that takes batch or corpus jobs:
+one, so a long job never holds back others that an idle worker could run (Celery's
+advice for long tasks)."""
+SHORT_JOB_PREFETCH = 4
+"""The same on a worker that consumes only ``SHORT_JOB_QUEUES`` (``-Q analysis``):
+Celery's default. With one, a pool process finishing a job waits for the main process
+to acknowledge it and fetch the next before it can start again; a few in hand keep it
+busy. Measured: ``benchmarks.e2e_tasks`` (README "Per-task overhead")."""
+
+
+def prefetch_multiplier(
+    queues: str | Iterable[str] | None, settings: Settings | None = None
+) -> int:
+    """``worker_prefetch_multiplier`` for a worker consuming ``queues`` (Celery's ``-Q``:
+    a list or a comma-separated string; empty means every queue): WORKER_PREFETCH_MULTIPLIER
+    when set, else ``SHORT_JOB_PREFETCH`` for short-job queues only, else ``LONG_JOB_PREFETCH``.
+    Acknowledgement stays late either way: a message in hand that a dead worker never
+    ran is delivered again like the one it was running."""
+    s = settings or get_settings()
+    if s.worker_prefetch_multiplier is not None:
+        return s.worker_prefetch_multiplier
+    names = queues.split(",") if isinstance(queues, str) else list(queues or ())
+    chosen = {str(n).strip() for n in names} - {""}
+    return SHORT_JOB_PREFETCH if chosen and chosen <= SHORT_JOB_QUEUES else LONG_JOB_PREFETCH
+
+
 def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
     """The settings dict for ``Celery.config_from_object``."""
     s = settings or get_settings()
@@ -59,10 +88,11 @@ def celery_settings(settings: Settings | None = None) -> dict[str, Any]:
         "accept_content": ["json"],
         "result_accept_content": ["json"],
         # A message is acknowledged only after its task finished; a worker lost mid-task
-        # puts it back on the queue; one message in flight per process.
+        # puts it back on the queue. Messages in hand per process: ``prefetch_multiplier``,
+        # chosen again from a worker's queues when it starts (``PrefetchForQueues``).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
+        "worker_prefetch_multiplier": prefetch_multiplier(None, s),
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "task_publish_retry": True,
         "task_publish_retry_policy": dict(PUBLISH_RETRY),

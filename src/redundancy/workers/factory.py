@@ -14,7 +14,12 @@ from celery import Celery
 
 from redundancy.config import get_settings
 from redundancy.config.overrides import celery_overrides
-from redundancy.workers.celeryconfig import broker_transport, celery_settings, result_backend_class
+from redundancy.workers.celeryconfig import (
+    broker_transport,
+    celery_settings,
+    result_backend_class,
+)
+from redundancy.workers.prefetch import PrefetchForQueues
 
 HOOK_MODULES: tuple[str, ...] = (
     "redundancy.cache.hooks",
@@ -54,8 +59,11 @@ def create_app() -> Celery:
         amqp="redundancy.workers.argsrepr:SummarizingAMQP",  # argument summaries, not texts
     )
     conf = celery_settings()
-    conf.update(celery_overrides())
+    overrides = celery_overrides()
+    conf.update(overrides)
     app.config_from_object(conf)
+    if "worker_prefetch_multiplier" not in overrides:  # the ops module's choice stands
+        app.steps["worker"].add(PrefetchForQueues)
     app.backend_cls = result_backend_class(app.conf.result_backend)
     if not app.conf.broker_transport:
         app.conf.broker_transport = broker_transport(app.conf.broker_url)
