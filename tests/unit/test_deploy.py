@@ -56,7 +56,7 @@ ORIGINAL_ENV = (  # the original service's names (docs/architecture.md §7)
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "SERVICE_NAME",
 )
-APP_SERVICES = ("worker", "flower", "cli", "api", "handlers")
+APP_SERVICES = ("worker", "worker-jobs", "flower", "cli", "api", "handlers")
 
 METRIC_MODULES = (
     "redundancy.events.metrics",
@@ -208,7 +208,8 @@ def test_prometheus_scrapes_every_worker_replica_and_loads_the_rules():
     # celery-mixin selects job=~".*celery.*": the workers' job is named to match
     assert re.fullmatch(".*celery.*", "celery") and not re.fullmatch(".*celery.*", "flower")
     dns = jobs["celery"]["dns_sd_configs"][0]
-    assert dns["names"] == ["worker"] and dns["port"] == port
+    assert dns["names"] == ["worker", "worker-jobs"] and dns["port"] == port
+    assert SERVICES["worker-jobs"]["command"][-2:] == ["--metrics-port", str(port)]
     for job in jobs.values():
         for static in job.get("static_configs", []):
             for target in static["targets"]:
@@ -457,3 +458,16 @@ def test_every_alert_rule_has_a_promtool_test_where_it_fires_and_one_where_it_do
     rules = {r["alert"] for f in (MIXIN_ALERTS, ALERTS) for g in f["groups"] for r in g["rules"]}
     assert rules - fires == set(), "alerts never shown to fire"
     assert rules - quiet == set(), "alerts never shown to stay quiet"
+
+
+def test_the_two_kinds_of_worker_consume_every_queue_between_them():
+    from redundancy.names import QUEUES, SHORT_JOB_QUEUES
+
+    def queues(service: str) -> set[str]:
+        command = SERVICES[service]["command"]
+        return set(command[command.index("--queues") + 1].split(","))
+
+    # short jobs (four messages in hand) apart from long ones (one): nothing left unconsumed
+    assert queues("worker") == set(SHORT_JOB_QUEUES)
+    assert queues("worker-jobs") == set(QUEUES) - SHORT_JOB_QUEUES
+    assert "healthcheck" in SERVICES["worker-jobs"]
