@@ -20,6 +20,7 @@ from redundancy.workers.celeryconfig import (
     result_backend_class,
 )
 from redundancy.workers.prefetch import PrefetchForQueues
+from redundancy.workers.resultrepr import install as install_result_text
 
 HOOK_MODULES: tuple[str, ...] = (
     "redundancy.cache.hooks",
@@ -67,6 +68,7 @@ def create_app() -> Celery:
     app.backend_cls = result_backend_class(app.conf.result_backend)
     if not app.conf.broker_transport:
         app.conf.broker_transport = broker_transport(app.conf.broker_url)
+    install_result_text()
     for module in HOOK_MODULES:
         hooks = importlib.import_module(module)
         hooks.register()
