@@ -2,7 +2,7 @@
 worker set-up with them off, in the same run.
 
     python -m benchmarks.observability [--tasks 500] [--rounds 3] [--redis redis://127.0.0.1:6379/12]
-        [--parts metrics,tracing,json] [--sample-ratio 1.0]
+        [--parts metrics,tracing,json] [--sample-ratio 1.0] [--output /tmp/obs.json]
 
 Two `crd worker`s (prefork, 2 processes each, INFO logging) run side by side on their
 own queues of one Redis broker:
@@ -23,6 +23,7 @@ own cost per task, where a fixed per-task overhead shows most).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -30,6 +31,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import UTC, datetime
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -139,6 +142,14 @@ def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     return total
 
 
+def write_elsewhere(path: Path, name: str, data: dict[str, Any]) -> Path:
+    """A trial run's result outside benchmarks/results (which holds the published runs)."""
+    data = {"benchmark": name, "when": datetime.now(UTC).isoformat(timespec="seconds"), **data}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(data, indent=2))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", type=int, default=500)
@@ -155,6 +166,11 @@ def main() -> None:
         "--parts",
         default="metrics,tracing,json",
         help="what 'on' turns on (a subset shows each part's cost)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="write the JSON here instead of benchmarks/results/observability<variant>.json",
     )
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -270,7 +286,7 @@ def main() -> None:
         }
         for name, by_mode in cpu_ms.items()
     }
-    write_result(
+    (write_result if args.output is None else partial(write_elsewhere, args.output))(
         f"observability{variant}",
         {
             "broker": "redis",
