@@ -36,13 +36,22 @@ TRACE = """
     from redundancy.workers import app
     from redundancy.tasks import analyze_content
 
-    trips = 0
+    trips = waits = 0  # requests sent; times the process waited for replies in turn
+    reading = False
     send = AbstractConnection.send_packed_command
     def counted(self, *args, **kwargs):
-        global trips
+        global trips, waits, reading
         trips += 1
+        if reading or trips == 1:  # a request after a reply was read starts a new wait
+            waits, reading = waits + 1, False
         return send(self, *args, **kwargs)
     AbstractConnection.send_packed_command = counted
+    read = AbstractConnection.read_response
+    def read_counted(self, *args, **kwargs):
+        global reading
+        reading = True
+        return read(self, *args, **kwargs)
+    AbstractConnection.read_response = read_counted
 
     tracer = build_tracer(analyze_content.name, analyze_content, app=app, eager=False)
     def run(text, task_id=None, redelivered=False):
@@ -53,9 +62,10 @@ TRACE = """
             "retries": 0, "root_id": task_id, "is_eager": False,
             "delivery_info": {"routing_key": "analysis", "redelivered": redelivered},
         }
-        global shown
-        before = trips
+        global shown, reading, last_waits
+        before, waited, reading = trips, waits, True
         traced = tracer(task_id, (text,), {}, request)
+        last_waits = waits - waited
         if traced.info is None:
             shown = traced.retstr  # the result as the log line and task event show it
             return task_id, trips - before, "SUCCESS"
@@ -65,18 +75,21 @@ TRACE = """
 """
 
 
-def test_analyze_content_costs_four_round_trips_on_a_miss_and_three_on_a_hit(
-    redis_cluster, cache_url
-):
+def test_analyze_content_waits_for_two_round_trips_on_a_miss_and_on_a_hit(redis_cluster, cache_url):
     # Given a traced worker process, warmed up (connections made, scripts loaded)
     out = redis_cluster.producer(
         TRACE
         + """
     run("Warm up the connections. Warm up the connections.")
     miss_id, miss, miss_state = run("The tide came in. The tide came in again. Gulls argued.")
+    miss_waits = last_waits
     hit_id, hit, hit_state = run("The tide came in. The tide came in again. Gulls argued.")
+    hit_waits = last_waits
+    from redundancy.cache.client import get_cache
+    cache_stats = get_cache().stats()
     print(json.dumps({
         "miss": miss, "hit": hit, "states": [miss_state, hit_state], "shown": shown,
+        "waits": [miss_waits, hit_waits], "cache": cache_stats,
         "events": backend.xlen(outbox),
         "deliveries": [backend.get(keys.delivery_counter(i, 0)) and
                        int(backend.get(keys.delivery_counter(i, 0))) for i in (miss_id, hit_id)],
@@ -88,10 +101,14 @@ def test_analyze_content_costs_four_round_trips_on_a_miss_and_three_on_a_hit(
         MESSAGE_BROKER_TYPE="redis_streams",
     )
     # When a text is analysed for the first time (a cache miss), then again (a hit)
-    # Then the miss costs 4 round trips -- STARTED state with the delivery count, cache
+    # Then the miss sends 4 requests -- STARTED state with the delivery count, cache
     # lookup, cache store, result with its event -- and the hit 3 (no cache store)
     assert out["states"] == ["SUCCESS", "SUCCESS"]
     assert (out["miss"], out["hit"]) == (4, 3)
+    # but waits for two round trips either way: the cache's requests go out with the
+    # backend's (lookup with STARTED, store with SUCCESS) and are read after them
+    assert out["waits"] == [2, 2]
+    assert (out["cache"]["hits"], out["cache"]["misses"], out["cache"]["sets"]) == (1, 2, 2)
     # and nothing was left out to save them: results, events, delivery counts are there
     assert out["stored"] == ["SUCCESS", "SUCCESS"]
     assert out["events"] == 3  # the warm-up's, the miss's and the hit's, once each
@@ -194,3 +211,74 @@ def test_a_backend_apart_from_the_job_store_leaves_events_and_counts_to_the_hook
     # Then it stores the result there but writes no event and counts no delivery: the
     # task_success handler and the delivery counter do that on the job store
     assert out == {"stored": "SUCCESS", "marked": False, "counted": None, "events": 0}
+
+
+def test_an_early_lock_the_body_never_used_is_released(redis_cluster, cache_url):
+    # Given a traced task whose arguments give a cache key, so its entry is looked up and
+    # locked with the STARTED state, but whose body refuses the input before asking
+    out = redis_cluster.producer(
+        TRACE
+        + f"""
+    from redundancy.cache import overlap
+    from redundancy.cache.client import get_cache
+    cache = redis.Redis.from_url({cache_url!r})
+    held = []
+    finish = overlap.finish
+    def spy(request):  # what after_return finds: the early lookup took the lock
+        early = getattr(request, overlap.LOOKUP_ATTR, None)
+        held.append([k.decode() for k in cache.scan_iter("*lock*")])
+        held.append(bool(early and early.locked and not early.adopted))
+        finish(request)
+    overlap.finish = spy
+    _, _, refused = run("   ")  # whitespace only: invalid input, failed without retry
+    overlap.finish = finish
+    locks = [k.decode() for k in cache.scan_iter("*lock*")]
+    # and the same text analysed right after by another task is not held up by a lock
+    started = time.monotonic()
+    _, _, ok = run("Sails at dawn. Sails at dawn.")
+    _, _, again = run("Sails at dawn. Sails at dawn.")
+    print(json.dumps({{"refused": refused, "held": held, "locks": locks, "ok": ok, "again": again,
+                      "seconds": time.monotonic() - started, "stats": get_cache().stats()}}))
+    """,
+        REDIS_URL=cache_url,
+        MESSAGE_BROKER_TYPE="redis_streams",
+    )
+    # Then the refused task had taken the entry's lock with its STARTED state, unused, and
+    # released it when it returned (after_return): none is left
+    assert out["refused"] == "FAILURE EmptyTextError"
+    [lock], unused = out["held"]
+    assert "lock" in lock and unused is True
+    assert out["locks"] == []
+    # and the cache works on: a miss then a hit, no wait for a lock's timeout
+    assert (out["ok"], out["again"]) == ("SUCCESS", "SUCCESS")
+    assert (out["stats"]["misses"], out["stats"]["hits"], out["stats"]["sets"]) == (1, 1, 1)
+    assert out["seconds"] < 30  # CACHE_LOCK_TIMEOUT is 60 s: a left lock would block
+
+
+def test_a_store_the_result_backend_did_not_take_is_written_after_the_task(
+    redis_cluster, cache_url
+):
+    # Given a traced task whose SUCCESS store does not take the cache's store along (as
+    # with another result backend, or task_track_started off)
+    out = redis_cluster.producer(
+        TRACE
+        + f"""
+    from redundancy.cache import overlap
+    from redundancy.cache.client import get_cache
+    overlap.send_store = lambda request: None
+    cache = redis.Redis.from_url({cache_url!r})
+    _, miss, first = run("Rain on the roof. Rain on the roof.")
+    entries = [k.decode() for k in cache.scan_iter("*analysis*") if b"lock" not in k]
+    _, _, second = run("Rain on the roof. Rain on the roof.")
+    print(json.dumps({{"states": [first, second], "entries": len(entries),
+                      "locks": [k.decode() for k in cache.scan_iter("*lock*")],
+                      "stats": get_cache().stats()}}))
+    """,
+        REDIS_URL=cache_url,
+        MESSAGE_BROKER_TYPE="redis_streams",
+    )
+    # Then the task wrote the value itself when it returned (after_return), and released
+    # the lock: the next task with the same text is a hit
+    assert out["states"] == ["SUCCESS", "SUCCESS"]
+    assert out["entries"] == 1 and out["locks"] == []
+    assert (out["stats"]["misses"], out["stats"]["hits"], out["stats"]["sets"]) == (1, 1, 1)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redundancy import keys, resources
-from redundancy.cache.core import MISS, SCAN_BATCH, CacheCore
+from redundancy.cache.core import MISS, SCAN_BATCH, CacheCore, EarlyLookup, StoreLater
 from redundancy.kv.clients import Connector
 from redundancy.kv.memory import MemoryStore
 from redundancy.kv.ops import run_async, run_sync
@@ -190,8 +190,10 @@ class SyncRedisCache(_Face):
         *,
         prefix: str | None = None,
         validate: Callable[[Any], bool] | None = None,
+        early: EarlyLookup | None = None,
+        defer: Callable[[StoreLater], bool] | None = None,
     ) -> Any:
-        flow = self.core.get_or_set(key, factory, ttl, prefix, validate)
+        flow = self.core.get_or_set(key, factory, ttl, prefix, validate, early, defer)
         return run_sync(flow, self.core.connector.sync())
 
     def delete(self, key: str, *, prefix: str | None = None) -> bool:

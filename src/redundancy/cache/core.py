@@ -27,6 +27,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
@@ -99,6 +100,34 @@ def _store_and_unlock_twin(store: Any, k: list[bytes], a: list[bytes]) -> int:
     if store.call("GET", k[1]) == a[2]:
         store.call("DEL", k[1])
     return 1
+
+
+@dataclass
+class EarlyLookup:
+    """A ``GET_OR_LOCK`` of one entry sent before the caller asked for it: its keys and
+    token, then its ``reply`` (None: not read) and whether ``get_or_set`` adopted it."""
+
+    ctype: str
+    full: str
+    lock: str
+    token: str
+    lock_ms: int
+    reply: Any = None
+    adopted: bool = False
+
+    @property
+    def locked(self) -> bool:
+        """The lookup took the entry's lock (a miss): someone must release it."""
+        return self.reply is not None and int(self.reply[0]) == 2
+
+
+@dataclass(frozen=True)
+class StoreLater:
+    """A holder's ``STORE_AND_UNLOCK`` (keys and args) handed over to be written later."""
+
+    ctype: str
+    keys: tuple[str, str]
+    args: tuple[bytes, int, str]
 
 
 class CacheUnavailableError(InfrastructureError):
@@ -385,6 +414,24 @@ class CacheCore:
         self.book.record(ctype, "deletes", int(removed))
         return bool(removed)
 
+    def early_lookup(self, key: str, prefix: str | None = None) -> EarlyLookup | None:
+        """A lookup to send before ``get_or_set`` asks (``redundancy.cache.overlap``); None
+        while the server is known to be down."""
+        prefix = self.check_prefix(prefix)
+        full = self.full_key(prefix, self.check_key(key))
+        if self._down_until and time.monotonic() < self._down_until:
+            return None
+        lock = keys.cache_lock(prefix, key)
+        ctype = cache_type(key, prefix)
+        return EarlyLookup(ctype, full, lock, secrets.token_hex(16), ttl_ms(self.lock_timeout))
+
+    def stored_later(self, later: StoreLater, exc: BaseException | None) -> None:
+        """A store handed to ``defer`` was written (``exc`` None) or failed."""
+        if exc is None:
+            self.book.record(later.ctype, "sets")
+        else:
+            self._error(later.ctype, "set", exc)
+
     def get_or_set(
         self,
         key: str,
@@ -392,6 +439,8 @@ class CacheCore:
         ttl: float | None = None,
         prefix: str | None = None,
         validate: Callable[[Any], bool] | None = None,
+        early: EarlyLookup | None = None,
+        defer: Callable[[StoreLater], bool] | None = None,
     ) -> Flow[Any]:
         """The stored value, or ``factory()`` computed by exactly one of the callers that
         miss at the same moment (a short lock, ``SET NX PX`` + compare-and-delete).
@@ -408,6 +457,10 @@ class CacheCore:
         ``lock_timeout`` computes itself.
         Each call counts one hit (the value came from the cache) or one miss (this caller
         ran the factory); an unreachable cache counts errors and just runs the factory.
+
+        ``early``: the lookup of this key already sent (its reply replaces the first round
+        trip); ``defer``: takes the holder's store and unlock to write later, returning
+        True, instead of a round trip now (``redundancy.cache.overlap``).
         """
         prefix = self.check_prefix(prefix)
         ctype = cache_type(self.check_key(key), prefix)
@@ -420,11 +473,17 @@ class CacheCore:
         lock = keys.cache_lock(prefix, key)
         token = secrets.token_hex(16)
         lock_ms = ttl_ms(self.lock_timeout)
+        adopted = early is not None and early.full == full and early.reply is not None
+        if adopted and early is not None:
+            early.adopted, token = True, early.token
         deadline = time.monotonic() + self.lock_timeout
         delay = POLL_FIRST
         while True:
             try:
-                reply = yield RunScript(GET_OR_LOCK, (full, lock), (token, lock_ms))
+                if adopted and early is not None:
+                    reply, adopted = early.reply, False
+                else:
+                    reply = yield RunScript(GET_OR_LOCK, (full, lock), (token, lock_ms))
             except Exception as exc:
                 self._error(ctype, "get_or_set", exc)
                 return (yield Call(factory))
@@ -436,7 +495,9 @@ class CacheCore:
                 self._rejected(ctype, full, "undecodable" if value is MISS else "invalid")
                 break  # compute below, without the lock, and overwrite it
             if int(reply[0]) == 2:
-                return (yield from self._compute_locked(ctype, full, factory, ms, lock, token))
+                return (
+                    yield from self._compute_locked(ctype, full, factory, ms, lock, token, defer)
+                )
             if time.monotonic() >= deadline:
                 log.warning("get_or_set waited %gs for %s; computing", self.lock_timeout, full)
                 break
@@ -448,7 +509,14 @@ class CacheCore:
         return value
 
     def _compute_locked(
-        self, ctype: str, full: str, factory: Callable[[], Any], ms: int, lock: str, token: str
+        self,
+        ctype: str,
+        full: str,
+        factory: Callable[[], Any],
+        ms: int,
+        lock: str,
+        token: str,
+        defer: Callable[[StoreLater], bool] | None = None,
     ) -> Flow[Any]:
         self._miss(ctype)
         try:
@@ -457,6 +525,8 @@ class CacheCore:
         except Exception:
             yield from self._unlock(ctype, full, b"", ms, lock, token)
             raise
+        if defer is not None and defer(StoreLater(ctype, (full, lock), (data, ms, token))):
+            return value
         yield from self._unlock(ctype, full, data, ms, lock, token)
         return value
 

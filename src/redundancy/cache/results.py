@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from redundancy import keys
+from redundancy.cache import overlap
 from redundancy.cache.client import get_cache
 from redundancy.cache.core import cache_type
 from redundancy.cache.metrics import CACHE_ERRORS
@@ -62,9 +63,11 @@ def conforms(model: type[BaseModel]) -> Callable[[Any], bool]:
     return check
 
 
-def cached(key: str, compute: Callable[[], T], model: type[BaseModel]) -> T:
+def cached(key: str, compute: Callable[[], T], model: type[BaseModel], request: Any = None) -> T:
     """``compute()`` through the process's cache (computed once for concurrent misses);
-    a stored value that is not a ``model`` is not believed.
+    a stored value that is not a ``model`` is not believed. With the task's ``request``
+    the lookup may already have been sent with the STARTED state, and the store goes with
+    the SUCCESS state (``redundancy.cache.overlap``).
 
     Never lets the cache fail the caller: an error inside the cache layer itself is
     logged and counted, and the value is computed (or the one computed is returned).
@@ -83,7 +86,13 @@ def cached(key: str, compute: Callable[[], T], model: type[BaseModel]) -> T:
 
     try:
         cache = get_cache()
-        return cache.get_or_set(key, factory, validate=conforms(model))  # type: ignore[no-any-return]
+        if not overlap.usable(request):
+            return cache.get_or_set(key, factory, validate=conforms(model))  # type: ignore[no-any-return]
+        early = getattr(request, overlap.LOOKUP_ATTR, None)
+        defer = overlap.hand_over(request)
+        return cache.get_or_set(  # type: ignore[no-any-return]
+            key, factory, validate=conforms(model), early=early, defer=defer
+        )
     except Exception:
         if outcome.get("failed"):
             raise  # the computation's own error (invalid input ...): the task's result

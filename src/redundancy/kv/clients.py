@@ -11,7 +11,10 @@ from __future__ import annotations
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from redundancy import resources
 from redundancy.kv.memory import AsyncMemoryBackend, MemoryStore
@@ -70,15 +73,60 @@ class RedisSyncBackend:
         finally:
             self._tokens.put(None)
 
-    def script(self, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+    def _registered(self, script: Script) -> Any:
         registered = self._scripts.get(script.name)
         if registered is None:  # redis-py's Script: EVALSHA, loading it on NOSCRIPT
             registered = self._scripts[script.name] = self.client.register_script(script.lua)
+        return registered
+
+    def script(self, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
+        registered = self._registered(script)
         self._acquire()
         try:
             return registered(keys=list(keys), args=list(args))
         finally:
             self._tokens.put(None)
+
+    def send_script(
+        self, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]
+    ) -> Callable[[], Any]:
+        """Put ``script`` on the wire now and return the function that reads its reply (call
+        it exactly once), so the caller's other round trip runs meanwhile: two requests
+        waited for together. The reply raises NoScriptError while the server lacks the
+        script (``script`` loads it). The connection is held until the reply is read."""
+        sha = self._registered(script).sha
+        self._acquire()
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except BaseException:
+            self._tokens.put(None)
+            raise
+        try:
+            conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
+        except BaseException:
+            self._give_back(pool, conn, broken=True)
+            raise
+
+        def reply() -> Any:
+            broken = True
+            try:
+                value = conn.read_response()
+                broken = False
+                return value
+            except ResponseError:  # the server answered (NOSCRIPT ...): the connection is fine
+                broken = False
+                raise
+            finally:
+                self._give_back(pool, conn, broken)
+
+        return reply
+
+    def _give_back(self, pool: Any, conn: Any, broken: bool) -> None:
+        if broken:
+            conn.disconnect()  # a reply may still be on its way: never reuse the socket
+        pool.release(conn)
+        self._tokens.put(None)
 
 
 class RedisAsyncBackend:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from redundancy.cache.overlap import early_key
 from redundancy.cache.results import analysis_key, cached, similarity_key
 from redundancy.config import get_settings
 from redundancy.core import (
@@ -41,7 +42,22 @@ def analyze_content(
         )
         return result.model_dump(mode="json")
 
-    return cached(analysis_key(req.text, req.threshold, req.algorithm), compute, AnalysisResult)
+    key = analysis_key(req.text, req.threshold, req.algorithm)
+    return cached(key, compute, AnalysisResult, analyze_content.request)
+
+
+@early_key(names.ANALYZE_CONTENT)
+def _early_analysis_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The key ``analyze_content`` will look up, from its arguments as sent (before the
+    body validates them: a key it does not ask for only costs the early lookup)."""
+    text = args[0] if args else kwargs.get("text")
+    threshold = args[1] if len(args) > 1 else kwargs.get("threshold", DEFAULT_THRESHOLD)
+    algorithm = args[2] if len(args) > 2 else kwargs.get("algorithm", DEFAULT_ALGORITHM)
+    if not (isinstance(text, str) and isinstance(algorithm, str)):
+        return None
+    if type(threshold) not in (int, float) or len(text) > get_settings().max_text_chars:
+        return None
+    return analysis_key(text, threshold, algorithm)
 
 
 @app.task(name=names.COMPARE_TEXTS)
@@ -72,4 +88,4 @@ def compare_texts(
         return result.model_dump(mode="json")
 
     key = similarity_key(req.text_a, req.text_b, req.threshold, req.algorithm)
-    return cached(key, compute, SimilarityResult)
+    return cached(key, compute, SimilarityResult, compare_texts.request)

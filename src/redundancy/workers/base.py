@@ -11,6 +11,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from redundancy.cache import overlap
 from redundancy.config import get_settings
 from redundancy.errors import InfrastructureError, InvalidInputError, PoisonMessageError
 from redundancy.retry import TASK_RETRY
@@ -56,6 +57,11 @@ class RedundancyTask(Task):  # type: ignore[misc]
     @property
     def max_retries(self) -> int:
         return get_settings().task_max_retries
+
+    def after_return(self, *args: Any, **kwargs: Any) -> None:
+        """Finish the results cache's work the result backend did not take (a store to
+        write, an early lock to release: ``redundancy.cache.overlap``)."""
+        overlap.finish(self.request)
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         """Refuse a message that keeps coming back (it killed workers MAX_DELIVERIES times).

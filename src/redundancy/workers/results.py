@@ -7,6 +7,10 @@ two round trips per state, four per task with ``task_track_started``. ``STORE`` 
 same check, write and publish in one Lua script -- atomically, which also closes the gap
 between Celery's read and its write.
 
+The results cache's own round trips are waited for together with these two: its lookup
+is sent just before the STARTED store and its store just before the SUCCESS store, each
+read just after (``redundancy.cache.overlap``).
+
 The STARTED state (``task_track_started``) carries the attempt's delivery count along:
 the poison-message guard (``RedundancyTask.before_start``, right after) reads it from the
 request instead of counting in a round trip of its own.
@@ -36,6 +40,7 @@ from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
 
 from redundancy import keys
+from redundancy.cache import overlap
 from redundancy.config import get_settings
 from redundancy.events import metrics as event_metrics
 from redundancy.events.signals import STORED_WITH_RESULT, event_with_result
@@ -109,9 +114,23 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
             )
         event = self._event_fields(request, result) if state == states.SUCCESS else None
         counter = self._delivery_counter(request) if state == states.STARTED else None
-        stored, count = self.ensure(
-            self._store, (self.get_key_for_task(task_id), value, event, counter)
-        )
+        # The results cache's request rides along: sent now, read after ours (overlap).
+        if state == states.STARTED:
+            lookup = overlap.send_lookup(request)
+            try:
+                stored, count = self.ensure(
+                    self._store, (self.get_key_for_task(task_id), value, event, counter)
+                )
+            finally:
+                overlap.receive_lookup(lookup, request)
+        else:
+            store = overlap.send_store(request)
+            try:
+                stored, count = self.ensure(
+                    self._store, (self.get_key_for_task(task_id), value, event, counter)
+                )
+            finally:
+                overlap.receive_store(store)
         if stored and event is not None:
             setattr(request, STORED_WITH_RESULT, True)
             event_metrics.OUTBOX_WRITTEN.inc()
