@@ -17,11 +17,12 @@ from redundancy.events.relay import Relay
 
 
 class WindowBroker(InMemoryBroker):
-    """Confirms asynchronously, like Kafka: a batch is written when handed over and its
-    reports come with a later poll, one batch per poll in a random order (a later batch
-    may be confirmed before an older one). Batches numbered in ``fail`` (in the order they
-    are handed over) get half written, then their reports fail; an event id in
-    ``refused`` is refused for good."""
+    """Confirms asynchronously, like Kafka: batches are written in the order handed over,
+    their reports come with later polls, one batch per poll in a random order (a later
+    batch may be confirmed before an older one), a failure first. Batches numbered in ``fail`` (in the
+    order handed over) get half written, then their reports fail; an event id in
+    ``refused`` is refused for good. A disconnect abandons what is in flight: those
+    reports never come, and what was not written yet lands late, after the next write."""
 
     confirms_async = True
 
@@ -31,7 +32,8 @@ class WindowBroker(InMemoryBroker):
         self.refused = refused
         self.handed = 0
         self.most_in_flight = 0
-        self.waiting: list = []
+        self.waiting: list = []  # [sending, messages or None once written, error]
+        self.late: list = []
         self.random = random.Random(seed)
 
     def _send(self, messages):  # send_sync: one by one after a refusal
@@ -46,18 +48,33 @@ class WindowBroker(InMemoryBroker):
             messages, error = messages[: len(messages) // 2], BrokerUnavailableError("injected")
         elif any(m.event_id == self.refused for m in messages):
             messages, error = [], PublishRejectedError("too large")
-        super()._send(messages)
-        self.waiting.append((sending, error))
+        self.waiting.append([sending, messages, error])
         self.most_in_flight = max(self.most_in_flight, len(self.waiting))
 
     def _poll(self, timeout):
-        if self.waiting:
-            sending, error = self.waiting.pop(self.random.randrange(len(self.waiting)))
-            sending.report(error, sending.unconfirmed)
+        if not self.waiting:
+            return
+        failing = [i for i, entry in enumerate(self.waiting) if entry[2] is not None]
+        k = failing[0] if failing else self.random.randrange(len(self.waiting))
+        for entry in self.waiting[: k + 1]:  # in order: a batch lands after those before it
+            if entry[1] is not None:
+                InMemoryBroker._send(self, entry[1])
+                entry[1] = None
+        for messages in self.late:
+            InMemoryBroker._send(self, messages)
+        self.late.clear()
+        sending, _, error = self.waiting.pop(k)
+        sending.report(error, sending.unconfirmed)
 
     def _flush(self):
         while self.waiting:
             self._poll(0)
+
+    def _disconnect(self):
+        self.late += [messages for _, messages, _ in self.waiting if messages is not None]
+        for sending, _, _ in self.waiting:
+            sending.give_up(BrokerUnavailableError("disconnected"))
+        self.waiting.clear()
 
 
 def fill(outbox, count, aggregates=7):
