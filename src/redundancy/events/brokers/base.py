@@ -87,10 +87,13 @@ class Sending:
     ``send_async`` returns). ``settled`` once every report arrived; ``error`` is the first
     failure (a batch with one is re-sent whole, or one by one when refused for good)."""
 
-    def __init__(self, kind: str, count: int) -> None:
+    def __init__(self, kind: str, count: int, *, metered: bool = True) -> None:
         self.kind = kind
+        self.metered = metered
+        """False when the caller counts the metrics itself (``send_sync``)."""
         self.count = count
         self.unconfirmed = count
+        self.failed = 0
         self.error: Exception | None = None
 
     @property
@@ -103,19 +106,28 @@ class Sending:
 
     def report(self, error: Exception | None = None, count: int = 1) -> None:
         """``count`` delivery reports arrived (``error``: they failed)."""
-        if error is not None and self.error is None:
-            self.error = error
         self.unconfirmed -= count
         if error is not None:
-            metrics.EVENTS_FAILED.labels(self.kind).inc(count)
-        else:
-            metrics.EVENTS_PUBLISHED.labels(self.kind).inc(count)
+            self.failed += count
+            if self.error is None:
+                self.error = error
+        if not self.unconfirmed:
+            self._counted()
 
     def give_up(self, error: Exception) -> None:
         """Reports that will not come (the client could not take the messages, or the
         wait for them ended): what is unconfirmed failed."""
         if self.unconfirmed:
             self.report(error, self.unconfirmed)
+
+    def _counted(self) -> None:
+        """Metrics once per batch, when its last report arrived (not per event: cheaper)."""
+        if not self.metered:
+            return
+        if self.count > self.failed:
+            metrics.EVENTS_PUBLISHED.labels(self.kind).inc(self.count - self.failed)
+        if self.failed:
+            metrics.EVENTS_FAILED.labels(self.kind).inc(self.failed)
 
 
 class EventBroker(ABC):
@@ -154,6 +166,10 @@ class EventBroker(ABC):
     def _send_async(self, messages: Sequence[WireMessage], sending: Sending) -> None:
         """Hand ``messages`` over in order; their reports reach ``sending`` from ``_poll``."""
         raise NotImplementedError
+
+    def _sending(self, count: int) -> Sending:
+        """The handle ``send_async`` returns (a backend may give one of its own)."""
+        return Sending(self.kind, count)
 
     def _poll(self, timeout: float) -> None:  # noqa: B027 -- only with confirms_async
         """Serve the delivery reports that arrived, waiting up to ``timeout`` for one."""
@@ -217,7 +233,7 @@ class EventBroker(ABC):
         the returned ``Sending`` during ``poll_sync``/``flush_sync``. Never raises for a
         broker failure (it is the handle's ``error``). On a broker that cannot confirm
         asynchronously this is ``send_sync``: the handle comes back settled."""
-        sending = Sending(self.kind, len(messages))
+        sending = self._sending(len(messages))
         if not self.confirms_async:
             try:
                 self.send_sync(messages)

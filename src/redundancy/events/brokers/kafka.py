@@ -116,7 +116,7 @@ class KafkaBroker(EventBroker):
         self._give_up_pending()
 
     def _send(self, messages: Sequence[WireMessage]) -> None:
-        sending = Sending(self.kind, len(messages))
+        sending = _Reports(self.kind, len(messages), metered=False)  # send_sync counts
         self._send_async(messages, sending)
         self._flush()
         if sending.error is not None:
@@ -126,9 +126,7 @@ class KafkaBroker(EventBroker):
         """``produce`` each message; librdkafka batches them and reports each delivery to
         ``sending`` (idempotent producer: in order per partition, no internal duplicates)."""
 
-        def on_delivery(err: Any, _msg: Any) -> None:
-            sending.report(None if err is None else self._failure(err))
-
+        on_delivery = sending if isinstance(sending, _Reports) else _Reports.forward(sending)
         for message in messages:
             headers = list(message.transport_headers().items())
             while True:
@@ -144,6 +142,9 @@ class KafkaBroker(EventBroker):
                 except BufferError:  # local queue full: let deliveries drain, then retry
                     self._producer.poll(0.1)
         self._pending.append(sending)
+
+    def _sending(self, count: int) -> Sending:
+        return _Reports(self.kind, count)
 
     def _poll(self, timeout: float) -> None:
         self._producer.poll(timeout)
@@ -164,18 +165,6 @@ class KafkaBroker(EventBroker):
                     "timed out"
                 )
             )
-
-    def _failure(self, err: Any) -> Exception:
-        """A failed delivery report as the relay's error: refused for good, or retry."""
-        ck = _kafka()
-        if not err.retriable() and err.code() in (
-            ck.KafkaError.MSG_SIZE_TOO_LARGE,
-            ck.KafkaError.INVALID_MSG,
-            ck.KafkaError.INVALID_MSG_SIZE,
-            ck.KafkaError.RECORD_LIST_TOO_LARGE,
-        ):
-            return PublishRejectedError(f"Kafka refused an event: {err}")
-        return BrokerUnavailableError(f"Kafka did not confirm an event: {err}")
 
     def _consumer(self, group: str, extra: dict[str, Any]) -> Any:
         return _kafka().Consumer(
@@ -217,6 +206,39 @@ class KafkaBroker(EventBroker):
             ]
         )
         return _KafkaReader(client, committed=False)
+
+
+class _Reports(Sending):
+    """A ``Sending`` that is its messages' delivery callback: one call per event, so the
+    success path is two operations (librdkafka calls it from ``poll``/``flush``)."""
+
+    def __call__(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.unconfirmed -= 1
+            if not self.unconfirmed:
+                self._counted()
+        else:
+            self.report(_failure(err))
+
+    @staticmethod
+    def forward(sending: Sending) -> Any:
+        def on_delivery(err: Any, _msg: Any) -> None:
+            sending.report(None if err is None else _failure(err))
+
+        return on_delivery
+
+
+def _failure(err: Any) -> Exception:
+    """A failed delivery report as the relay's error: refused for good, or retry."""
+    ck = _kafka()
+    if not err.retriable() and err.code() in (
+        ck.KafkaError.MSG_SIZE_TOO_LARGE,
+        ck.KafkaError.INVALID_MSG,
+        ck.KafkaError.INVALID_MSG_SIZE,
+        ck.KafkaError.RECORD_LIST_TOO_LARGE,
+    ):
+        return PublishRejectedError(f"Kafka refused an event: {err}")
+    return BrokerUnavailableError(f"Kafka did not confirm an event: {err}")
 
 
 class _KafkaReader(Reader):
