@@ -8,6 +8,11 @@ again (duplicates carry the same ``event_id``). While the broker is down the rel
 off exponentially with jitter and nothing is skipped. Entries no retry can publish
 (unreadable, or refused for good) go to a dead-letter stream and are counted.
 
+On a broker that confirms asynchronously (Kafka) up to EVENTS_RELAY_WINDOW batches are
+in flight at once; only the oldest contiguous confirmed ones leave the outbox, and a
+failure anywhere in the window makes the relay wait for all its reports and send again
+from the oldest unconfirmed entry, in order (``_window_failed`` says why order holds).
+
 Run it as ``python -m redundancy.events.relay [--drain]`` (``crd events relay`` is the
 same code). Every worker starts one beside it, as a child process of its main process
 (``start_beside_worker``, on ``worker_ready``; EVENTS_RELAY_IN_WORKER); any number may
@@ -45,6 +50,8 @@ MODULE = "redundancy.events.relay"
 
 log = logging.getLogger(MODULE)  # not __name__, which is "__main__" under python -m
 GAUGE_EVERY = 1.0
+REPORT_WAIT = 0.05
+"""Longest wait for one delivery report before looking at the window again."""
 IDLE_WAIT = 0.5
 """Longest wait for new outbox entries (also how long a stopping relay may take)."""
 LINGER = 0.1
@@ -59,6 +66,8 @@ class _Batch:
 
     messages: list[tuple[str, WireMessage, dict[Any, Any]]]
     sending: Sending
+    sent_at: float
+    """When it was handed over (its reports come within the publish timeout of it)."""
 
 
 class Relay:
@@ -145,7 +154,7 @@ class Relay:
             if len(entries) == self.batch:
                 self._read_next(entries[-1][0])  # while the broker takes this batch
             sending = self.broker.send_async([m for _, m, _ in messages])
-            self._window.append(_Batch(messages, sending))
+            self._window.append(_Batch(messages, sending, time.monotonic()))
             if len(entries) < self.batch:
                 return  # the outbox's tail: wait for more with the next step
 
@@ -153,13 +162,17 @@ class Relay:
         """Remove the oldest batches the broker confirmed (one ``XTRIM MINID`` through the
         last of them: the window starts at the outbox's head); with ``wait``, first wait
         for the oldest one's reports. A failed batch anywhere in the window: see
-        ``_window_failed``."""
+        ``_window_failed``.
+
+        The wait ends by the oldest batch's publish deadline (EVENTS_PUBLISH_TIMEOUT + 1
+        after it was handed over): the lease, renewed before that batch was, outlives it
+        (see ``_renew_before_publishing``), and every later batch had its own renewal."""
         if not self._window:
             return 0
         oldest = self._window[0]
-        deadline = time.monotonic() + self.broker.publish_timeout + 1.0
+        deadline = oldest.sent_at + self.broker.publish_timeout + 1.0
         while True:
-            self.broker.poll_sync(0 if not wait else min(0.05, self.lease_ttl))
+            self.broker.poll_sync(REPORT_WAIT if wait else 0)
             if any(b.sending.error is not None for b in self._window):
                 return self._window_failed()
             if not wait or oldest.sending.settled:
