@@ -151,11 +151,12 @@ class Relay:
             if not self._renew_before_publishing():
                 self._abandon_window()
                 return
-            if len(entries) == self.batch:
-                self._read_next(entries[-1][0])  # while the broker takes this batch
+            full = len(entries) == self.batch
+            if full and len(self._window) + 1 == self.window:
+                self._read_next(entries[-1][0])  # while the broker works, before a wait
             sending = self.broker.send_async([m for _, m, _ in messages])
             self._window.append(_Batch(messages, sending, time.monotonic()))
-            if len(entries) < self.batch:
+            if not full:
                 return  # the outbox's tail: wait for more with the next step
 
     def _settle(self, wait: bool = False) -> int:
