@@ -19,9 +19,9 @@ from redundancy.events.relay import Relay
 class WindowBroker(InMemoryBroker):
     """Confirms asynchronously, like Kafka: batches are written in the order handed over,
     their reports come with later polls, one batch per poll in a random order (a later
-    batch may be confirmed before an older one), a failure first. Batches numbered in ``fail`` (in the
-    order handed over) get half written, then their reports fail; an event id in
-    ``refused`` is refused for good. A disconnect abandons what is in flight: those
+    batch may be confirmed before an older one), a failure first. Batches numbered in
+    ``fail`` (in the order handed over) get half written, then their reports fail; an
+    event id in ``refused`` is refused for good. A disconnect abandons what is in flight: those
     reports never come, and what was not written yet lands late, after the next write."""
 
     confirms_async = True
