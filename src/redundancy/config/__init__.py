@@ -247,6 +247,13 @@ class Settings(BaseSettings):
     events_relay_batch: int = Field(
         default=500, gt=0, le=10_000, description="outbox entries relayed per round trip"
     )
+    events_relay_window: int = Field(
+        default=4,
+        gt=0,
+        le=64,
+        description="batches the relay keeps in flight on a broker that confirms "
+        "asynchronously (Kafka); 1 waits for each batch",
+    )
     events_relay_retry_max: float = Field(
         default=30.0, gt=0, description="longest back-off between relay attempts (s)"
     )

@@ -8,6 +8,11 @@ again (duplicates carry the same ``event_id``). While the broker is down the rel
 off exponentially with jitter and nothing is skipped. Entries no retry can publish
 (unreadable, or refused for good) go to a dead-letter stream and are counted.
 
+On a broker that confirms asynchronously (Kafka) up to EVENTS_RELAY_WINDOW batches are
+in flight at once; only the oldest contiguous confirmed ones leave the outbox, and a
+failure anywhere in the window makes the relay wait for all its reports and send again
+from the oldest unconfirmed entry, in order (``_window_failed`` says why order holds).
+
 Run it as ``python -m redundancy.events.relay [--drain]`` (``crd events relay`` is the
 same code). Every worker starts one beside it, as a child process of its main process
 (``start_beside_worker``, on ``worker_ready``; EVENTS_RELAY_IN_WORKER); any number may
@@ -25,13 +30,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from redundancy.errors import ConfigurationError
 from redundancy.events import metrics
-from redundancy.events.brokers.base import EventBroker
+from redundancy.events.brokers.base import EventBroker, Sending
 from redundancy.events.errors import BrokerUnavailableError, InvalidEventError, PublishRejectedError
 from redundancy.events.outbox import Entry, Outbox
 from redundancy.events.wire import WireMessage
@@ -43,12 +50,24 @@ MODULE = "redundancy.events.relay"
 
 log = logging.getLogger(MODULE)  # not __name__, which is "__main__" under python -m
 GAUGE_EVERY = 1.0
+REPORT_WAIT = 0.05
+"""Longest wait for one delivery report before looking at the window again."""
 IDLE_WAIT = 0.5
 """Longest wait for new outbox entries (also how long a stopping relay may take)."""
 LINGER = 0.1
 """Pause after a partial batch, so a trickle of events is relayed many at a time: each
 batch costs the relay a few round trips, whatever its size (0.02 s cost ~0.5 ms of CPU
 per event at 60 tasks/s; events wait at most this much longer)."""
+
+
+@dataclass
+class _Batch:
+    """Outbox entries handed to the broker together, in outbox order."""
+
+    messages: list[tuple[str, WireMessage, dict[Any, Any]]]
+    sending: Sending
+    sent_at: float
+    """When it was handed over (its reports come within the publish timeout of it)."""
 
 
 class Relay:
@@ -60,6 +79,7 @@ class Relay:
         batch: int | None = None,
         retry_max: float | None = None,
         lease_ttl: float | None = None,
+        window: int | None = None,
     ) -> None:
         from redundancy.config import get_settings
 
@@ -80,59 +100,166 @@ class Relay:
         # a publish) outlives any publish started now, so renewing again is not needed.
         self._renew_every = max(0.0, self.lease_ttl / 2 - (broker.publish_timeout + 1))
         self._fresh_until = 0.0
+        self.window = (window or s.events_relay_window) if broker.confirms_async else 1
+        self._window: deque[_Batch] = deque()
         self._reader: ThreadPoolExecutor | None = None
-        self._read_ahead: Future[list[Entry]] | None = None
+        self._read_ahead: tuple[str, Future[list[Entry]]] | None = None
 
     # --- one step ----------------------------------------------------------------------
 
     def step(self) -> int:
-        """Relay up to one batch; returns how many left the outbox.
+        """Relay: hand batches over up to the window, and remove the confirmed ones; returns
+        how many left the outbox (0 while the oldest batch in flight waits for the broker).
 
-        Raises BrokerUnavailableError (nothing removed) when the broker is down.
+        Raises BrokerUnavailableError when the broker failed a batch: what it confirmed
+        before that batch is removed, the rest stays and is sent again from there.
         """
-        entries = self._head()
-        messages: list[tuple[str, WireMessage, dict[Any, Any]]] = []
-        for entry_id, fields in entries:
-            try:
-                messages.append((entry_id, WireMessage.from_fields(fields), fields))
-            except InvalidEventError as exc:
-                self._dead_letter(entry_id, fields, f"unreadable: {exc}")
-        if not messages or not self._renew_before_publishing():
-            return 0
-        if len(entries) == self.batch:
-            self._read_next(entries[-1][0])  # while the broker confirms this batch
         try:
-            self.broker.send_sync([m for _, m, _ in messages])
-        except PublishRejectedError:
-            self._read_ahead = None
-            return self._one_by_one(messages)
-        except BaseException:
-            self._read_ahead = None  # the batch stays at the head: read it again
+            moved = self._settle()
+            self._fill()
+            if not moved and self._window:
+                moved = self._settle(wait=True)
+        except BrokerUnavailableError:
+            raise  # _window_failed settled the window
+        except Exception:
+            self._abandon_window()  # e.g. the outbox unreachable: start again from its head
             raise
-        self.outbox.remove_through(messages[-1][0])  # the batch was the outbox's head
-        self._last_id = messages[-1][0]
-        self.relayed += len(messages)
-        return len(messages)
+        return moved
 
-    def _head(self) -> list[Entry]:
-        """The outbox's oldest batch: the one read ahead during the last publish (then the
-        head, as its predecessor is gone), else read now."""
+    @property
+    def in_flight(self) -> int:
+        """Events handed to the broker and not yet confirmed (nor removed)."""
+        return sum(len(b.messages) for b in self._window)
+
+    def _fill(self) -> None:
+        """Read the batches after the window and hand them over until it is full: up to
+        ``window`` batches at a time on a broker that confirms asynchronously (Kafka), one
+        otherwise (then the send waits for the broker, as ``send_sync``)."""
+        while len(self._window) < self.window:
+            after = self._window[-1].messages[-1][0] if self._window else None
+            entries = self._read(after)
+            messages: list[tuple[str, WireMessage, dict[Any, Any]]] = []
+            for entry_id, fields in entries:
+                try:
+                    messages.append((entry_id, WireMessage.from_fields(fields), fields))
+                except InvalidEventError as exc:
+                    self._dead_letter(entry_id, fields, f"unreadable: {exc}")
+            if not messages:
+                if len(entries) == self.batch:
+                    continue  # a whole batch of unreadable entries, gone: read on
+                return
+            if not self._renew_before_publishing():
+                self._abandon_window()
+                return
+            full = len(entries) == self.batch
+            if full and len(self._window) + 1 == self.window:
+                self._read_next(entries[-1][0])  # while the broker works, before a wait
+            sending = self.broker.send_async([m for _, m, _ in messages])
+            self._window.append(_Batch(messages, sending, time.monotonic()))
+            if not full:
+                return  # the outbox's tail: wait for more with the next step
+
+    def _settle(self, wait: bool = False) -> int:
+        """Remove the oldest batches the broker confirmed (one ``XTRIM MINID`` through the
+        last of them: the window starts at the outbox's head); with ``wait``, first wait
+        for the oldest one's reports. A failed batch anywhere in the window: see
+        ``_window_failed``.
+
+        The wait ends by the oldest batch's publish deadline (EVENTS_PUBLISH_TIMEOUT + 1
+        after it was handed over): the lease, renewed before that batch was, outlives it
+        (see ``_renew_before_publishing``), and every later batch had its own renewal."""
+        if not self._window:
+            return 0
+        oldest = self._window[0]
+        deadline = oldest.sent_at + self.broker.publish_timeout + 1.0
+        while True:
+            self.broker.poll_sync(REPORT_WAIT if wait else 0)
+            if any(b.sending.error is not None for b in self._window):
+                return self._window_failed()
+            if not wait or oldest.sending.settled:
+                break
+            if time.monotonic() > deadline:  # reports are bounded by the publish timeout
+                return self._window_failed()
+        return self._remove_confirmed()
+
+    def _remove_confirmed(self) -> int:
+        done = 0
+        while done < len(self._window) and self._window[done].sending.confirmed:
+            done += 1
+        if not done:
+            return 0
+        through = self._window[done - 1].messages[-1][0]
+        self.outbox.remove_through(through)
+        moved = sum(len(self._window.popleft().messages) for _ in range(done))
+        self._last_id = through
+        self.relayed += moved
+        return moved
+
+    def _window_failed(self) -> int:
+        """A batch of the window failed: wait for every report of the window, remove the
+        confirmed prefix, then drop the rest so it is read and sent again, in order, from
+        its oldest entry. A refused batch goes one by one (dead-lettering what the broker
+        refuses for good); any other failure is raised, to back off.
+
+        Why order per aggregate holds: every batch of the window was handed over in outbox
+        order and nothing is re-sent before the whole window settled, so the copies the
+        broker may still write of a failed batch all land before the re-sent ones; the last
+        copy of each event is then in the outbox's order (duplicates carry the same
+        ``event_id``), as with one failed batch sent again whole."""
+        self.broker.flush_sync()
+        for batch in self._window:  # reports the flush could not get are failures
+            if not batch.sending.settled:
+                batch.sending.give_up(BrokerUnavailableError("no delivery report in time"))
+        moved = self._remove_confirmed()
+        failed = self._window.popleft()
+        self._window.clear()
+        self._read_ahead = None
+        error = failed.sending.error
+        if isinstance(error, PublishRejectedError):
+            return moved + self._one_by_one(failed.messages)
+        if isinstance(error, BrokerUnavailableError):
+            self.broker.disconnect_sync()  # a fresh connection for the retry
+        raise error or BrokerUnavailableError("the broker did not confirm a batch")
+
+    def _abandon_window(self) -> None:
+        """The lease is lost: stop sending, wait for what is in flight, remove nothing (the
+        next relay sends it again)."""
+        if self._window:
+            self.broker.flush_sync()
+            self._window.clear()
+        self._read_ahead = None
+
+    def _finish_window(self) -> None:
+        """Stopping while holding the lease: keep what the broker confirms by then."""
+        if not self._window:
+            return
+        try:
+            self.broker.flush_sync()
+            self._remove_confirmed()
+        except Exception:
+            log.debug("settling the relay's last batches failed", exc_info=True)
+        self._window.clear()
+
+    def _read(self, after: str | None) -> list[Entry]:
+        """The batch after entry ``after`` (the outbox's head when None): the one read
+        ahead during the last send when it starts there (at the head: after the batch
+        removed last), else read now."""
         ahead, self._read_ahead = self._read_ahead, None
-        if ahead is not None:
+        if ahead is not None and ahead[0] == (after or self._last_id):
             try:
-                return ahead.result()
+                return ahead[1].result()
             except Exception:
                 log.debug("reading ahead failed; reading the outbox again", exc_info=True)
-        return self.outbox.peek(self.batch)
+        return self.outbox.peek(self.batch, after)
 
     def _read_next(self, after: str) -> None:
-        """Read the batch after ``after`` in a thread, overlapping the broker's confirms
+        """Read the batch after ``after`` in a thread, overlapping the broker's work
         (a durable outbox only: the embedded default's is in memory)."""
         if not self.outbox.durable:
             return
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="crd-relay-read")
-        self._read_ahead = self._reader.submit(self.outbox.peek, self.batch, after)
+        self._read_ahead = (after, self._reader.submit(self.outbox.peek, self.batch, after))
 
     def _stop_reading(self) -> None:
         self._read_ahead = None
@@ -241,6 +368,7 @@ class Relay:
         try:
             return self._drain_until(deadline)
         finally:
+            self._finish_window()
             self._stop_reading()
             self.lease.release()
 
@@ -266,6 +394,7 @@ class Relay:
                         log.warning("outbox relay: %r", exc, exc_info=True)
                     stop.wait(self._failed(exc))
         finally:
+            self._finish_window()
             self._stop_reading()
             self.lease.release()
             self.broker.disconnect_sync()
@@ -288,6 +417,7 @@ class Relay:
     def _round(self, stop: threading.Event) -> None:
         self.update_gauges()
         if not self._leader():
+            self._abandon_window()
             stop.wait(self.lease_ttl / 3)
             return
         wait = self.retry_at - time.monotonic()
@@ -302,6 +432,8 @@ class Relay:
         if self.failures:
             log.info("event broker %s is back; relaying the outbox", self.broker.kind)
         self.failures = 0
+        if self._window:
+            return  # batches in flight: settle them first
         if moved == 0:
             self.update_gauges(force=True)
             self.outbox.wait(self._last_id, IDLE_WAIT)

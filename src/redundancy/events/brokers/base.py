@@ -82,10 +82,61 @@ class SeenIds:
             self._ids.popitem(last=False)
 
 
+class Sending:
+    """Messages handed to a broker whose confirmations may still be on their way (what
+    ``send_async`` returns). ``settled`` once every report arrived; ``error`` is the first
+    failure (a batch with one is re-sent whole, or one by one when refused for good)."""
+
+    def __init__(self, kind: str, count: int, *, metered: bool = True) -> None:
+        self.kind = kind
+        self.metered = metered
+        """False when the caller counts the metrics itself (``send_sync``)."""
+        self.count = count
+        self.unconfirmed = count
+        self.failed = 0
+        self.error: Exception | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.unconfirmed == 0
+
+    @property
+    def confirmed(self) -> bool:
+        return self.unconfirmed == 0 and self.error is None
+
+    def report(self, error: Exception | None = None, count: int = 1) -> None:
+        """``count`` delivery reports arrived (``error``: they failed)."""
+        self.unconfirmed -= count
+        if error is not None:
+            self.failed += count
+            if self.error is None:
+                self.error = error
+        if not self.unconfirmed:
+            self._counted()
+
+    def give_up(self, error: Exception) -> None:
+        """Reports that will not come (the client could not take the messages, or the
+        wait for them ended): what is unconfirmed failed."""
+        if self.unconfirmed:
+            self.report(error, self.unconfirmed)
+
+    def _counted(self) -> None:
+        """Metrics once per batch, when its last report arrived (not per event: cheaper)."""
+        if not self.metered:
+            return
+        if self.count > self.failed:
+            metrics.EVENTS_PUBLISHED.labels(self.kind).inc(self.count - self.failed)
+        if self.failed:
+            metrics.EVENTS_FAILED.labels(self.kind).inc(self.failed)
+
+
 class EventBroker(ABC):
     """Base of every backend. ``kind`` is the MESSAGE_BROKER_TYPE name and metrics label."""
 
     kind: ClassVar[str]
+    confirms_async: ClassVar[bool] = False
+    """True when ``send_async`` returns before the broker confirmed (the relay then keeps
+    several batches in flight, EVENTS_RELAY_WINDOW); otherwise it is ``send_sync``."""
 
     def __init__(
         self, url: str, *, topic: str | None = None, publish_timeout: float | None = None
@@ -111,6 +162,21 @@ class EventBroker(ABC):
     @abstractmethod
     def _send(self, messages: Sequence[WireMessage]) -> None:
         """Publish in order and return only when the broker confirmed every message."""
+
+    def _send_async(self, messages: Sequence[WireMessage], sending: Sending) -> None:
+        """Hand ``messages`` over in order; their reports reach ``sending`` from ``_poll``."""
+        raise NotImplementedError
+
+    def _sending(self, count: int) -> Sending:
+        """The handle ``send_async`` returns (a backend may give one of its own)."""
+        return Sending(self.kind, count)
+
+    def _poll(self, timeout: float) -> None:  # noqa: B027 -- only with confirms_async
+        """Serve the delivery reports that arrived, waiting up to ``timeout`` for one."""
+
+    def _flush(self) -> None:  # noqa: B027 -- only with confirms_async
+        """Wait until every message handed over has its report (bounded by the publish
+        timeout: a message without confirmation by then is reported failed)."""
 
     @abstractmethod
     def _open_reader(
@@ -161,6 +227,42 @@ class EventBroker(ABC):
                     self._reset_after_failure()
                 raise
         metrics.EVENTS_PUBLISHED.labels(self.kind).inc(len(messages))
+
+    def send_async(self, messages: Sequence[WireMessage]) -> Sending:
+        """Hand messages over in order without waiting for the broker: their reports reach
+        the returned ``Sending`` during ``poll_sync``/``flush_sync``. Never raises for a
+        broker failure (it is the handle's ``error``). On a broker that cannot confirm
+        asynchronously this is ``send_sync``: the handle comes back settled."""
+        sending = self._sending(len(messages))
+        if not self.confirms_async:
+            try:
+                self.send_sync(messages)
+            except Exception as exc:  # send_sync counted the failure
+                sending.error, sending.unconfirmed = exc, 0
+            sending.unconfirmed = 0
+            return sending
+        with self._lock:
+            try:
+                self.connect_sync()
+                self._send_async(messages, sending)
+            except Exception as exc:
+                sending.give_up(exc)
+                sending.error = sending.error or exc  # conservative: re-sent whole
+        return sending
+
+    def poll_sync(self, timeout: float) -> None:
+        """Serve the delivery reports of ``send_async`` (waits up to ``timeout`` for one)."""
+        if self.confirms_async:
+            with self._lock:
+                if self._connected:
+                    self._poll(timeout)
+
+    def flush_sync(self) -> None:
+        """Wait for the report of everything ``send_async`` handed over."""
+        if self.confirms_async:
+            with self._lock:
+                if self._connected:
+                    self._flush()
 
     def _reset_after_failure(self) -> None:
         """Drop clients after an outage so the next attempt starts from a fresh connection."""

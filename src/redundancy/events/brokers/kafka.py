@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from redundancy.events.brokers.base import Delivery, EventBroker, Reader
+from redundancy.events.brokers.base import Delivery, EventBroker, Reader, Sending
 from redundancy.events.errors import (
     BrokerUnavailableError,
     MissingClientLibraryError,
@@ -41,6 +41,7 @@ class KafkaBroker(EventBroker):
     """
 
     kind = "kafka"
+    confirms_async = True
 
     def __init__(
         self,
@@ -61,6 +62,8 @@ class KafkaBroker(EventBroker):
         self.config = dict(config or {})
         self.consumer_config = dict(consumer_config or {})
         self._producer: Any = None
+        self._pending: list[Sending] = []
+        """What ``send_async`` handed over since the last flush (a flush settles them)."""
 
     def _base(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap, **self.config}
@@ -110,18 +113,20 @@ class KafkaBroker(EventBroker):
         if self._producer is not None:
             self._producer.flush(min(self.publish_timeout, 5.0))
             self._producer = None
+        self._give_up_pending()
 
     def _send(self, messages: Sequence[WireMessage]) -> None:
-        ck = _kafka()
-        errors: list[Any] = []
-        pending = len(messages)
+        sending = _Reports(self.kind, len(messages), metered=False)  # send_sync counts
+        self._send_async(messages, sending)
+        self._flush()
+        if sending.error is not None:
+            raise sending.error
 
-        def on_delivery(err: Any, _msg: Any) -> None:
-            nonlocal pending
-            pending -= 1
-            if err is not None:
-                errors.append(err)
+    def _send_async(self, messages: Sequence[WireMessage], sending: Sending) -> None:
+        """``produce`` each message; librdkafka batches them and reports each delivery to
+        ``sending`` (idempotent producer: in order per partition, no internal duplicates)."""
 
+        on_delivery = sending if isinstance(sending, _Reports) else _Reports.forward(sending)
         for message in messages:
             headers = list(message.transport_headers().items())
             while True:
@@ -136,25 +141,29 @@ class KafkaBroker(EventBroker):
                     break
                 except BufferError:  # local queue full: let deliveries drain, then retry
                     self._producer.poll(0.1)
-        # message.timeout.ms bounds every message, so after this every report has arrived.
+        self._pending.append(sending)
+
+    def _sending(self, count: int) -> Sending:
+        return _Reports(self.kind, count)
+
+    def _poll(self, timeout: float) -> None:
+        self._producer.poll(timeout)
+        self._pending = [s for s in self._pending if not s.settled]
+
+    def _flush(self) -> None:
+        # message.timeout.ms bounds every message, so after this every report has arrived;
+        # one that has not (the client was closed) is a failure.
         self._producer.flush(self.publish_timeout + 1.0)
-        if pending or errors:
-            first = errors[0] if errors else None
-            if (
-                first is not None
-                and not first.retriable()
-                and first.code()
-                in (
-                    ck.KafkaError.MSG_SIZE_TOO_LARGE,
-                    ck.KafkaError.INVALID_MSG,
-                    ck.KafkaError.INVALID_MSG_SIZE,
-                    ck.KafkaError.RECORD_LIST_TOO_LARGE,
+        self._give_up_pending()
+
+    def _give_up_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for sending in pending:
+            sending.give_up(
+                BrokerUnavailableError(
+                    f"Kafka did not confirm {sending.unconfirmed} of {sending.count} events: "
+                    "timed out"
                 )
-            ):
-                raise PublishRejectedError(f"Kafka refused an event: {first}")
-            raise BrokerUnavailableError(
-                f"Kafka did not confirm {pending + len(errors)} of {len(messages)} events: "
-                f"{first or 'timed out'}"
             )
 
     def _consumer(self, group: str, extra: dict[str, Any]) -> Any:
@@ -197,6 +206,39 @@ class KafkaBroker(EventBroker):
             ]
         )
         return _KafkaReader(client, committed=False)
+
+
+class _Reports(Sending):
+    """A ``Sending`` that is its messages' delivery callback: one call per event, so the
+    success path is two operations (librdkafka calls it from ``poll``/``flush``)."""
+
+    def __call__(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self.unconfirmed -= 1
+            if not self.unconfirmed:
+                self._counted()
+        else:
+            self.report(_failure(err))
+
+    @staticmethod
+    def forward(sending: Sending) -> Any:
+        def on_delivery(err: Any, _msg: Any) -> None:
+            sending.report(None if err is None else _failure(err))
+
+        return on_delivery
+
+
+def _failure(err: Any) -> Exception:
+    """A failed delivery report as the relay's error: refused for good, or retry."""
+    ck = _kafka()
+    if not err.retriable() and err.code() in (
+        ck.KafkaError.MSG_SIZE_TOO_LARGE,
+        ck.KafkaError.INVALID_MSG,
+        ck.KafkaError.INVALID_MSG_SIZE,
+        ck.KafkaError.RECORD_LIST_TOO_LARGE,
+    ):
+        return PublishRejectedError(f"Kafka refused an event: {err}")
+    return BrokerUnavailableError(f"Kafka did not confirm an event: {err}")
 
 
 class _KafkaReader(Reader):
