@@ -79,6 +79,9 @@ def innermost(frames: list[str], parts: Compiled) -> str | None:
 
 WAITING_FOR_WORK = re.compile(r"^(RedisOutbox|MemoryOutbox)\.wait \(|^Event\.wait \(")
 """The relay waiting for new outbox entries, or lingering between batches."""
+SLEEPING_THREAD = re.compile(r"^_share_when_idle \(")
+"""A pool process's cache-statistics thread between its once-a-second flushes (its own
+frame is the leaf while ``time.sleep`` runs, so IDLE_LEAF does not see it)."""
 
 
 def classify(frames: list[str], owners: Compiled, libraries: Compiled) -> str:
@@ -86,7 +89,7 @@ def classify(frames: list[str], owners: Compiled, libraries: Compiled) -> str:
     in_task = any("celery/app/trace.py" in f for f in frames)
     if not in_task and IDLE_LEAF.search(frames[-1]) and "redis/" not in ";".join(frames[-6:]):
         return IDLE
-    if any(WAITING_FOR_WORK.search(f) for f in frames):
+    if any(WAITING_FOR_WORK.search(f) for f in frames) or SLEEPING_THREAD.search(frames[-1]):
         return IDLE
     part = innermost(frames, owners) or innermost(frames, libraries) or "other"
     if part == "Celery: STARTED state store" and any(".mark_as_done (" in f for f in frames):
