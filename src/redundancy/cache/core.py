@@ -425,6 +425,10 @@ class CacheCore:
         ctype = cache_type(key, prefix)
         return EarlyLookup(ctype, full, lock, secrets.token_hex(16), ttl_ms(self.lock_timeout))
 
+    def lookup_failed(self, early: EarlyLookup, exc: BaseException) -> None:
+        """An early lookup's reply could not be read: counted and logged like a lookup."""
+        self._error(early.ctype, "get_or_set", exc)
+
     def stored_later(self, later: StoreLater, exc: BaseException | None) -> None:
         """A store handed to ``defer`` was written (``exc`` None) or failed."""
         if exc is None:

@@ -106,7 +106,7 @@ def receive_lookup(pending: Pending | None, request: Any) -> None:
     except NoScriptError:
         pass  # no lock taken; the body's own lookup loads the script
     except Exception as exc:
-        core._error(early.ctype, "get_or_set", exc)  # counted; the body's lookup tries again
+        core.lookup_failed(early, exc)  # counted; the body's lookup tries again
     setattr(request, LOOKUP_ATTR, early)
 
 
@@ -135,7 +135,8 @@ def send_store(request: Any) -> Pending | None:
     return read, later, core
 
 
-def receive_store(pending: Pending | None) -> None:
+def receive_store(pending: Pending | None, request: Any = None) -> None:
+    """Read the store's reply (``request`` unused: the signature of ``receive_lookup``)."""
     if pending is None:
         return
     read, later, core = pending

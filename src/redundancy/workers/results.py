@@ -115,22 +115,18 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
         event = self._event_fields(request, result) if state == states.SUCCESS else None
         counter = self._delivery_counter(request) if state == states.STARTED else None
         # The results cache's request rides along: sent now, read after ours (overlap).
-        if state == states.STARTED:
-            lookup = overlap.send_lookup(request)
-            try:
-                stored, count = self.ensure(
-                    self._store, (self.get_key_for_task(task_id), value, event, counter)
-                )
-            finally:
-                overlap.receive_lookup(lookup, request)
-        else:
-            store = overlap.send_store(request)
-            try:
-                stored, count = self.ensure(
-                    self._store, (self.get_key_for_task(task_id), value, event, counter)
-                )
-            finally:
-                overlap.receive_store(store)
+        send, receive = (
+            (overlap.send_lookup, overlap.receive_lookup)
+            if state == states.STARTED
+            else (overlap.send_store, overlap.receive_store)
+        )
+        pending = send(request)
+        try:
+            stored, count = self.ensure(
+                self._store, (self.get_key_for_task(task_id), value, event, counter)
+            )
+        finally:
+            receive(pending, request)
         if stored and event is not None:
             setattr(request, STORED_WITH_RESULT, True)
             event_metrics.OUTBOX_WRITTEN.inc()
