@@ -17,7 +17,8 @@ Every contender is a 2-process prefork worker on one Redis (broker and result ba
 ``--parts settings`` adds the plain app running ``analyze`` with one settings group of
 ``plain_celery.SETTING_GROUPS`` at a time: what each of our settings costs.
 ``--parts ablation`` adds ``crd worker`` with one of its parts off at a time (results
-cache, events): what each part of ours costs. ``--before-src PATH`` adds the same
+cache, events; INFO logs, run at WARNING like plain Celery's default): what each part
+of ours costs. ``--before-src PATH`` adds the same
 ``crd worker`` run from another checkout's ``src`` (e.g. ``git archive`` of an older
 commit): before and after in one run.
 
@@ -80,11 +81,11 @@ def plain(name: str, task: str, settings: str) -> Contender:
     )  # fmt: skip
 
 
-def crd(name: str, task: str, env: dict[str, str]) -> Contender:
+def crd(name: str, task: str, env: dict[str, str], level: str = "INFO") -> Contender:
     return Contender(
         name,
         (
-            "-m", "redundancy", "worker", "-c", "2", "-Q", "analysis", "-l", "INFO",
+            "-m", "redundancy", "worker", "-c", "2", "-Q", "analysis", "-l", level,
             "--without-mingle", "--without-gossip", f"--hostname={name}-{os.getpid()}@%h",
         ),
         task,
@@ -119,6 +120,7 @@ def contenders(
         out += [
             crd("crd_without_cache", analyze, {**crd_env, "CACHE_RESULTS": "false"}),
             crd("crd_without_events", analyze, {**crd_env, "EVENTS_ENABLED": "false"}),
+            crd("crd_warning_logs", analyze, crd_env, level="WARNING"),
         ]
     if "settings" in parts:
         if "three_way" not in parts:

@@ -17,6 +17,9 @@ tracked as unacknowledged). The entry goes to the task dead-letter stream with r
 ``malformed_envelope``, is counted in ``redundancy_messages_rejected_total``, is
 recorded as FAILURE when it names a task id, and is logged once; the worker reads on.
 
+It also keeps one redis-py client per connection pool where kombu made a new one for
+every message it tracks or acknowledges and every publish (``_create_client``).
+
 ``create_app`` selects it for ``redis://`` and ``rediss://`` brokers (Celery's
 ``broker_transport``, ``celeryconfig.broker_transport``), for workers and producers alike.
 """
@@ -79,6 +82,20 @@ class GuardedMessage(VirtualMessage):
 
 class Channel(kombu_redis.Channel):
     Message = GuardedMessage
+    _sync_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        """kombu's ``conn_or_acquire`` builds a new redis-py client for every message it
+        tracks as unacknowledged, every ack and every publish: ~70 µs each (redis-py
+        copies its ~170 response callbacks into every client), twice per task in a
+        worker's main process. A client holds no connection of its own (its pool does), so
+        one per pool serves them all; a new pool (after a reconnect) gets a new client."""
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+        client = self._sync_client
+        if client is None or client.connection_pool is not self.pool:
+            client = self._sync_client = super()._create_client()  # type: ignore[no-untyped-call]
+        return client
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
