@@ -56,6 +56,41 @@ ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "bench.events"
 
 
+class CpuMeter:
+    """CPU seconds (user + system) of named processes, so a run can say what each part
+    of it cost per event: the writing process (this one), the relay, the Redis server,
+    the Kafka-protocol broker. A process that is gone keeps its last reading."""
+
+    def __init__(self, pids: dict[str, int | None]) -> None:
+        import psutil
+
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid}
+        self.last: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+        """µs per event of each process in the last measured run, and their total."""
+
+    def add(self, name: str, pid: int) -> None:
+        import psutil
+
+        self.procs[name] = psutil.Process(pid)
+
+    def read(self) -> dict[str, float]:
+        import psutil
+
+        for name, proc in self.procs.items():
+            try:
+                times = proc.cpu_times()
+                self.last[name] = times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return dict(self.last)
+
+    @staticmethod
+    def per_event(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+        spent = {k: round((after[k] - before.get(k, 0.0)) / n * 1e6, 1) for k in after}
+        return {**spent, "total": round(sum(spent.values()), 1)}
+
+
 def texts(n: int, seed: int = 7) -> list[str]:
     rng = random.Random(seed)
     vocab = [
@@ -97,18 +132,24 @@ def wire_messages(n: int) -> list[Any]:
 # --- 1. throughput -------------------------------------------------------------------------
 
 
-def raw_redis(url: str, messages: list[Any]) -> float:
+def raw_redis(url: str, messages: list[Any], meter: CpuMeter | None = None) -> float:
     import redis
 
     client = redis.Redis.from_url(url)
     client.delete(f"bench:raw:{TOPIC}")
+    cpu = meter.read() if meter else {}
     started = time.perf_counter()
     for m in messages:
         client.xadd(f"bench:raw:{TOPIC}", m.fields(), maxlen=1_000_000, approximate=True)
-    return len(messages) / (time.perf_counter() - started)
+    rate = len(messages) / (time.perf_counter() - started)
+    if meter:
+        meter.spent = CpuMeter.per_event(cpu, meter.read(), len(messages))
+    return rate
 
 
-def raw_kafka(bootstrap: str, messages: list[Any], confirm_each: bool) -> float:
+def raw_kafka(
+    bootstrap: str, messages: list[Any], confirm_each: bool, meter: CpuMeter | None = None
+) -> float:
     from confluent_kafka import Producer
 
     from redundancy.events.brokers import create_broker
@@ -119,6 +160,7 @@ def raw_kafka(bootstrap: str, messages: list[Any], confirm_each: bool) -> float:
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
     )
     producer.list_topics(timeout=10)
+    cpu = meter.read() if meter else {}
     started = time.perf_counter()
     for m in messages:
         producer.produce(
@@ -129,7 +171,10 @@ def raw_kafka(bootstrap: str, messages: list[Any], confirm_each: bool) -> float:
         else:
             producer.poll(0)
     producer.flush(60)
-    return len(messages) / (time.perf_counter() - started)
+    rate = len(messages) / (time.perf_counter() - started)
+    if meter:
+        meter.spent = CpuMeter.per_event(cpu, meter.read(), len(messages))
+    return rate
 
 
 def start_relay(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -188,6 +233,7 @@ def bridge(
     messages: list[Any],
     env: dict[str, str],
     writers: int = WRITERS,
+    meter: CpuMeter | None = None,
 ) -> tuple[float, float]:
     """Events/s from the first outbox write until the broker confirmed all of them (the
     outbox is empty), with the writers (finished tasks) and the relay in separate
@@ -196,7 +242,9 @@ def bridge(
     ``writers`` tasks finish at a time: their entries are written together, one XADD each
     (a worker writes a task's entry in the round trip that stores its result; many
     workers' writes reach Redis together). ``writers=1`` is one task after another, each
-    waiting for its own round trip: the rate one process can write at."""
+    waiting for its own round trip: the rate one process can write at. With ``meter``,
+    ``meter.spent`` is the CPU each process spent per event until all was confirmed
+    (the relay's own start-up left out)."""
     from redundancy.events.outbox import RedisOutbox
 
     topic = f"{TOPIC}.{uuid.uuid4().hex[:8]}"
@@ -206,6 +254,9 @@ def bridge(
     relay = start_relay({**env, "EVENTS_TOPIC": topic})
     try:
         time.sleep(3)  # the relay connects and idles on the empty outbox
+        if meter:
+            meter.add("relay", relay.pid)
+        cpu = meter.read() if meter else {}
         started = time.perf_counter()
         for i in range(0, len(messages), writers):
             pipe = client.pipeline(transaction=False)
@@ -214,6 +265,10 @@ def bridge(
             pipe.execute()
         wait(lambda: client.xlen(outbox.key) == 0, 300, "the broker confirming every event")
         elapsed = time.perf_counter() - started
+        if meter:
+            meter.spent = CpuMeter.per_event(cpu, meter.read(), len(messages))
+            meter.procs.pop("relay")
+            meter.last.pop("relay", None)
     finally:
         stop_process_group(relay)
     read_back(kind, target, topic, {m.event_id for m in messages})
@@ -247,9 +302,17 @@ def relay_drain(kind: str, target: str, backend: str, messages: list[Any]) -> fl
 
 
 def throughput(
-    args: argparse.Namespace, base_env: dict[str, str], backend: str, events_url: str, kafka: str
+    args: argparse.Namespace,
+    base_env: dict[str, str],
+    backend: str,
+    events_url: str,
+    kafka: str,
+    kafka_pid: int | None,
 ) -> dict[str, Any]:
+    import redis
+
     messages = wire_messages(args.events)
+    redis_pid = int(redis.Redis.from_url(backend).info("server")["process_id"])
     size = sum(len(m.body) for m in messages) / len(messages)
     out: dict[str, Any] = {"events": len(messages), "mean_event_bytes": round(size)}
     for kind, target in (("redis_streams", events_url), ("kafka", kafka)):
@@ -268,15 +331,26 @@ def throughput(
         }
         if kind == "kafka":
             runs["raw_confirmed_each"] = []
+        # CPU per event of every process taking part (local servers only): the writer
+        # (this process), the relay, Redis (outbox, and the stream for redis_streams), the
+        # Kafka-protocol broker -- where the time of each path goes, on a shared machine
+        pids = {"writer": os.getpid(), "redis": redis_pid}
+        if kind == "kafka":
+            pids["broker"] = kafka_pid
+        meter = CpuMeter(pids)
+        cpu: dict[str, list[dict[str, float]]] = {"raw": [], "bridge": []}
         for _ in range(args.rounds):
             if kind == "redis_streams":
-                runs["raw"].append(raw_redis(target, messages))
+                runs["raw"].append(raw_redis(target, messages, meter))
             else:
-                runs["raw"].append(raw_kafka(target, messages, confirm_each=False))
+                runs["raw"].append(raw_kafka(target, messages, confirm_each=False, meter=meter))
+            cpu["raw"].append(meter.spent)
+            if kind == "kafka":
                 runs["raw_confirmed_each"].append(
                     raw_kafka(target, messages[: len(messages) // 5], confirm_each=True)
                 )
-            confirmed, read = bridge(kind, target, backend, messages, env)
+            confirmed, read = bridge(kind, target, backend, messages, env, meter=meter)
+            cpu["bridge"].append(meter.spent)
             runs["bridge"].append(confirmed)
             runs["bridge_read_back"].append(read)
             single = messages[: len(messages) // 5]
@@ -291,6 +365,10 @@ def throughput(
             "ratio_bridge_vs_raw": best["bridge"] / best["raw"],
             "ratio_bridge_vs_raw_medians": median["bridge"] / median["raw"],
             "ratio_relay_drain_vs_raw": best["relay_drain"] / best["raw"],
+            "cpu_us_per_event_median": {
+                path: {part: statistics.median(r[part] for r in rounds) for part in rounds[0]}
+                for path, rounds in cpu.items()
+            },
         }
         if kind == "kafka":
             out[kind]["ratio_bridge_vs_raw_confirmed_each"] = (
@@ -345,12 +423,12 @@ def hook_cost(backend: str, n: int) -> dict[str, Any]:
         timed("handler", hooks.on_task_success, task, result)
     outbox = get_outbox()
     written = outbox.backlog()
-    outbox._redis.delete(outbox.key)  # type: ignore[attr-defined]
+    outbox._redis.delete(outbox.key)
     for pattern in ("bench-plain-*", "bench-event-*"):
         for key in store.client.scan_iter(pattern, count=1000):
             store.client.delete(key)
     assert written == 2 * n, f"expected {2 * n} outbox entries, found {written}"
-    assert keys.outbox() == outbox.key  # type: ignore[attr-defined]
+    assert keys.outbox() == outbox.key
     us = {part: seconds / n * 1e6 for part, seconds in spent.items()}
     with_result = us["build"] + us["store_with_event"] - us["store"]
     return {
@@ -501,7 +579,8 @@ def main() -> None:
         parts = args.parts.split(",")
         result: dict[str, Any] = {}
         if "throughput" in parts:
-            result["throughput"] = throughput(args, base_env, backend, events_url, kafka)
+            pid = tansu.proc.pid if tansu is not None and tansu.proc is not None else None
+            result["throughput"] = throughput(args, base_env, backend, events_url, kafka, pid)
         if "hook" in parts:
             result["hook_cost"] = hook_cost(backend, 300)
         if "worker" in parts:
