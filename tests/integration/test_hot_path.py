@@ -75,8 +75,18 @@ TRACE = """
 """
 
 
-def test_analyze_content_waits_for_two_round_trips_on_a_miss_and_on_a_hit(redis_cluster, cache_url):
-    # Given a traced worker process, warmed up (connections made, scripts loaded)
+@pytest.mark.parametrize(
+    ("where", "requests"),
+    [("the result backend's server", (2, 2)), ("a server of its own", (4, 3))],
+)
+def test_analyze_content_waits_for_two_round_trips_on_a_miss_and_on_a_hit(
+    redis_cluster, cache_url, where, requests, request
+):
+    # Given a traced worker process, warmed up (connections made, scripts loaded), whose
+    # results cache is on the result backend's Redis server (another database) or on one
+    # of its own
+    if where == "a server of its own":
+        cache_url = request.getfixturevalue("private_redis").url
     out = redis_cluster.producer(
         TRACE
         + """
@@ -101,12 +111,14 @@ def test_analyze_content_waits_for_two_round_trips_on_a_miss_and_on_a_hit(redis_
         MESSAGE_BROKER_TYPE="redis_streams",
     )
     # When a text is analysed for the first time (a cache miss), then again (a hit)
-    # Then the miss sends 4 requests -- STARTED state with the delivery count, cache
-    # lookup, cache store, result with its event -- and the hit 3 (no cache store)
+    # Then on the backend's server the cache's requests (lookup with the STARTED state and
+    # its delivery count, store with the result and its event) go in the backend's own
+    # writes: 2 requests either way; on a server of its own they are requests of their
+    # own, 4 on a miss and 3 on a hit (no store)
     assert out["states"] == ["SUCCESS", "SUCCESS"]
-    assert (out["miss"], out["hit"]) == (4, 3)
-    # but waits for two round trips either way: the cache's requests go out with the
-    # backend's (lookup with STARTED, store with SUCCESS) and are read after them
+    assert (out["miss"], out["hit"]) == requests
+    # and the process waits for two round trips either way: a separate request goes out
+    # with the backend's (lookup with STARTED, store with SUCCESS) and is read after it
     assert out["waits"] == [2, 2]
     assert (out["cache"]["hits"], out["cache"]["misses"], out["cache"]["sets"]) == (1, 2, 2)
     # and nothing was left out to save them: results, events, delivery counts are there
@@ -117,6 +129,42 @@ def test_analyze_content_waits_for_two_round_trips_on_a_miss_and_on_a_hit(redis_
     # short, showing the hash and the score
     assert out["shown"].startswith('{"content_hash":"') and '"redundancy_score":' in out["shown"]
     assert len(out["shown"]) == RESULT_REPR_CHARS + len("...")
+
+
+def test_the_cache_rides_in_its_own_database_and_survives_a_server_without_the_scripts(
+    redis_cluster, cache_url
+):
+    # Given a traced worker process whose cache is another database of the result
+    # backend's server, and a server that forgot every script (a restart, SCRIPT FLUSH)
+    out = redis_cluster.producer(
+        TRACE
+        + f"""
+    run("Warm up the connections. Warm up the connections.")
+    cache = redis.Redis.from_url({cache_url!r})
+    cache.script_flush()
+    _, _, first = run("Frost on the glass. Frost on the glass. A kettle sang.")
+    _, _, second = run("Frost on the glass. Frost on the glass. A kettle sang.")
+    from redundancy.cache.client import get_cache
+    print(json.dumps({{
+        "states": [first, second], "stats": get_cache().stats(),
+        "cache_entries": len([k for k in cache.scan_iter("*analysis*") if b"lock" not in k]),
+        "backend_entries": len(list(backend.scan_iter("*analysis*"))),
+        "locks": len(list(cache.scan_iter("*lock*"))) + len(list(backend.scan_iter("*lock*"))),
+        "results": len(list(backend.scan_iter("celery-task-meta-*"))),
+    }}))
+    """,
+        REDIS_URL=cache_url,
+        MESSAGE_BROKER_TYPE="redis_streams",
+    )
+    # When a text misses (the scripts are loaded again on the way), then hits
+    # Then both succeed, the entries are in the cache's database and none in the
+    # backend's, no lock is left, and every result is in the backend's database (its
+    # connection went back to its own database after each ride)
+    assert out["states"] == ["SUCCESS", "SUCCESS"]
+    assert (out["stats"]["misses"], out["stats"]["hits"]) == (2, 1)
+    assert out["cache_entries"] == 2  # the warm-up's and the text's
+    assert out["backend_entries"] == 0 and out["locks"] == 0
+    assert out["results"] == 3
 
 
 def test_the_event_is_written_with_the_result_and_not_again_by_the_signal(redis_cluster, cache_url):
@@ -265,7 +313,7 @@ def test_a_store_the_result_backend_did_not_take_is_written_after_the_task(
         + f"""
     from redundancy.cache import overlap
     from redundancy.cache.client import get_cache
-    overlap.send_store = lambda request: None
+    overlap.send_store = lambda request, via=None: None
     cache = redis.Redis.from_url({cache_url!r})
     _, miss, first = run("Rain on the roof. Rain on the roof.")
     entries = [k.decode() for k in cache.scan_iter("*analysis*") if b"lock" not in k]

@@ -2,9 +2,12 @@
 
 A cache miss costs a task two round trips of its own (look the entry up and lock it;
 store it and unlock) besides the result backend's two (STARTED, SUCCESS), and a pool
-process waits for each in turn. Here each of the cache's requests goes on the wire on a
-connection of the cache's just before the backend's request, and its reply is read just
-after the backend's: four waits become two, whatever server each lives on.
+process waits for each in turn. Here each of the cache's requests travels with the
+backend's: when the cache is on the result backend's Redis server, inside the backend's
+own write on its connection (``via``, ``redundancy.workers.results``: one round trip
+carries both, two in all per task); on another server, on a connection of the cache's,
+sent just before the backend's request and read just after it. Four waits become two
+either way.
 
 * STARTED: a task with a registered key function (``early_key``) has its entry looked
   up (``GET_OR_LOCK``); ``cached()`` in the body adopts the reply instead of asking.
@@ -30,6 +33,7 @@ from redundancy.cache.client import get_cache
 from redundancy.cache.core import GET_OR_LOCK, STORE_AND_UNLOCK, EarlyLookup, StoreLater
 from redundancy.config import get_settings
 from redundancy.kv.clients import RedisSyncBackend
+from redundancy.kv.ops import Script
 
 log = logging.getLogger("redundancy.cache")
 
@@ -39,6 +43,9 @@ STORE_ATTR = "crd_cache_store"
 """The request attribute holding the body's ``StoreLater``."""
 
 KeyFunction = Callable[[tuple[Any, ...], dict[str, Any]], str | None]
+Via = Callable[[RedisSyncBackend, Script, tuple[Any, ...], tuple[Any, ...]], Callable[[], Any]]
+"""How a request of the cache's goes out: given the cache's client, a script, its keys and
+arguments, put it on its way and return the function that reads its reply (once)."""
 EARLY_KEYS: dict[str, KeyFunction] = {}
 """Task name -> the cache key of a call from its arguments (None: no early lookup)."""
 
@@ -62,6 +69,19 @@ def usable(request: Any) -> bool:
     return not getattr(request, "is_eager", False) and _redis() is not None
 
 
+def _on_its_own(
+    backend: RedisSyncBackend, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]
+) -> Callable[[], Any]:
+    """The default ``via``: on a connection of the cache's, read later."""
+    return backend.send_script(script, keys, args)
+
+
+def cache_client() -> RedisSyncBackend | None:
+    """The cache's Redis client in this process, or None (the in-memory twin)."""
+    found = _redis()
+    return None if found is None else found[1]
+
+
 def _redis() -> tuple[Any, RedisSyncBackend] | None:
     cache = get_cache()
     backend = cache.core.connector.sync()
@@ -71,8 +91,8 @@ def _redis() -> tuple[Any, RedisSyncBackend] | None:
 Pending = tuple[Callable[[], Any], Any, Any]
 
 
-def send_lookup(request: Any) -> Pending | None:
-    """Put the early lookup of ``request``'s entry on the wire (STARTED), or None."""
+def send_lookup(request: Any, via: Via = _on_its_own) -> Pending | None:
+    """Put the early lookup of ``request``'s entry on its way (STARTED), or None."""
     fn = EARLY_KEYS.get(getattr(request, "task", None) or "")
     if fn is None or getattr(request, "is_eager", False) or not get_settings().cache_results:
         return None
@@ -87,9 +107,7 @@ def send_lookup(request: Any) -> Pending | None:
         early = core.early_lookup(key)
         if early is None:
             return None
-        read = backend.send_script(
-            GET_OR_LOCK, (early.full, early.lock), (early.token, early.lock_ms)
-        )
+        read = via(backend, GET_OR_LOCK, (early.full, early.lock), (early.token, early.lock_ms))
     except Exception:
         log.debug("early cache lookup not sent", exc_info=True)
         return None
@@ -120,15 +138,15 @@ def hand_over(request: Any) -> Callable[[StoreLater], bool]:
     return defer
 
 
-def send_store(request: Any) -> Pending | None:
-    """Put the body's store on the wire (SUCCESS), or None."""
+def send_store(request: Any, via: Via = _on_its_own) -> Pending | None:
+    """Put the body's store on its way (SUCCESS), or None."""
     later = getattr(request, STORE_ATTR, None) if request is not None else None
     found = _redis() if later is not None else None
     if later is None or found is None:
         return None
     core, backend = found
     try:
-        read = backend.send_script(STORE_AND_UNLOCK, later.keys, later.args)
+        read = via(backend, STORE_AND_UNLOCK, later.keys, later.args)
     except Exception:
         return None  # finish() writes it
     setattr(request, STORE_ATTR, None)

@@ -21,6 +21,10 @@ from redundancy.kv.memory import AsyncMemoryBackend, MemoryStore
 from redundancy.kv.ops import AsyncBackend, Command, Script, SyncBackend
 from redundancy.resources import MEMORY_URL, Role
 
+SAME_SERVER_KEYS = ("host", "port", "path", "username", "password", "ssl_ca_certs",
+                    "decode_responses", "encoding", "protocol")  # fmt: skip
+"""Connection arguments that must agree for two pools to reach one server alike."""
+
 POOL_WAIT_FACTOR = 5
 """A caller waits up to this many socket timeouts for a free pooled connection."""
 
@@ -78,6 +82,22 @@ class RedisSyncBackend:
         if registered is None:  # redis-py's Script: EVALSHA, loading it on NOSCRIPT
             registered = self._scripts[script.name] = self.client.register_script(script.lua)
         return registered
+
+    def script_sha(self, script: Script) -> str:
+        """The SHA1 ``EVALSHA`` names ``script`` by (for a request sent on another client)."""
+        return str(self._registered(script).sha)
+
+    def same_server(self, pool: Any) -> int | None:
+        """This client's database number when ``pool`` (another client's connection pool)
+        reaches the same Redis server the same way -- host, port or socket, credentials,
+        TLS, reply decoding -- so a request of ours may travel on its connections after a
+        ``SELECT``; else None."""
+        mine, theirs = self.client.connection_pool, pool
+        same = mine.connection_class is theirs.connection_class and all(
+            (mine.connection_kwargs.get(k) or None) == (theirs.connection_kwargs.get(k) or None)
+            for k in SAME_SERVER_KEYS  # unset, None and False alike
+        )
+        return int(mine.connection_kwargs.get("db") or 0) if same else None
 
     def script(self, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         registered = self._registered(script)

@@ -7,9 +7,13 @@ two round trips per state, four per task with ``task_track_started``. ``STORE`` 
 same check, write and publish in one Lua script -- atomically, which also closes the gap
 between Celery's read and its write.
 
-The results cache's own round trips are waited for together with these two: its lookup
-is sent just before the STARTED store and its store just before the SUCCESS store, each
-read just after (``redundancy.cache.overlap``).
+The results cache's requests travel with these two: its lookup with the STARTED store,
+its store with the SUCCESS store (``redundancy.cache.overlap``). When the cache is on
+this Redis server (another database of it, as by default with one Redis), the request
+goes in the same write on this backend's connection -- ``SELECT`` the cache's database,
+its script, ``SELECT`` back, then ours -- and both replies come back together: one round
+trip where there were two, two per task in all. On another server it goes on the
+cache's own connection just before ours and is read just after.
 
 The STARTED state (``task_track_started``) carries the attempt's delivery count along:
 the poison-message guard (``RedundancyTask.before_start``, right after) reads it from the
@@ -30,7 +34,8 @@ ops override of ``result_backend``, a result that was already stored).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -38,12 +43,16 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from kombu.utils.encoding import bytes_to_str
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from redundancy import keys
 from redundancy.cache import overlap
 from redundancy.config import get_settings
 from redundancy.events import metrics as event_metrics
 from redundancy.events.signals import STORED_WITH_RESULT, event_with_result
+from redundancy.kv.clients import RedisSyncBackend
+from redundancy.kv.ops import Script
 from redundancy.workers.deliveries import DELIVERIES_COUNTED, DELIVERY_COUNTER_TTL
 
 log = logging.getLogger(__name__)
@@ -72,6 +81,25 @@ return {1, count}
 meta, its TTL in seconds (0: none), the counter's TTL, then the outbox entry's fields and
 values. Returns {stored, deliveries}: stored is 0 when a SUCCESS was already there (then
 nothing is written, as in Celery); deliveries is the counter after its INCR (0: none)."""
+
+
+@dataclass
+class _Rider:
+    """A request of the cache's travelling in the backend's write (``_store``)."""
+
+    db: int
+    sha: str
+    keys: tuple[Any, ...]
+    args: tuple[Any, ...]
+    sent: bool = False
+    reply: Any = None
+
+    def read(self) -> Any:
+        if not self.sent:  # the write failed before it went out (retries leave it out)
+            raise RedisConnectionError("the result store carrying it was not sent")
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return self.reply
 
 
 class RedisResultBackend(RedisBackend):  # type: ignore[misc]
@@ -120,10 +148,11 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
             if state == states.STARTED
             else (overlap.send_store, overlap.receive_store)
         )
-        pending = send(request)
+        riders: list[_Rider] = []
+        pending = send(request, self._riding(riders)) if request is not None else None
         try:
             stored, count = self.ensure(
-                self._store, (self.get_key_for_task(task_id), value, event, counter)
+                self._store, (self.get_key_for_task(task_id), value, event, counter, riders)
             )
         finally:
             receive(pending, request)
@@ -133,6 +162,22 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
         if counter is not None:
             setattr(request, DELIVERIES_COUNTED, int(count))
         return result
+
+    def _riding(self, riders: list[_Rider]) -> overlap.Via:
+        """How the cache's request of this store travels: in our write when the cache
+        is on this server (collected in ``riders``), else on its own connection."""
+
+        def via(
+            cache: RedisSyncBackend, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]
+        ) -> Callable[[], Any]:
+            db = cache.same_server(self.client.connection_pool)
+            if db is None:
+                return cache.send_script(script, keys, args)
+            rider = _Rider(db, cache.script_sha(script), keys, args)
+            riders.append(rider)
+            return rider.read
+
+        return via
 
     def _delivery_counter(self, request: Any) -> str | None:
         """The delivery counter of this attempt, counted with the STARTED state (the job
@@ -159,10 +204,40 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
         value: Any,
         event: Mapping[str, str | bytes] | None,
         counter: str | None,
+        riders: list[_Rider] | None = None,
     ) -> tuple[bool, int]:
         fields = [item for pair in (event or {}).items() for item in pair]
-        stored, count = self._store_script(
-            keys=[key, keys.outbox() if event else "", counter or ""],
-            args=[value, int(self.expires or 0), DELIVERY_COUNTER_TTL, *fields],
-        )
+        script_keys = [key, keys.outbox() if event else "", counter or ""]
+        args = [value, int(self.expires or 0), DELIVERY_COUNTER_TTL, *fields]
+        waiting = [r for r in riders or () if not r.sent]  # a retry never sends one twice
+        if not waiting:
+            stored, count = self._store_script(keys=script_keys, args=args)
+            return bool(stored), int(count)
+        ours = int(self.client.connection_pool.connection_kwargs.get("db") or 0)
+        pipe = self.client.pipeline(transaction=False)
+        at: list[int] = []  # where each rider's reply is
+        for rider in waiting:
+            if rider.db != ours:
+                pipe.execute_command("SELECT", rider.db)
+            pipe.execute_command("EVALSHA", rider.sha, len(rider.keys), *rider.keys, *rider.args)
+            at.append(len(pipe) - 1)
+            if rider.db != ours:
+                pipe.execute_command("SELECT", ours)  # the connection goes back as it came
+            rider.sent = True
+        script = self._store_script
+        pipe.execute_command("EVALSHA", script.sha, len(script_keys), *script_keys, *args)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except Exception as exc:  # no reply for anyone (Celery's ensure retries ours)
+            for rider in waiting:
+                rider.reply = exc
+            raise
+        for rider, index in zip(waiting, at, strict=True):
+            rider.reply = replies[index]
+        reply = replies[-1]
+        if isinstance(reply, NoScriptError):  # not loaded on this server yet: load, run
+            reply = script(keys=script_keys, args=args)
+        elif isinstance(reply, Exception):
+            raise reply
+        stored, count = reply
         return bool(stored), int(count)
