@@ -92,7 +92,10 @@ class RedisSyncBackend:
         reaches the same Redis server the same way -- host, port or socket, credentials,
         TLS, reply decoding -- so a request of ours may travel on its connections after a
         ``SELECT``; else None."""
-        mine, theirs = self.client.connection_pool, pool
+        mine = getattr(self.client, "connection_pool", None)  # none on a cluster client
+        theirs = pool
+        if mine is None or theirs is None:
+            return None
         same = mine.connection_class is theirs.connection_class and all(
             (mine.connection_kwargs.get(k) or None) == (theirs.connection_kwargs.get(k) or None)
             for k in SAME_SERVER_KEYS  # unset, None and False alike
