@@ -167,6 +167,49 @@ def test_the_cache_rides_in_its_own_database_and_survives_a_server_without_the_s
     assert out["results"] == 3
 
 
+def test_a_cache_store_whose_write_failed_is_written_after_and_its_lock_released(
+    redis_cluster, cache_url
+):
+    # Given a traced task whose SUCCESS write (carrying the cache's store and unlock) is
+    # cut once on the way -- Celery's backend then stores the result again, alone
+    out = redis_cluster.producer(
+        TRACE
+        + f"""
+    import redis.client
+    from redundancy.cache.core import STORE_AND_UNLOCK
+    from redundancy.cache.overlap import cache_client
+    run("Warm up the connections. Warm up the connections.")
+    store_sha = cache_client().script_sha(STORE_AND_UNLOCK).encode()
+    execute, cut = redis.client.Pipeline.execute, []
+    def cut_once(self, *args, **kwargs):
+        carries = any(store_sha in [a if isinstance(a, bytes) else str(a).encode()
+                                    for a in c[0]] for c in self.command_stack)
+        if carries and not cut:
+            cut.append(1)
+            self.reset()
+            raise redis.exceptions.ConnectionError("cut on the way")
+        return execute(self, *args, **kwargs)
+    redis.client.Pipeline.execute = cut_once
+    cache = redis.Redis.from_url({cache_url!r})
+    _, _, first = run("Snow on the hills. Snow on the hills. A dog barked.")
+    locks = [k.decode() for k in cache.scan_iter("*lock*")]
+    _, _, second = run("Snow on the hills. Snow on the hills. A dog barked.")
+    from redundancy.cache.client import get_cache
+    print(json.dumps({{"cut": len(cut), "states": [first, second], "locks": locks,
+                      "stats": get_cache().stats()}}))
+    """,
+        REDIS_URL=cache_url,
+        MESSAGE_BROKER_TYPE="redis_streams",
+    )
+    # When the task returns
+    # Then the cut write was retried without the cache's store, which the task wrote
+    # itself: no lock is left behind, and the same text next is a hit
+    assert out["cut"] == 1
+    assert out["states"] == ["SUCCESS", "SUCCESS"]
+    assert out["locks"] == []
+    assert (out["stats"]["misses"], out["stats"]["hits"]) == (2, 1)
+
+
 def test_the_event_is_written_with_the_result_and_not_again_by_the_signal(redis_cluster, cache_url):
     # Given a traced task whose event goes to the outbox with its result
     out = redis_cluster.producer(

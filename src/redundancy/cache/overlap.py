@@ -160,11 +160,11 @@ def receive_store(pending: Pending | None, request: Any = None) -> None:
     read, later, core = pending
     try:
         read()
-    except NoScriptError:
+    except Exception:
+        # NOSCRIPT, or no reply (the write carrying it failed, and Celery stored the
+        # result again without it): write it now, or its lock would hold the text's next
+        # callers until it expires. Storing twice is harmless (same value, own token).
         _store_now(later)
-        return
-    except Exception as exc:
-        core.stored_later(later, exc)
         return
     core.stored_later(later, None)
 
