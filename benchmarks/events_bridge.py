@@ -74,6 +74,10 @@ class CpuMeter:
 
         self.procs[name] = psutil.Process(pid)
 
+    def remove(self, name: str) -> None:
+        self.procs.pop(name, None)
+        self.last.pop(name, None)
+
     def read(self) -> dict[str, float]:
         import psutil
 
@@ -267,8 +271,7 @@ def bridge(
         elapsed = time.perf_counter() - started
         if meter:
             meter.spent = CpuMeter.per_event(cpu, meter.read(), len(messages))
-            meter.procs.pop("relay")
-            meter.last.pop("relay", None)
+            meter.remove("relay")
     finally:
         stop_process_group(relay)
     read_back(kind, target, topic, {m.event_id for m in messages})

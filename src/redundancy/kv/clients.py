@@ -49,6 +49,8 @@ class RedisSyncBackend:
             self._tokens.put(None)
         self._wait = wait
         self._scripts: dict[str, Any] = {}
+        self._same_server: tuple[Any, int | None] | None = None
+        """The last pool ``same_server`` was asked about, and its answer."""
 
     def _acquire(self) -> None:
         try:
@@ -91,16 +93,23 @@ class RedisSyncBackend:
         """This client's database number when ``pool`` (another client's connection pool)
         reaches the same Redis server the same way -- host, port or socket, credentials,
         TLS, reply decoding -- so a request of ours may travel on its connections after a
-        ``SELECT``; else None."""
+        ``SELECT``; else None. Asked twice per task about the same pool: answered once."""
+        known = self._same_server
+        if known is not None and known[0] is pool:
+            return known[1]
         mine = getattr(self.client, "connection_pool", None)  # none on a cluster client
-        theirs = pool
-        if mine is None or theirs is None:
-            return None
-        same = mine.connection_class is theirs.connection_class and all(
-            (mine.connection_kwargs.get(k) or None) == (theirs.connection_kwargs.get(k) or None)
-            for k in SAME_SERVER_KEYS  # unset, None and False alike
+        same = (
+            mine is not None
+            and pool is not None
+            and mine.connection_class is pool.connection_class
+            and all(
+                (mine.connection_kwargs.get(k) or None) == (pool.connection_kwargs.get(k) or None)
+                for k in SAME_SERVER_KEYS  # unset, None and False alike
+            )
         )
-        return int(mine.connection_kwargs.get("db") or 0) if same else None
+        db = int(mine.connection_kwargs.get("db") or 0) if same and mine is not None else None
+        self._same_server = (pool, db)
+        return db
 
     def script(self, script: Script, keys: tuple[Any, ...], args: tuple[Any, ...]) -> Any:
         registered = self._registered(script)

@@ -142,7 +142,7 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
             )
         event = self._event_fields(request, result) if state == states.SUCCESS else None
         counter = self._delivery_counter(request) if state == states.STARTED else None
-        # The results cache's request rides along: sent now, read after ours (overlap).
+        # The results cache's request travels with ours (_riding: in our write, or beside it).
         send, receive = (
             (overlap.send_lookup, overlap.receive_lookup)
             if state == states.STARTED
